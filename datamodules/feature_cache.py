@@ -1,0 +1,177 @@
+"""Frozen-feature cache: trunk outputs computed once per (backbone, weights, preprocessing) fingerprint.
+
+When a backbone's trunks are frozen (``PretrainedTwoTower`` by default), their outputs are a pure
+function of the input frames/texts. Ablation runs and seeds then share one pass of decoding and
+trunk inference; training touches only heads and method modules.
+
+Layout: ``<cache_dir>/<sha>/fingerprint.json`` and, per split, ``video_<split>_<ids-sha>.npy`` (fp16
+``[N, T, F]``), ``video_<split>_<ids-sha>.mask.npy`` and ``text_<split>_<texts-sha>.npy`` (fp16
+``[N, L, H]``) with its mask and a JSON row index. Files are written to a temporary name and renamed,
+so an interrupted build never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+if TYPE_CHECKING:
+    from datamodules.base import VideoTextDataModule
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+class CachedFeatures:
+    """Lookup of cached trunk outputs by video id and by text string."""
+
+    def __init__(self) -> None:
+        self._video_rows: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+        self._text_rows: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+
+    @property
+    def has_video(self) -> bool:
+        return bool(self._video_rows)
+
+    @property
+    def has_text(self) -> bool:
+        return bool(self._text_rows)
+
+    def add_videos(self, ids: list[str], feats: np.ndarray, mask: np.ndarray) -> None:
+        for i, vid in enumerate(ids):
+            self._video_rows[vid] = (feats, mask, i)
+
+    def add_texts(self, texts: list[str], feats: np.ndarray, mask: np.ndarray) -> None:
+        for i, text in enumerate(texts):
+            self._text_rows[text] = (feats, mask, i)
+
+    def video(self, video_id: str) -> tuple[Tensor, Tensor]:
+        feats, mask, i = self._video_rows[video_id]
+        return torch.from_numpy(np.asarray(feats[i], dtype=np.float32)), torch.from_numpy(np.asarray(mask[i]))
+
+    def text(self, text: str) -> tuple[Tensor, Tensor]:
+        feats, mask, i = self._text_rows[text]
+        return torch.from_numpy(np.asarray(feats[i], dtype=np.float32)), torch.from_numpy(np.asarray(mask[i]))
+
+
+@torch.no_grad()
+def _encode_videos(dm: VideoTextDataModule, split_name: str, backbone: Any, device: torch.device,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    from datamodules.base import VideoDataset, _VideoSource, collate_videos
+
+    split = dm.splits[split_name]
+    source = _VideoSource(split, dm.reader, dm.image_size, dm.num_frames)
+    loader = DataLoader(VideoDataset(split, source), batch_size=max(1, dm.eval_batch_size // 2),
+                        num_workers=dm.num_workers, collate_fn=collate_videos)
+    mean = torch.tensor(backbone.image_mean, device=device).view(1, 1, 3, 1, 1)
+    std = torch.tensor(backbone.image_std, device=device).view(1, 1, 3, 1, 1)
+    feats: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    for batch in _progress(loader, f"caching {split_name} video features"):
+        frames = (batch.frames.to(device).float() / 255.0 - mean) / std
+        b, t = frames.shape[:2]
+        out = backbone.frame_trunk(frames.flatten(0, 1)).view(b, t, -1)
+        out = out * batch.mask.to(device).unsqueeze(-1)
+        feats.append(out.half().cpu().numpy())
+        masks.append(batch.mask.numpy())
+    return np.concatenate(feats), np.concatenate(masks)
+
+
+@torch.no_grad()
+def _encode_texts(texts: list[str], backbone: Any, device: torch.device, batch_size: int = 256,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    # Length-sorted batches trimmed to their longest row: the trunk's outputs at real tokens do not
+    # depend on padding, and short batches run several times faster than padding everything to L.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    feats: np.ndarray | None = None
+    masks = np.zeros((len(texts), backbone.max_words), dtype=bool)
+    for start in _progress(range(0, len(texts), batch_size), "caching text features"):
+        rows = order[start:start + batch_size]
+        tokens = backbone.tokenize([texts[i] for i in rows])
+        length = int(tokens["attention_mask"].sum(1).max())
+        tokens = {k: v[:, :length].to(device) for k, v in tokens.items()}
+        hidden, mask = backbone.text_trunk(tokens)
+        if feats is None:
+            feats = np.zeros((len(texts), backbone.max_words, hidden.shape[-1]), dtype=np.float16)
+        feats[rows, :length] = (hidden * mask.unsqueeze(-1)).half().cpu().numpy()
+        masks[rows, :length] = mask.cpu().numpy()
+    assert feats is not None
+    return feats, masks
+
+
+def _progress(iterable: Any, desc: str) -> Any:
+    try:
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, desc=desc, leave=False)
+    except ImportError:  # pragma: no cover - tqdm ships with lightning
+        return iterable
+
+
+def build_or_load_cache(dm: VideoTextDataModule, backbone: Any, device: torch.device | None = None,
+                        build: bool = True) -> tuple[CachedFeatures, dict[str, Any]]:
+    """Load the cache for every split ``dm`` has set up, computing what is missing when ``build``.
+
+    Under DDP the model calls this with ``build=True`` on rank 0 only, then a barrier, then on the
+    other ranks with ``build=False`` (they only read).
+    """
+    device = device or next(backbone.parameters()).device
+    fingerprint = {"version": CACHE_VERSION, "backbone": backbone.trunk_fingerprint(),
+                   "data": {"dataset": dm.name, "root": str(dm.root.resolve()), "num_frames": dm.num_frames,
+                            "image_size": dm.image_size, "reader": dm.reader, "sampling": "uniform"}}
+    directory = dm.cache_dir / _sha(fingerprint)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "fingerprint.json").write_text(json.dumps(fingerprint, indent=2, default=str))
+    cache = CachedFeatures()
+    info: dict[str, Any] = {"dir": str(directory), "video": backbone.video_trunk_frozen,
+                            "text": backbone.text_trunk_frozen, "built_s": 0.0}
+    was_training = backbone.training
+    backbone.eval()
+    started = time.perf_counter()
+    for name, split in dm.splits.items():
+        if backbone.video_trunk_frozen:
+            ids = [v.video_id for v in split.videos]
+            path = directory / f"video_{name}_{_sha(ids)}.npy"
+            mask_path = path.with_suffix(".mask.npy")
+            if not (path.exists() and mask_path.exists()):
+                if not build:
+                    raise FileNotFoundError(f"feature cache {path} was not built by rank 0")
+                feats, mask = _encode_videos(dm, name, backbone, device)
+                _save_atomic(mask_path, mask)
+                _save_atomic(path, feats)
+            cache.add_videos(ids, np.load(path, mmap_mode="r"), np.load(mask_path))
+        if backbone.text_trunk_frozen:
+            texts = sorted({t.text for t in split.texts})
+            path = directory / f"text_{name}_{_sha(texts)}.npy"
+            mask_path = path.with_suffix(".mask.npy")
+            if not (path.exists() and mask_path.exists()):
+                if not build:
+                    raise FileNotFoundError(f"feature cache {path} was not built by rank 0")
+                feats, mask = _encode_texts(texts, backbone, device)
+                _save_atomic(mask_path, mask)
+                _save_atomic(path, feats)
+            cache.add_texts(texts, np.load(path, mmap_mode="r"), np.load(mask_path))
+    backbone.train(was_training)
+    info["built_s"] = round(time.perf_counter() - started, 2)
+    log.info("feature cache ready in %s (%.1f s)", directory, info["built_s"])
+    return cache, info

@@ -1,0 +1,162 @@
+"""MSR-VTT in the CLIP4Clip file layout (research/methods.md §5.1).
+
+Files under ``root``: ``MSRVTT_data.json`` (``sentences`` and ``videos``), ``MSRVTT_train.9k.csv`` (or
+``MSRVTT_train.7k.csv``; column ``video_id``) and ``MSRVTT_JSFUSION_test.csv`` (1k-A: columns
+``key,vid_key,video_id,sentence``).
+
+Protocols:
+
+* ``test_protocol: jsfusion`` (default): the 1,000 csv rows are the queries, one per test video.
+* ``test_protocol: all_captions``: every caption in ``MSRVTT_data.json`` of the csv's videos is a query
+  (multi-caption evaluation, used by SynthVTR and for MSR-VTT "full" style evaluation).
+* ``val_protocol: test`` evaluates validation on the test split (what CLIP4Clip and NarVid do);
+  ``heldout`` holds out ``val_videos`` training videos, grouped by YouTube parent (``url``) so clips of one
+  parent video never straddle train and val; ``metrics.json`` records which one selected the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+from typing import Any, Literal
+
+from datamodules.base import Split, TextEntry, VideoEntry, VideoTextDataModule
+
+
+def read_json(path: Path) -> Any:
+    """JSON with an error that names the file and the position of a syntax error."""
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+
+
+def read_csv_rows(path: Path, required: list[str]) -> list[dict[str, str]]:
+    """CSV rows as dicts; fails naming the file and the missing column(s)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"split file not found: {path}")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}; found {columns}")
+        return [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+
+
+class MSRVTT(VideoTextDataModule):
+    """MSR-VTT retrieval.
+
+    Args:
+        train_csv: training video list (``MSRVTT_train.9k.csv`` or ``MSRVTT_train.7k.csv``).
+        test_csv: test list (1k-A ``MSRVTT_JSFUSION_test.csv``).
+        data_json: the annotation file with every caption.
+        test_protocol: ``jsfusion`` (csv sentence per video) or ``all_captions``.
+        val_protocol: ``test`` (validate on the test split) or ``heldout`` (videos held out of train).
+        val_videos: number of training videos held out when ``val_protocol`` is ``heldout``.
+        val_seed: seed of the held-out draw.
+        **kwargs: ``VideoTextDataModule`` arguments.
+    """
+
+    name = "msrvtt"
+
+    def __init__(self, train_csv: str = "MSRVTT_train.9k.csv", test_csv: str = "MSRVTT_JSFUSION_test.csv",
+                 data_json: str = "MSRVTT_data.json",
+                 test_protocol: Literal["jsfusion", "all_captions"] = "jsfusion",
+                 val_protocol: Literal["test", "heldout"] = "test", val_videos: int = 1000, val_seed: int = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.train_csv = train_csv
+        self.test_csv = test_csv
+        self.data_json = data_json
+        self.test_protocol = test_protocol
+        self.val_protocol = val_protocol
+        self.val_videos = val_videos
+        self.val_seed = val_seed
+        self._annotations: dict[str, Any] | None = None
+
+    # ---------------------------------------------------------------- parsing
+    def _load_annotations(self) -> dict[str, Any]:
+        if self._annotations is None:
+            path = self.root / self.data_json
+            data = read_json(path)
+            if not isinstance(data, dict) or "sentences" not in data:
+                raise ValueError(f"{path}: expected an object with a 'sentences' list (MSR-VTT format)")
+            captions: dict[str, list[tuple[int, str]]] = {}
+            for k, s in enumerate(data["sentences"]):
+                try:
+                    captions.setdefault(str(s["video_id"]), []).append((int(s.get("sen_id", k)), str(s["caption"])))
+                except (KeyError, TypeError) as exc:
+                    raise ValueError(f"{path}: sentences[{k}] lacks 'video_id' or 'caption': {s!r}") from exc
+            parents = {str(v["video_id"]): str(v.get("url", v["video_id"])) for v in data.get("videos", [])}
+            self._annotations = {"captions": captions, "parents": parents, "path": path}
+        return self._annotations
+
+    def _train_ids(self) -> list[str]:
+        rows = read_csv_rows(self.root / self.train_csv, ["video_id"])
+        return [r["video_id"] for r in rows]
+
+    def _heldout_ids(self, train_ids: list[str]) -> set[str]:
+        """Hold out whole parent videos (``url``) until ``val_videos`` clips are held out."""
+        parents = self._load_annotations()["parents"]
+        groups: dict[str, list[str]] = {}
+        for vid in train_ids:
+            groups.setdefault(parents.get(vid, vid), []).append(vid)
+        keys = sorted(groups)
+        random.Random(self.val_seed).shuffle(keys)
+        held: set[str] = set()
+        for key in keys:
+            if len(held) >= self.val_videos:
+                break
+            held.update(groups[key])
+        return held
+
+    def _caption_split(self, name: str, video_ids: list[str], protocol: str) -> Split:
+        ann = self._load_annotations()
+        videos, texts = [], []
+        for vid in video_ids:
+            caps = ann["captions"].get(vid)
+            if not caps:
+                raise ValueError(f"{ann['path']}: video {vid!r} of split '{name}' ({self.train_csv} / "
+                                 f"{self.test_csv}) has no caption in the annotations")
+            for sen_id, caption in caps:
+                texts.append(TextEntry(f"{vid}#{sen_id}", caption, len(videos)))
+            videos.append(VideoEntry(vid, self.video_path(vid)))
+        return Split(name, videos, texts, protocol)
+
+    def load_split(self, split: str) -> Split:
+        if split == "val" and self.val_protocol == "test":
+            result = self.load_split("test")
+            result.name, result.info = "val", {**result.info, "model_selection": "test split (CLIP4Clip habit)"}
+            return result
+        if split in ("train", "val"):
+            train_ids = self._train_ids()
+            held = self._heldout_ids(train_ids) if self.val_protocol == "heldout" else set()
+            if split == "train":
+                result = self._caption_split("train", [v for v in train_ids if v not in held], "all captions")
+            else:
+                result = self._caption_split("val", [v for v in train_ids if v in held], "held-out train videos")
+                result.info["model_selection"] = f"{len(held)} held-out training videos"
+        elif split == "test":
+            path = self.root / self.test_csv
+            if self.test_protocol == "jsfusion":
+                rows = read_csv_rows(path, ["video_id", "sentence"])
+                videos, texts, position = [], [], {}
+                for r, row in enumerate(rows):
+                    vid = row["video_id"]
+                    if vid not in position:
+                        position[vid] = len(videos)
+                        videos.append(VideoEntry(vid, self.video_path(vid)))
+                    texts.append(TextEntry(row.get("key") or f"{vid}#csv{r}", row["sentence"], position[vid]))
+                result = Split("test", videos, texts, "1k-A (JSFusion csv)")
+            else:
+                ids = list(dict.fromkeys(r["video_id"] for r in read_csv_rows(path, ["video_id"])))
+                result = self._caption_split("test", ids, "all captions of the test videos")
+        else:
+            raise ValueError(f"unknown split {split!r}")
+        result.validate(str(self.root))
+        return result

@@ -1,0 +1,362 @@
+"""``BaseRetrievalModule``: everything text-video retrieval methods share.
+
+A method subclasses this and overrides only what its paper changes:
+
+* ``encode_text(batch) -> dict[str, Tensor]`` and ``encode_video(batch) -> dict[str, Tensor]``:
+  per-item features, every tensor with the batch on its first axis;
+* ``similarity(text_feats, video_feats) -> [n_texts, n_videos]``: may be query-dependent;
+* ``training_loss(batch) -> (loss, logs)``: default is symmetric InfoNCE on the all-gathered batch.
+
+The base owns the optimiser (CLIP4Clip's two learning rates, AdamW, linear warmup + cosine), the
+learnable temperature, the evaluation protocol and the artifacts a test run leaves behind:
+
+1. every evaluation text and every evaluation video is encoded once (two loaders);
+2. features are gathered across ranks and de-duplicated by dataset index (``DistributedSampler``
+   pads the last shard with repeats), and counts are checked against the split;
+3. the similarity is scored in (text chunk x video chunk) tiles, so a query-dependent ``similarity``
+   never materialises texts x videos x frames x words at once;
+4. metrics (``lightning_modules.metrics``) use an index map for multi-caption sets;
+5. ``test`` writes ``metrics.json``, ``sim_t2v.npy``, ``text_ids.json``, ``video_ids.json``,
+   ``text_to_video.json`` and the resolved ``config.yaml`` into ``<run dir>/test`` (the first logger's ``log_dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from torch import Tensor, nn
+
+from datamodules.batch import PairBatch, TextBatch, VideoBatch
+from lightning_modules.backbones.base import TextFeatures, VideoTextBackbone
+from lightning_modules.components.losses import symmetric_infonce
+from lightning_modules.metrics import retrieval_metrics
+
+log = logging.getLogger(__name__)
+
+Features = dict[str, Tensor]
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Multiplier for the learning rate: linear warmup to 1, then cosine decay to 0 (BertAdam's schedule)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _slice_features(feats: Features, start: int, stop: int) -> Features:
+    return {k: v[start:stop] for k, v in feats.items()}
+
+
+class BaseRetrievalModule(L.LightningModule, ABC):
+    """Shared retrieval core. See the module docstring for the contract.
+
+    Args:
+        backbone: the video-text encoder pair (``class_path``/``init_args`` in YAML).
+        lr: learning rate of the method's own modules and the backbone heads.
+        coef_lr: the pretrained trunks train at ``lr * coef_lr`` (CLIP4Clip: 1e-3).
+        weight_decay: AdamW weight decay (not applied to biases, norms, embeddings, temperature).
+        warmup_ratio: fraction of optimisation steps spent in linear warmup.
+        betas: AdamW betas (CLIP4Clip/NarVid: 0.9, 0.98).
+        eps: AdamW epsilon.
+        temperature: initial softmax temperature of the contrastive loss (logit scale = 1/temperature).
+        learnable_temperature: learn the logit scale (CLIP) or keep it fixed.
+        max_logit_scale: clamp of the learnt logit scale (CLIP: 100).
+        eval_text_chunk: texts per scoring tile at evaluation.
+        eval_video_chunk: videos per scoring tile at evaluation.
+        write_artifacts: write the test artifacts (metrics, similarity matrix, ids, config).
+    """
+
+    monitor: str = "val/t2v_R1"
+
+    def __init__(self, backbone: VideoTextBackbone, lr: float = 1e-4, coef_lr: float = 1e-3,
+                 weight_decay: float = 0.2, warmup_ratio: float = 0.1, betas: tuple[float, float] = (0.9, 0.98),
+                 eps: float = 1e-6, temperature: float = 0.07, learnable_temperature: bool = True,
+                 max_logit_scale: float = 100.0, eval_text_chunk: int = 256, eval_video_chunk: int = 1024,
+                 write_artifacts: bool = True) -> None:
+        super().__init__()
+        # Under LightningCLI the given hyper-parameters are config dicts (backbone included), which lets
+        # ``load_from_checkpoint`` rebuild everything; built by hand, the backbone is a module object and
+        # must not be pickled into the checkpoint's hyper-parameters.
+        self.save_hyperparameters(ignore=[] if _given_hyperparameters.get() else ["backbone"])
+        self.backbone = backbone
+        init = math.log(1.0 / temperature)
+        self.logit_scale = nn.Parameter(torch.tensor(init), requires_grad=learnable_temperature)
+        self._eval_store: dict[str, list[tuple[Tensor, Features]]] = {"text": [], "video": []}
+        self._last_metrics: dict[str, Any] = {}
+
+    # ================================================================== what methods override
+    def encode_text(self, batch: TextBatch) -> Features:
+        """Per-text features. Default: the backbone's sentence embedding under ``"text"``."""
+        return {"text": self.backbone_text(batch).sentence}
+
+    def encode_video(self, batch: VideoBatch) -> Features:
+        """Per-video features. Default: the backbone's frame embeddings under ``"frames"`` + ``"mask"``."""
+        return {"frames": self.backbone_frames(batch), "mask": batch.mask}
+
+    @abstractmethod
+    def similarity(self, text_feats: Features, video_feats: Features) -> Tensor:
+        """``[n_texts, n_videos]`` similarity of every text with every video of the two feature sets."""
+
+    def training_loss(self, batch: PairBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Symmetric InfoNCE on the similarity of the all-gathered batch (CLIP4Clip Eq. 8-10)."""
+        text_feats = self.gather_for_loss(self.encode_text(batch.text))
+        video_feats = self.gather_for_loss(self.encode_video(batch.video))
+        sim = self.similarity(text_feats, video_feats)
+        loss = symmetric_infonce(self.logit_scale.exp() * sim)
+        return loss, {"loss_nce": loss.detach()}
+
+    # ================================================================== helpers for methods
+    def backbone_text(self, batch: TextBatch) -> TextFeatures:
+        """Backbone text features, from cached trunk states when the data module provides them."""
+        if batch.cached_tokens is not None:
+            return self.backbone.text_head(batch.cached_tokens.to(self.dtype_for_heads()), batch.cached_mask.bool())
+        return self.backbone.encode_text(batch.texts)
+
+    def backbone_frames(self, batch: VideoBatch) -> Tensor:
+        """Backbone per-frame embeddings ``[B, T, D]``; from the cache when present."""
+        if batch.cached_frames is not None:
+            return self.backbone.frame_head(batch.cached_frames.to(self.dtype_for_heads()))
+        assert batch.frames is not None, "VideoBatch has neither frames nor cached features"
+        return self.backbone.encode_frames(batch.frames)
+
+    def dtype_for_heads(self) -> torch.dtype:
+        return next(self.backbone.parameters()).dtype
+
+    def gather_for_loss(self, feats: Features) -> Features:
+        """All-gather every feature tensor across ranks *with* gradients, batch axes concatenated.
+
+        Each rank then computes the loss of the global batch; the gathered copies route gradients back
+        to the rank that produced them, so DDP's gradient averaging reproduces the single-process
+        gradient of the global batch.
+        """
+        if self.trainer is None or self.trainer.world_size == 1:
+            return feats
+        return {k: self.all_gather(v, sync_grads=True).flatten(0, 1) for k, v in feats.items()}
+
+    # ================================================================== training
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 frames -> normalised float on the device (workers ship 4x less data as uint8)."""
+        video = batch.video if isinstance(batch, PairBatch) else batch
+        if isinstance(video, VideoBatch) and video.frames is not None and video.frames.dtype == torch.uint8:
+            mean = torch.tensor(self.backbone.image_mean, device=video.frames.device).view(1, 1, 3, 1, 1)
+            std = torch.tensor(self.backbone.image_std, device=video.frames.device).view(1, 1, 3, 1, 1)
+            video.frames = ((video.frames.float() / 255.0 - mean) / std).to(self.dtype_for_heads())
+        return batch
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        size = getattr(dm, "image_size", None)
+        if size is not None and size != self.backbone.image_size and not getattr(dm, "feature_cache", False):
+            log.warning("data image_size=%s differs from the backbone's image_size=%s", size, self.backbone.image_size)
+        if getattr(dm, "feature_cache", False) and hasattr(dm, "use_feature_cache"):
+            self._attach_cache(dm)
+
+    def _attach_cache(self, dm: Any) -> None:
+        from datamodules.feature_cache import build_or_load_cache
+
+        device = self.trainer.strategy.root_device
+        self.backbone.to(device)
+        if self.trainer.is_global_zero:
+            cache, info = build_or_load_cache(dm, self.backbone, device, build=True)
+        self.trainer.strategy.barrier("vtr_feature_cache")
+        if not self.trainer.is_global_zero:
+            cache, info = build_or_load_cache(dm, self.backbone, device, build=False)
+        dm.use_feature_cache(cache, info)
+
+    def training_step(self, batch: PairBatch, batch_idx: int) -> Tensor:
+        loss, logs = self.training_loss(batch)
+        size = len(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        for k, v in logs.items():
+            self.log(f"train/{k}", v, batch_size=size)
+        self.log("train/logit_scale", self.logit_scale.detach().exp(), batch_size=size)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        with torch.no_grad():  # CLIP clamps the learnt scale so logits cannot blow up
+            self.logit_scale.clamp_(0, math.log(self.hparams.max_logit_scale))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        trunk_ids = {id(p) for p in self.backbone.trunk_parameters()}
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            no_decay = p.ndim < 2 or "logit_scale" in name or "position" in name or "embedding" in name
+            groups.setdefault((id(p) in trunk_ids, no_decay), []).append(p)
+        param_groups = [{"params": ps, "lr": hp.lr * (hp.coef_lr if trunk else 1.0),
+                         "weight_decay": 0.0 if no_decay else hp.weight_decay}
+                        for (trunk, no_decay), ps in sorted(groups.items())]
+        optimizer = torch.optim.AdamW(param_groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(hp.warmup_ratio * total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ================================================================== evaluation
+    def _eval_step(self, batch: TextBatch | VideoBatch) -> None:
+        if isinstance(batch, TextBatch):
+            self._eval_store["text"].append((batch.index, self.encode_text(batch)))
+        else:
+            self._eval_store["video"].append((batch.index, self.encode_video(batch)))
+
+    def validation_step(self, batch: TextBatch | VideoBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: TextBatch | VideoBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_store = {"text": [], "video": []}
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def _gather_eval(self, kind: str) -> tuple[Tensor, Features]:
+        """Concatenate local features, all-gather, drop sampler padding by index, sort by index."""
+        store = self._eval_store[kind]
+        if not store:
+            raise RuntimeError(f"no {kind} batches were evaluated")
+        index = torch.cat([i for i, _ in store]).to(self.device)
+        feats = {k: torch.cat([f[k] for _, f in store]) for k in store[0][1]}
+        if self.trainer.world_size > 1:
+            index = self.all_gather(index).flatten(0, 1)
+            feats = {k: self.all_gather(v).flatten(0, 1) for k, v in feats.items()}
+        order = torch.argsort(index, stable=True)
+        index = index[order]
+        keep = torch.ones_like(index, dtype=torch.bool)
+        keep[1:] = index[1:] != index[:-1]
+        rows = order[keep]
+        return index[keep], {k: v[rows] for k, v in feats.items()}
+
+    @torch.no_grad()
+    def score(self, text_feats: Features, video_feats: Features) -> Tensor:
+        """Full ``[n_texts, n_videos]`` float32 similarity on CPU, computed tile by tile."""
+        n_t = next(iter(text_feats.values())).shape[0]
+        n_v = next(iter(video_feats.values())).shape[0]
+        out = torch.empty(n_t, n_v, dtype=torch.float32)
+        tc, vc = self.hparams.eval_text_chunk, self.hparams.eval_video_chunk
+        for ts in range(0, n_t, tc):
+            t_chunk = _slice_features(text_feats, ts, ts + tc)
+            for vs in range(0, n_v, vc):
+                tile = self.similarity(t_chunk, _slice_features(video_feats, vs, vs + vc))
+                out[ts:ts + tc, vs:vs + vc] = tile.float().cpu()
+        return out
+
+    def _evaluate(self, stage: str) -> dict[str, Any]:
+        started = time.perf_counter()
+        dm = self.trainer.datamodule
+        index = dm.eval_index(stage)
+        text_idx, text_feats = self._gather_eval("text")
+        video_idx, video_feats = self._gather_eval("video")
+        self._eval_store = {"text": [], "video": []}
+        text_idx, video_idx = text_idx.cpu(), video_idx.cpu()
+        complete = len(text_idx) == len(index.text_ids) and len(video_idx) == len(index.video_ids)
+        limited = self.trainer.sanity_checking or bool(self.trainer.fast_dev_run) or (
+            (self.trainer.limit_val_batches if stage == "val" else self.trainer.limit_test_batches) != 1.0)
+        if not complete and not limited:
+            raise RuntimeError(f"{stage} evaluation covered {len(text_idx)}/{len(index.text_ids)} texts and "
+                               f"{len(video_idx)}/{len(index.video_ids)} videos after de-duplication")
+        # Map each text's ground-truth video (dataset index) to its column among the evaluated videos.
+        column = torch.full((len(index.video_ids),), -1, dtype=torch.long)
+        column[video_idx] = torch.arange(len(video_idx))
+        gt = column[torch.as_tensor(index.text_to_video)[text_idx]]
+        if not complete:  # a debugging run on a subset: keep texts whose video was encoded
+            has_video = gt >= 0
+            text_idx, gt = text_idx[has_video], gt[has_video]
+            text_feats = {k: v[has_video.to(v.device)] for k, v in text_feats.items()}
+            covered = torch.zeros(len(video_idx), dtype=torch.bool)
+            covered[gt] = True
+            video_idx, gt = video_idx[covered], torch.cumsum(covered.long(), 0)[gt] - 1
+            video_feats = {k: v[covered.to(v.device)] for k, v in video_feats.items()}
+        sim = self.score(text_feats, video_feats)
+        metrics: dict[str, Any] = retrieval_metrics(sim, gt)
+        metrics["eval_seconds"] = round(time.perf_counter() - started, 3)
+        self._last_eval = {"sim": sim, "text_idx": text_idx, "video_idx": video_idx, "gt": gt, "index": index,
+                           "complete": complete}
+        return metrics
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._eval_store["text"]:
+            return
+        metrics = self._evaluate("val")
+        for k, v in metrics.items():
+            self.log(f"val/{k}", float(v), prog_bar=k in ("t2v_R1", "rsum"), sync_dist=False)
+
+    def on_test_epoch_end(self) -> None:
+        metrics = self._evaluate("test")
+        for k, v in metrics.items():
+            self.log(f"test/{k}", float(v), sync_dist=False)
+        self._last_metrics = metrics
+        if self.hparams.write_artifacts and self.trainer.is_global_zero:
+            self.write_test_artifacts(metrics)
+
+    # ================================================================== artifacts
+    def artifact_dir(self) -> Path:
+        """``<run dir>/test``: the run dir is the first logger's ``log_dir`` (or ``default_root_dir``)."""
+        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "test"
+
+    def write_test_artifacts(self, metrics: dict[str, Any]) -> Path:
+        """Write what a test run leaves behind (DESIGN §3); the report and re-scoring read these files."""
+        out = self.artifact_dir()
+        out.mkdir(parents=True, exist_ok=True)
+        ev = self._last_eval
+        index = ev["index"]
+        dm = self.trainer.datamodule
+        np.save(out / "sim_t2v.npy", ev["sim"].numpy().astype(np.float32))
+        (out / "text_ids.json").write_text(json.dumps([index.text_ids[i] for i in ev["text_idx"].tolist()]))
+        (out / "video_ids.json").write_text(json.dumps([index.video_ids[i] for i in ev["video_idx"].tolist()]))
+        (out / "text_to_video.json").write_text(json.dumps(ev["gt"].tolist()))
+        record = {
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            "num_texts": int(metrics["num_texts"]), "num_videos": int(metrics["num_videos"]),
+            "complete": ev["complete"], "method": type(self).__name__,
+            "postprocess": "none", "seed": _seed(), "git_sha": _git_sha(),
+            "ckpt_path": self.trainer.ckpt_path, "data": dm.describe("test") if hasattr(dm, "describe") else {},
+            "world_size": self.trainer.world_size, "precision": str(self.trainer.precision),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (out / "metrics.json").write_text(json.dumps(record, indent=2, default=str))
+        (out / "config.yaml").write_text(self._resolved_config())
+        log.info("test artifacts written to %s", out)
+        return out
+
+    def _resolved_config(self) -> str:
+        from lightning.pytorch.cli import SaveConfigCallback
+
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, SaveConfigCallback):
+                return cb.parser.dump(cb.config, skip_none=False)
+        import yaml
+
+        return yaml.safe_dump({"model": {"class_path": f"{type(self).__module__}.{type(self).__name__}",
+                                         "init_args": dict(self.hparams)}}, sort_keys=False, default_flow_style=False)
+
+
+def _seed() -> int | None:
+    value = os.environ.get("PL_GLOBAL_SEED")
+    return int(value) if value is not None else None
+
+
+def _git_sha() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -1,0 +1,49 @@
+"""vtr command line: ``python main.py {fit,validate,test,predict} --config configs/...yaml``.
+
+LightningCLI in subclass mode: ``model`` is any ``BaseRetrievalModule`` subclass and ``data`` any
+``VideoTextDataModule`` subclass, named by class name in YAML (``class_path: CLIP4Clip``).
+``fit`` ends with a test of the best checkpoint (``--test_after_fit false`` turns it off), so a training
+run leaves its test artifacts in ``<trainer.default_root_dir>/test``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+
+import datamodules  # noqa: F401  (registers the data modules for short class names)
+import lightning_modules  # noqa: F401  (registers the methods for short class names)
+from callbacks import LoggerSaveConfigCallback
+from datamodules.base import VideoTextDataModule
+from lightning_modules.base import BaseRetrievalModule
+
+
+class VTRCLI(LightningCLI):
+    """LightningCLI with ``--test_after_fit``."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="after fit, test the best checkpoint (or the last weights if none)")
+
+    def after_fit(self) -> None:
+        if not self.config[self.subcommand].get("test_after_fit", True):
+            return
+        ckpt = self.trainer.checkpoint_callback
+        best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def main(args: ArgsType = None) -> VTRCLI:
+    """Entry point; ``args`` lets tests run the CLI in-process (``main(["fit", "--config", ...])``)."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    return VTRCLI(BaseRetrievalModule, VideoTextDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                  save_config_callback=LoggerSaveConfigCallback, save_config_kwargs={"overwrite": True},
+                  seed_everything_default=0, args=args)
+
+
+if __name__ == "__main__":
+    main()
