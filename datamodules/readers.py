@@ -45,8 +45,10 @@ def sample_frame_indices(num_available: int, num_frames: int, mode: SamplingMode
     if mode == "uniform":
         idx = np.floor((edges[:-1] + edges[1:]) / 2)
     elif mode == "random_offset":
+        # integer segment bounds, so neighbouring segments never pick the same frame
+        bounds = np.floor(edges).astype(np.int64)
         rng = rng if rng is not None else np.random.default_rng()
-        idx = np.floor(edges[:-1] + rng.random(num_frames) * (edges[1:] - edges[:-1]))
+        idx = bounds[:-1] + np.floor(rng.random(num_frames) * (bounds[1:] - bounds[:-1]))
     else:
         raise ValueError(f"unknown sampling mode {mode!r}; use 'uniform' or 'random_offset'")
     return np.clip(idx.astype(np.int64), 0, num_available - 1)

@@ -30,6 +30,7 @@ import subprocess
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -58,6 +59,25 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
 
 def _slice_features(feats: Features, start: int, stop: int) -> Features:
     return {k: v[start:stop] for k, v in feats.items()}
+
+
+@torch.no_grad()
+def score_tiles(similarity: Callable[[Features, Features], Tensor], text_feats: Features, video_feats: Features,
+                text_chunk: int, video_chunk: int) -> Tensor:
+    """Evaluate ``similarity`` over (text chunk x video chunk) tiles into a CPU float32 matrix.
+
+    Peak memory is that of one tile, so a query-dependent similarity whose intermediate grows with
+    texts x videos x frames x words stays bounded by the chunk sizes.
+    """
+    n_t = next(iter(text_feats.values())).shape[0]
+    n_v = next(iter(video_feats.values())).shape[0]
+    out = torch.empty(n_t, n_v, dtype=torch.float32)
+    for ts in range(0, n_t, text_chunk):
+        t_chunk = _slice_features(text_feats, ts, ts + text_chunk)
+        for vs in range(0, n_v, video_chunk):
+            tile = similarity(t_chunk, _slice_features(video_feats, vs, vs + video_chunk))
+            out[ts:ts + text_chunk, vs:vs + video_chunk] = tile.float().cpu()
+    return out
 
 
 class BaseRetrievalModule(L.LightningModule, ABC):
@@ -247,16 +267,8 @@ class BaseRetrievalModule(L.LightningModule, ABC):
     @torch.no_grad()
     def score(self, text_feats: Features, video_feats: Features) -> Tensor:
         """Full ``[n_texts, n_videos]`` float32 similarity on CPU, computed tile by tile."""
-        n_t = next(iter(text_feats.values())).shape[0]
-        n_v = next(iter(video_feats.values())).shape[0]
-        out = torch.empty(n_t, n_v, dtype=torch.float32)
-        tc, vc = self.hparams.eval_text_chunk, self.hparams.eval_video_chunk
-        for ts in range(0, n_t, tc):
-            t_chunk = _slice_features(text_feats, ts, ts + tc)
-            for vs in range(0, n_v, vc):
-                tile = self.similarity(t_chunk, _slice_features(video_feats, vs, vs + vc))
-                out[ts:ts + tc, vs:vs + vc] = tile.float().cpu()
-        return out
+        return score_tiles(self.similarity, text_feats, video_feats, self.hparams.eval_text_chunk,
+                           self.hparams.eval_video_chunk)
 
     def _evaluate(self, stage: str) -> dict[str, Any]:
         started = time.perf_counter()

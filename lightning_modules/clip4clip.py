@@ -19,7 +19,7 @@ from torch import Tensor
 
 from datamodules.batch import TextBatch, VideoBatch
 from lightning_modules.base import BaseRetrievalModule, Features
-from lightning_modules.components import TemporalTransformer, masked_mean_pool
+from lightning_modules.components import TemporalTransformer, cosine_matrix, masked_mean_pool
 
 
 class CLIP4Clip(BaseRetrievalModule):
@@ -51,4 +51,4 @@ class CLIP4Clip(BaseRetrievalModule):
 
     def similarity(self, text_feats: Features, video_feats: Features) -> Tensor:
         """Cosine similarity of sentence and pooled video embeddings (CLIP4Clip Eq. 3)."""
-        return F.normalize(text_feats["text"], dim=-1) @ F.normalize(video_feats["video"], dim=-1).t()
+        return cosine_matrix(text_feats["text"], video_feats["video"])

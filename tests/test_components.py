@@ -1,0 +1,116 @@
+"""Shared blocks: losses, temporal transformer, similarity heads, tiled scoring, frame sampling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from datamodules.readers import resize_center_crop, sample_frame_indices
+from lightning_modules.base import score_tiles, warmup_cosine
+from lightning_modules.components import TemporalTransformer, symmetric_infonce, token_frame_similarity
+
+
+def test_infonce_matches_definition() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(5, 5)
+    expected = 0
+    for i in range(5):
+        expected += -torch.log_softmax(logits[i], 0)[i] - torch.log_softmax(logits[:, i], 0)[i]
+    assert symmetric_infonce(logits).item() == pytest.approx(expected.item() / 10, rel=1e-5)
+    # the positives mask reduces to the diagonal case
+    assert symmetric_infonce(logits, torch.eye(5, dtype=torch.bool)).item() == pytest.approx(
+        symmetric_infonce(logits).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="square"):
+        symmetric_infonce(torch.randn(3, 4))
+
+
+def test_temporal_transformer_ignores_padded_frames() -> None:
+    torch.manual_seed(0)
+    block = TemporalTransformer(16, layers=2, heads=2, max_frames=8).eval()
+    x = torch.randn(1, 6, 16)
+    mask = torch.tensor([[True, True, True, True, False, False]])
+    y = block(x, mask)
+    x2 = x.clone()
+    x2[:, 4:] = 100.0  # garbage in padded slots must not change real outputs
+    y2 = block(x2, mask)
+    torch.testing.assert_close(y[:, :4], y2[:, :4])
+    with pytest.raises(ValueError, match="max_frames"):
+        block(torch.randn(1, 9, 16), torch.ones(1, 9, dtype=torch.bool))
+
+
+def naive_token_frame(words, wmask, frames, fmask):
+    out = torch.zeros(words.shape[0], frames.shape[0])
+    for i in range(words.shape[0]):
+        for j in range(frames.shape[0]):
+            w = F.normalize(words[i][wmask[i]], dim=-1)
+            f = F.normalize(frames[j][fmask[j]], dim=-1)
+            s = w @ f.t()
+            out[i, j] = 0.5 * (s.max(1).values.mean() + s.max(0).values.mean())
+    return out
+
+
+def test_token_frame_similarity_matches_loop_and_respects_masks() -> None:
+    torch.manual_seed(0)
+    words, frames = torch.randn(4, 6, 8), torch.randn(5, 3, 8)
+    wmask = torch.rand(4, 6) > 0.4
+    wmask[:, 0] = True
+    fmask = torch.rand(5, 3) > 0.3
+    fmask[:, 0] = True
+    got = token_frame_similarity(words, wmask, frames, fmask)
+    torch.testing.assert_close(got, naive_token_frame(words, wmask, frames, fmask), rtol=1e-5, atol=1e-5)
+
+
+def test_score_tiles_equals_full_matrix_and_permutes_with_queries() -> None:
+    """Leakage guard: #texts != #videos in every tile, shuffled queries give permuted rows."""
+    torch.manual_seed(0)
+    text = {"words": torch.randn(11, 5, 8), "word_mask": torch.ones(11, 5, dtype=torch.bool)}
+    video = {"frames": torch.randn(7, 4, 8), "frame_mask": torch.ones(7, 4, dtype=torch.bool)}
+
+    def sim(t, v):
+        return token_frame_similarity(t["words"], t["word_mask"], v["frames"], v["frame_mask"])
+
+    full = sim(text, video)
+    for tc, vc in [(1, 1), (3, 2), (4, 7), (20, 20)]:
+        torch.testing.assert_close(score_tiles(sim, text, video, tc, vc), full)
+    perm = torch.randperm(11)
+    shuffled = {k: v[perm] for k, v in text.items()}
+    torch.testing.assert_close(score_tiles(sim, shuffled, video, 3, 2), full[perm])
+
+
+def test_warmup_cosine_schedule() -> None:
+    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
+    assert warmup_cosine(100, 100, 10) == pytest.approx(0.0, abs=1e-9)
+    assert warmup_cosine(0, 10, 0) == pytest.approx(1.0)
+    assert 0 < warmup_cosine(30, 100, 10) < 1 and not math.isnan(warmup_cosine(5, 5, 5))
+
+
+@pytest.mark.parametrize("available,wanted", [(32, 8), (8, 8), (5, 8), (100, 12), (13, 12)])
+def test_frame_sampling(available: int, wanted: int) -> None:
+    uniform = sample_frame_indices(available, wanted, "uniform")
+    assert len(uniform) == min(available, wanted)
+    assert np.all(np.diff(uniform) > 0) and uniform.min() >= 0 and uniform.max() < available
+    np.testing.assert_array_equal(uniform, sample_frame_indices(available, wanted, "uniform"))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        rand = sample_frame_indices(available, wanted, "random_offset", rng)
+        assert len(rand) == len(uniform) and np.all(np.diff(rand) > 0) and rand.max() < available
+    if available >= 2 * wanted:  # each random pick stays inside its segment
+        edges = np.linspace(0, available, wanted + 1)
+        assert np.all((rand >= np.floor(edges[:-1])) & (rand < np.ceil(edges[1:])))
+    with pytest.raises(ValueError, match="0 frames"):
+        sample_frame_indices(0, 4, "uniform")
+
+
+def test_resize_center_crop() -> None:
+    frames = torch.zeros(2, 40, 80, 3, dtype=torch.uint8)
+    frames[:, :, 30:50] = 255  # a white band in the middle of a wide frame
+    out = resize_center_crop(frames, 20)
+    assert out.shape == (2, 3, 20, 20) and out.dtype == torch.uint8
+    assert out[0, :, 10, 10].min() > 200 and out[0, :, 10, 0].max() < 60
