@@ -1,0 +1,7 @@
+"""Retrieval methods: one LightningModule per paper on top of ``BaseRetrievalModule``."""
+
+from lightning_modules.backbones import OpenCLIPBackbone, PretrainedTwoTower, VideoTextBackbone
+from lightning_modules.base import BaseRetrievalModule
+from lightning_modules.clip4clip import CLIP4Clip
+
+__all__ = ["CLIP4Clip", "BaseRetrievalModule", "OpenCLIPBackbone", "PretrainedTwoTower", "VideoTextBackbone"]
