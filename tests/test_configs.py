@@ -1,0 +1,40 @@
+"""Every shipped YAML parses against the current signatures (``--print_config``), alone or composed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from main import main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+BASE = CONFIGS / "base" / "trainer.yaml"
+COMPOSED = [
+    [BASE, CONFIGS / "data" / "msrvtt.yaml", CONFIGS / "model" / "clip4clip.yaml",
+     CONFIGS / "experiments" / "clip4clip_msrvtt.yaml"],
+    [BASE, CONFIGS / "data" / "synthvtr.yaml", CONFIGS / "model" / "clip4clip_twotower.yaml"],
+    [CONFIGS / "quickstart.yaml"],
+]
+
+
+def every_shipped_yaml() -> list[Path]:
+    return sorted(p for p in CONFIGS.rglob("*.yaml") if "local" not in p.parts)
+
+
+def test_every_yaml_is_used_by_a_composition() -> None:
+    used = {p for combo in COMPOSED for p in combo}
+    assert set(every_shipped_yaml()) <= used, "add new configs to COMPOSED so they are parsed"
+
+
+@pytest.mark.parametrize("combo", COMPOSED, ids=lambda c: "+".join(p.stem for p in c))
+def test_config_parses(combo: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["fit"]
+    for path in combo:
+        args += ["--config", str(path)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert "class_path" in printed["model"] and "class_path" in printed["data"]
