@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -40,9 +41,18 @@ class VTRCLI(LightningCLI):
 def main(args: ArgsType = None) -> VTRCLI:
     """Entry point; ``args`` lets tests run the CLI in-process (``main(["fit", "--config", ...])``)."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    return VTRCLI(BaseRetrievalModule, VideoTextDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                  save_config_callback=LoggerSaveConfigCallback, save_config_kwargs={"overwrite": True},
-                  seed_everything_default=0, args=args)
+    cli = VTRCLI(BaseRetrievalModule, VideoTextDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                 save_config_callback=LoggerSaveConfigCallback, save_config_kwargs={"overwrite": True},
+                 seed_everything_default=0, args=args)
+    _finish_wandb()
+    return cli
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run of this invocation, so the next in-process run (tests, demo, local sweeps) gets its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def recompute_check(test_dir: Path) -> float:
     from lightning_modules.metrics import retrieval_metrics
 
     record = json.loads((test_dir / "metrics.json").read_text())
-    again = retrieval_metrics(np.load(test_dir / "sim_t2v.npy"), json.loads((test_dir / "text_to_video.json").read_text()))
+    gt = json.loads((test_dir / "text_to_video.json").read_text())
+    again = retrieval_metrics(np.load(test_dir / "sim_t2v.npy"), gt)
     return max(abs(record["metrics"][k] - v) for k, v in again.items())
 
 

@@ -4,4 +4,4 @@ from lightning_modules.backbones import OpenCLIPBackbone, PretrainedTwoTower, Vi
 from lightning_modules.base import BaseRetrievalModule
 from lightning_modules.clip4clip import CLIP4Clip
 
-__all__ = ["CLIP4Clip", "BaseRetrievalModule", "OpenCLIPBackbone", "PretrainedTwoTower", "VideoTextBackbone"]
+__all__ = ["BaseRetrievalModule", "CLIP4Clip", "OpenCLIPBackbone", "PretrainedTwoTower", "VideoTextBackbone"]

@@ -29,8 +29,8 @@ import os
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
