@@ -315,17 +315,18 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         for k, v in metrics.items():
             self.log(f"test/{k}", float(v), sync_dist=False)
         self._last_metrics = metrics
-        if self.hparams.write_artifacts and self.trainer.is_global_zero:
-            self.write_test_artifacts(metrics)
+        if self.hparams.write_artifacts:
+            out = self.artifact_dir()  # trainer.log_dir broadcasts: every rank must ask
+            if self.trainer.is_global_zero:
+                self.write_test_artifacts(metrics, out)
 
     # ================================================================== artifacts
     def artifact_dir(self) -> Path:
         """``<run dir>/test``: the run dir is the first logger's ``log_dir`` (or ``default_root_dir``)."""
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "test"
 
-    def write_test_artifacts(self, metrics: dict[str, Any]) -> Path:
+    def write_test_artifacts(self, metrics: dict[str, Any], out: Path) -> Path:
         """Write what a test run leaves behind (DESIGN §3); the report and re-scoring read these files."""
-        out = self.artifact_dir()
         out.mkdir(parents=True, exist_ok=True)
         ev = self._last_eval
         index = ev["index"]
@@ -339,7 +340,8 @@ class BaseRetrievalModule(L.LightningModule, ABC):
             "num_texts": int(metrics["num_texts"]), "num_videos": int(metrics["num_videos"]),
             "complete": ev["complete"], "method": type(self).__name__,
             "postprocess": "none", "seed": _seed(), "git_sha": _git_sha(),
-            "ckpt_path": self.trainer.ckpt_path, "data": dm.describe("test") if hasattr(dm, "describe") else {},
+            "ckpt_path": str(self.trainer.ckpt_path) if self.trainer.ckpt_path else None,
+            "data": dm.describe("test") if hasattr(dm, "describe") else {},
             "world_size": self.trainer.world_size, "precision": str(self.trainer.precision),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
