@@ -1,0 +1,73 @@
+"""SynthVTR: the embedded benchmark, served through the real MSR-VTT reading path.
+
+``prepare_data`` generates the benchmark (``datamodules.synthvtr``) into
+``<root>/synthvtr-<fingerprint>`` unless that directory is already complete, so a second run skips
+the work. Everything after that is ``MSRVTT``: H.264 files decoded by the configured reader,
+``MSRVTT_data.json`` captions, the train csv, and multi-caption evaluation of the test videos (five
+partial captions per video). Validation holds out whole near-duplicate families of the training split
+(their ``url`` is the family), so model selection never sees the test split.
+
+The caption-consistent oracle ceiling is recorded in ``metrics.json`` (``data.oracle``) so model
+R@1 can be read against what the captions allow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from datamodules.msrvtt import MSRVTT
+from datamodules.readers import ReaderName, SamplingMode
+from datamodules.synthvtr import SynthVTRConfig, generate_synthvtr
+
+
+class SynthVTR(MSRVTT):
+    """Procedurally generated text-video retrieval benchmark (see README, "SynthVTR").
+
+    Args:
+        root: parent folder; the dataset lives in ``<root>/synthvtr-<fingerprint>``.
+        num_families: near-duplicate families (each ``family_size`` videos).
+        family_size: videos per family (a base and mutants that differ in one attribute).
+        test_families: families in the test split (the rest train; ``val_families`` of those validate).
+        val_families: training families held out for validation.
+        video_size: rendered resolution (square).
+        video_frames: rendered frames per video.
+        fps: frame rate of the mp4 files.
+        captions_per_video: captions generated per video.
+        detail: aspects joined per caption (1: one-sided and ambiguous; 3: detailed).
+        generator_seed: seed of the generator (the training seed is the CLI's ``seed_everything``).
+        generator_workers: processes used to render.
+        **kwargs: ``VideoTextDataModule`` arguments (num_frames, image_size, batch_size, ...).
+    """
+
+    name = "synthvtr"
+
+    def __init__(self, root: str = "data", num_families: int = 200, family_size: int = 4, test_families: int = 40,
+                 val_families: int = 20, video_size: int = 112, video_frames: int = 32, fps: int = 8,
+                 captions_per_video: int = 5, detail: int = 2, generator_seed: int = 0,
+                 generator_workers: int | None = None, num_frames: int = 8, image_size: int = 112,
+                 reader: ReaderName = "decord", train_sampling: SamplingMode = "random_offset",
+                 test_protocol: Literal["jsfusion", "all_captions"] = "all_captions",
+                 **kwargs: Any) -> None:
+        self.generator_config = SynthVTRConfig(
+            num_families=num_families, family_size=family_size, test_families=test_families,
+            image_size=video_size, num_frames=video_frames, fps=fps, captions_per_video=captions_per_video,
+            detail=detail, seed=generator_seed)
+        dataset_dir = Path(root) / f"synthvtr-{self.generator_config.fingerprint()}"
+        super().__init__(root=str(dataset_dir), num_frames=num_frames, image_size=image_size, reader=reader,
+                         train_sampling=train_sampling, test_protocol=test_protocol, val_protocol="heldout",
+                         val_videos=val_families * family_size, **kwargs)
+        self.generator_workers = generator_workers
+
+    def prepare_data(self) -> None:
+        generate_synthvtr(self.root, self.generator_config, workers=self.generator_workers)
+
+    def describe(self, stage: str) -> dict[str, Any]:
+        info = super().describe(stage)
+        oracle = self.root / "synthvtr" / "oracle.json"
+        if oracle.is_file():
+            info["oracle"] = json.loads(oracle.read_text())
+        info["generator"] = {"fingerprint": self.generator_config.fingerprint(),
+                             **self.generator_config.__dict__}
+        return info
