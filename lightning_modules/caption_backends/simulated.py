@@ -14,8 +14,8 @@ measurable there:
   (2, 4, all six; kept in the order shape, colour, motion, background, event, position).
 * **Hallucination.** Every attribute slot (an object's colour, shape, motion or position, the background,
   the event) is independently replaced by a wrong value with probability ``hallucination_rate``. Each
-  record carries ``hallucination_rate``, ``detail``, ``seed``, the ``attributes`` described and, per
-  caption, the number of ``hallucinated`` slots, so the files show what was simulated.
+  record carries ``hallucination_rate``, ``detail`` and ``seed`` and, per caption, the number of
+  ``hallucinated`` slots out of its ``slots``, so the files show what was simulated.
 
 Everything is deterministic from ``(seed, video_id, frame index, caption number)``; a slot's
 hallucination draw does not depend on the prompt, so two prompts compared on the same seed differ only in
@@ -150,12 +150,13 @@ class Simulated(CaptionBackend):
             bad = [f for f in req.frame_indices if not 0 <= f < len(frames)]
             if bad:
                 raise IndexError(f"{req.video_id}: frame indices {bad} outside the {len(frames)} metadata frames")
-            captions, halluc = [], []
+            captions, halluc, slots = [], [], []
             for k in range(req.num_captions):
-                text, n_bad = self.caption(req, frames, k)
+                text, n_bad, n_slots = self.caption_with_slots(req, frames, k)
                 captions.append(text)
                 halluc.append(n_bad)
-            out.append(CaptionOutput(captions, {"hallucinated": halluc}))
+                slots.append(n_slots)
+            out.append(CaptionOutput(captions, {"hallucinated": halluc, "slots": slots}))
         return out
 
     def attributes_for(self, prompt: str, kind: str) -> tuple[str, ...]:
@@ -164,6 +165,12 @@ class Simulated(CaptionBackend):
 
     def caption(self, req: CaptionRequest, frames: list[dict[str, Any]], k: int = 0) -> tuple[str, int]:
         """Caption number ``k`` of a request and its number of hallucinated slots."""
+        text, n_bad, _ = self.caption_with_slots(req, frames, k)
+        return text, n_bad
+
+    def caption_with_slots(self, req: CaptionRequest, frames: list[dict[str, Any]],
+                           k: int = 0) -> tuple[str, int, int]:
+        """Caption number ``k``, its hallucinated slots and its attribute slots in all."""
         attrs = self.attributes_for(req.prompt, req.kind)
         where = req.frame_indices[0] if req.kind == "narration" else "video"
         key = (self.seed, req.video_id, where, k)
@@ -185,10 +192,11 @@ class Simulated(CaptionBackend):
             if "shape" in attrs:
                 chosen.add("shape")
             attrs = tuple(a for a in attrs if a in chosen)
-        slots = [0]
+        slots = [0, 0]  # hallucinated, all
 
         def value(true: Any, options: tuple[Any, ...], *slot: Any) -> Any:
             r = _rng(*key, "slot", *slot)
+            slots[1] += 1
             if r.random() < self.hallucination_rate:
                 slots[0] += 1
                 return r.choice([o for o in options if o != true])
@@ -200,7 +208,7 @@ class Simulated(CaptionBackend):
         if "event" in attrs and event is not None:
             text += words.choice((", then ", " and then ", "; later ", ", and after that ")) + self._event_phrase(
                 event, value, words)
-        return text, slots[0]
+        return text, slots[0], slots[1]
 
     @staticmethod
     def _video_view(frames: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str, tuple[str, ...] | None]:
