@@ -533,10 +533,10 @@ class VideoTextDataModule(L.LightningDataModule):
                                         f"{self.root} or set data.init_args.manifest: null")
             return
         data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        described = Path(data.get("video_dir", ""))
-        if described.resolve() != self.video_dir.resolve():
-            log.warning("manifest %s describes %s, not this video_dir %s: ignored", self.manifest_path, described,
-                        self.video_dir)
+        described = [Path(d).resolve() for d in (data.get("video_dir"), data.get("frames_dir")) if d]
+        if self.video_dir.resolve() not in described:
+            log.warning("manifest %s describes %s, not this video_dir %s: ignored", self.manifest_path,
+                        [str(d) for d in described], self.video_dir)
             return
         self._manifest = data
 
@@ -702,6 +702,8 @@ class VideoTextDataModule(L.LightningDataModule):
         if self._manifest is not None:
             facts["manifest"] = str(self.manifest_path)
             facts["encoding"] = self._manifest.get("encoding")
+            if self.reader == "frames":
+                facts["frames_fps"] = self._manifest.get("frames_fps")
         return facts
 
     def use_feature_cache(self, cache: Any, info: dict[str, Any]) -> None:
