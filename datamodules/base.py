@@ -10,7 +10,12 @@ Evaluation uses *two* loaders, texts and videos, so a video with 40 captions (MS
 
 from __future__ import annotations
 
+import builtins
+import collections
+import csv
+import json
 import logging
+import pickle
 import random
 from abc import abstractmethod
 from dataclasses import dataclass, field
@@ -24,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.batch import PairBatch, TextBatch, VideoBatch
+from datamodules.captions import KINDS, CaptionRecord, CaptionStore
 from datamodules.readers import (
     VIDEO_EXTENSIONS,
     ReaderName,
@@ -37,6 +43,10 @@ from datamodules.readers import (
 log = logging.getLogger(__name__)
 
 Stage = Literal["fit", "validate", "test", "predict"]
+DecodeErrorPolicy = Literal["raise", "skip"]
+NarrationMatch = Literal["exact", "nearest"]
+MANIFEST_NAME = "vtr_manifest.json"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 @dataclass
@@ -105,15 +115,90 @@ class EvalIndex:
     video_ids: list[str]
 
 
+# --------------------------------------------------------------------------------------------- file formats
+def read_json(path: Path) -> Any:
+    """JSON with an error that names the file and the position of a syntax error."""
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+
+
+def read_csv_rows(path: Path, required: list[str]) -> list[dict[str, str]]:
+    """CSV rows as dicts; fails naming the file and the missing column(s)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"split file not found: {path}")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}; found {columns}")
+        return [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+
+
+def read_id_list(path: Path) -> list[str]:
+    """A split list (``train_list.txt``): one video id per line, blank lines ignored, duplicates an error."""
+    if not path.is_file():
+        raise FileNotFoundError(f"split file not found: {path}")
+    ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not ids:
+        raise ValueError(f"{path}: split list is empty")
+    seen: set[str] = set()
+    dup = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
+    if dup:
+        raise ValueError(f"{path}: video ids listed more than once: {dup[:5]}")
+    return ids
+
+
+_PICKLE_ALLOWED = {("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "int")}
+_PICKLE_ALLOWED |= {("collections", "OrderedDict"), ("__builtin__", "unicode"), ("__builtin__", "str")}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Admits only builtin containers and strings: an annotation pickle has no business running code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _PICKLE_ALLOWED:
+            return getattr(builtins, name, None) or getattr(collections, name, str)
+        raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
+
+
+def load_restricted_pickle(path: Path) -> Any:
+    """Unpickle an annotation file (MSVD ``raw-captions.pkl``) admitting only containers and strings."""
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    try:
+        with path.open("rb") as fh:
+            return _RestrictedUnpickler(fh, encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{path}: refused to unpickle: {exc}; this file may hold only dicts, lists and strings "
+                         "(an annotation pickle that references other globals is not a dataset file)") from exc
+    except (EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
+
+
 # --------------------------------------------------------------------------------------------- datasets
 class _VideoSource:
-    """Frames (decoded now) or cached trunk features for one split's videos."""
+    """Frames (decoded now) or cached trunk features for one split's videos, plus their aux captions.
 
-    def __init__(self, split: Split, reader: ReaderName, image_size: int, num_frames: int) -> None:
+    With ``on_decode_error="skip"`` a video that fails to decode yields a *failure marker* instead of an
+    item; the collate functions drop it from the batch and record it in ``VideoBatch.failed`` (never a
+    zero clip). With ``"raise"`` the ``VideoDecodeError`` (naming the file) stops the run.
+    """
+
+    def __init__(self, split: Split, reader: ReaderName, image_size: int, num_frames: int,
+                 on_decode_error: DecodeErrorPolicy = "raise", aux: dict[str, CaptionStore] | None = None,
+                 narration_match: NarrationMatch = "exact") -> None:
         self.split = split
         self.reader_name = reader
         self.image_size = image_size
         self.num_frames = num_frames
+        self.on_decode_error = on_decode_error
+        self.aux = aux or {}
+        self.narration_match = narration_match
         self._reader = None
         self.cache: Any | None = None  # datamodules.feature_cache.CachedFeatures
 
@@ -121,18 +206,72 @@ class _VideoSource:
         entry = self.split.videos[video]
         if self.cache is not None:
             feats, mask = self.cache.video(entry.video_id)
-            return {"cached_frames": feats, "mask": mask}
-        if self._reader is None:  # built lazily inside the worker process
-            self._reader = build_reader(self.reader_name, self.image_size)
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
-        frames = self._reader(entry.path, self.num_frames, mode, rng)
-        t = frames.shape[0]
-        mask = torch.zeros(self.num_frames, dtype=torch.bool)
-        mask[:t] = True
-        if t < self.num_frames:
-            pad = frames.new_zeros((self.num_frames - t, *frames.shape[1:]))
-            frames = torch.cat([frames, pad])
-        return {"frames": frames, "mask": mask}
+            item = {"cached_frames": feats, "mask": mask}
+            indices = None
+        else:
+            if self._reader is None:  # built lazily inside the worker process
+                self._reader = build_reader(self.reader_name, self.image_size)
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+            try:
+                frames, indices = self._reader.read_sampled(entry.path, self.num_frames, mode, rng)
+            except (VideoDecodeError, FileNotFoundError) as exc:
+                if self.on_decode_error == "raise":
+                    raise VideoDecodeError(f"{exc} [video {entry.video_id!r} of split '{self.split.name}'; set "
+                                           "data.init_args.on_decode_error=skip to count and skip such videos, "
+                                           "or re-run the preparation command to list them in the manifest]"
+                                           ) from exc
+                log.warning("decode failure (skipped, counted): %s", exc)
+                return {"failed": f"{type(exc).__name__}: {exc}",
+                        "empty_shape": (self.num_frames, 3, self.image_size, self.image_size)}
+            t = frames.shape[0]
+            mask = torch.zeros(self.num_frames, dtype=torch.bool)
+            mask[:t] = True
+            if t < self.num_frames:
+                pad = frames.new_zeros((self.num_frames - t, *frames.shape[1:]))
+                frames = torch.cat([frames, pad])
+            item = {"frames": frames, "mask": mask}
+        if self.aux:
+            item["aux"] = {name: self._aux_captions(name, store, entry.video_id, indices, int(item["mask"].sum()))
+                           for name, store in self.aux.items()}
+        return item
+
+    def _aux_captions(self, name: str, store: CaptionStore, video_id: str, indices: np.ndarray | None,
+                      num_real: int) -> list[str]:
+        record = store.get(video_id)
+        if record is None:  # setup() checked every id; this is a store swapped under us
+            store.require([video_id])
+        assert record is not None
+        if name != "narration":
+            return list(record.captions)
+        return align_narration(record, indices, num_real, self.narration_match, store.path)
+
+
+def align_narration(record: CaptionRecord, indices: np.ndarray | None, num_real: int, match: NarrationMatch,
+                    path: Path) -> list[str]:
+    """Per-frame narration aligned to the frames fed to the model (one caption per real frame).
+
+    With ``frame_indices`` in the record, each fed frame index must be one of them (``exact``), or takes
+    the caption of the nearest narrated frame (``nearest``, for random-offset training). Without them, the
+    record must hold exactly one caption per fed frame, used in order.
+    """
+    if record.frame_indices is None or indices is None:
+        if len(record.captions) != num_real:
+            raise ValueError(f"{path}: narration of video {record.video_id!r} has {len(record.captions)} captions "
+                             f"but {num_real} frames are fed and the record has no frame_indices to align them; "
+                             "regenerate the narration with the data's num_frames")
+        return list(record.captions)
+    narrated = np.asarray(record.frame_indices)
+    fed = np.asarray(indices)
+    if match == "exact":
+        position = {int(f): k for k, f in enumerate(narrated)}
+        absent = [int(i) for i in fed if int(i) not in position]
+        if absent:
+            raise ValueError(f"{path}: narration of video {record.video_id!r} covers frames {narrated.tolist()} "
+                             f"but frames {fed.tolist()} are fed ({absent[:5]} not narrated). Use the narration's "
+                             "sampling (num_frames, train_sampling: uniform) or narration_match: nearest")
+        return [record.captions[position[int(i)]] for i in fed]
+    nearest = np.abs(fed[:, None] - narrated[None, :]).argmin(1)
+    return [record.captions[int(k)] for k in nearest]
 
 
 class _TextSource:
@@ -167,7 +306,7 @@ class PairDataset(Dataset):
         entry = self.split.texts[text_index]
         return {"text_index": text_index, "video_index": entry.video, "text": entry.text,
                 "video_id": self.split.videos[entry.video].video_id,
-                **self.texts.load(entry.text), **self.videos.load(entry.video, self.sampling)}
+                **self.videos.load(entry.video, self.sampling), **self.texts.load(entry.text)}
 
 
 class TextDataset(Dataset):
@@ -198,29 +337,46 @@ class VideoDataset(Dataset):
 
 
 def _stack(items: list[dict[str, Any]], key: str) -> Tensor | None:
-    if key not in items[0]:
+    if not items or key not in items[0]:
         return None
     return torch.stack([it[key] for it in items])
 
 
+def _split_failed(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[int, str, str]]]:
+    good = [it for it in items if "failed" not in it]
+    failed = [(int(it["video_index"]), str(it["video_id"]), str(it["failed"])) for it in items if "failed" in it]
+    return good, failed
+
+
 def collate_texts(items: list[dict[str, Any]]) -> TextBatch:
     """List of text items -> ``TextBatch``."""
-    return TextBatch(index=torch.tensor([it["text_index"] for it in items]),
-                     video_index=torch.tensor([it["video_index"] for it in items]),
+    return TextBatch(index=torch.tensor([it["text_index"] for it in items], dtype=torch.long),
+                     video_index=torch.tensor([it["video_index"] for it in items], dtype=torch.long),
                      texts=[it["text"] for it in items],
                      cached_tokens=_stack(items, "cached_tokens"), cached_mask=_stack(items, "cached_mask"))
 
 
 def collate_videos(items: list[dict[str, Any]]) -> VideoBatch:
-    """List of video items -> ``VideoBatch``."""
-    return VideoBatch(index=torch.tensor([it["video_index"] for it in items]), mask=_stack(items, "mask"),
-                      video_ids=[it["video_id"] for it in items], frames=_stack(items, "frames"),
-                      cached_frames=_stack(items, "cached_frames"))
+    """List of video items -> ``VideoBatch``; items that failed to decode are dropped and listed in ``failed``."""
+    good, failed = _split_failed(items)
+    if good:
+        frames, mask = _stack(good, "frames"), _stack(good, "mask")
+    else:  # every video of the batch failed: an empty batch the model skips
+        t, c, h, w = items[0]["empty_shape"]
+        frames, mask = torch.zeros((0, t, c, h, w), dtype=torch.uint8), torch.zeros((0, t), dtype=torch.bool)
+    aux: dict[str, list[list[str]]] = {}
+    if good and "aux" in good[0]:
+        aux = {name: [it["aux"][name] for it in good] for name in good[0]["aux"]}
+    return VideoBatch(index=torch.tensor([it["video_index"] for it in good], dtype=torch.long), mask=mask,
+                      video_ids=[it["video_id"] for it in good], frames=frames,
+                      cached_frames=_stack(good, "cached_frames"), aux=aux, failed=failed)
 
 
 def collate_pairs(items: list[dict[str, Any]]) -> PairBatch:
-    """List of pair items -> ``PairBatch``."""
-    return PairBatch(text=collate_texts(items), video=collate_videos(items))
+    """List of pair items -> ``PairBatch`` (a pair whose video failed to decode is dropped from both sides)."""
+    good = [it for it in items if "failed" not in it]
+    video = collate_videos(items)
+    return PairBatch(text=collate_texts(good), video=video)
 
 
 def read_with_indices(reader: VideoReader, path: Path, num_frames: int) -> tuple[Tensor, np.ndarray]:
@@ -298,14 +454,28 @@ class VideoTextDataModule(L.LightningDataModule):
         video_dir: folder of videos (or frame folders), relative to ``root`` unless absolute.
         num_frames: frames per video fed to the model.
         image_size: square side of the frames after short-side resize and centre crop.
+        max_words: text length budget, recorded with the data facts (the backbone's ``max_words`` is
+            what tokenises; the per-dataset configs keep the two equal).
         reader: ``decord`` (default), ``pyav`` or ``frames`` (pre-extracted jpg folders).
         batch_size: training batch size per device.
         eval_batch_size: evaluation batch size per device (texts and videos).
         num_workers: DataLoader workers per device.
         train_sampling: ``random_offset`` (one random frame per temporal segment) or ``uniform``.
         one_caption_per_video: training epoch = one random caption per video, instead of every caption.
-        max_missing_fraction: fraction of a split's videos allowed to be absent on disk; the rest of
-            the split is used and the count is recorded in metrics. Above it, setup fails.
+        max_missing_fraction: fraction of a split's videos allowed to be absent on disk (or marked
+            unreadable by the manifest); the rest of the split is used and the count is recorded in
+            metrics. Above it, setup fails naming the first ids and the manifest.
+        manifest: the preparation manifest (``python -m experiments.prepare``), relative to ``root`` unless
+            absolute. Used when it exists and describes this ``video_dir``: videos it marks unreadable are
+            treated as missing, and its encoding spec is recorded in metrics.json.
+        on_decode_error: a video that fails to decode at run time either stops the run (``raise``) or is
+            dropped from its batch and counted (``skip``); at evaluation its texts are then not scored and
+            metrics.json records ``num_videos_failed`` and the ids. Never replaced by a zero clip.
+        aux_captions: auxiliary caption JSONL files by aux name (``narration``, ``multi``,
+            ``supplement``), relative to ``root`` unless absolute; attached to ``VideoBatch.aux``. Every
+            video of a split must have a record (the error names the file, the ids and the command).
+        narration_match: how narration ``frame_indices`` are aligned to the sampled frames: ``exact``
+            (every fed frame must be narrated) or ``nearest``.
         feature_cache: when the model's trunks are frozen, compute their outputs once and train on them
             (no decoding). Frame sampling is then uniform at train time too.
         cache_dir: where cached features live (default ``<root>/.vtr_cache``).
@@ -321,9 +491,11 @@ class VideoTextDataModule(L.LightningDataModule):
     name: str = "dataset"
 
     def __init__(self, root: str, video_dir: str = "videos", num_frames: int = 12, image_size: int = 224,
-                 reader: ReaderName = "decord", batch_size: int = 64, eval_batch_size: int = 64,
-                 num_workers: int = 4, train_sampling: SamplingMode = "random_offset",
+                 max_words: int = 32, reader: ReaderName = "decord", batch_size: int = 64,
+                 eval_batch_size: int = 64, num_workers: int = 4, train_sampling: SamplingMode = "random_offset",
                  one_caption_per_video: bool = False, max_missing_fraction: float = 0.0,
+                 manifest: str | None = MANIFEST_NAME, on_decode_error: DecodeErrorPolicy = "raise",
+                 aux_captions: dict[str, str] | None = None, narration_match: NarrationMatch = "exact",
                  feature_cache: bool = False, cache_dir: str | None = None,
                  predict_split: Literal["train", "val", "test", "all"] = "test",
                  predict_num_frames: int | None = None, predict_image_size: int | None = None,
@@ -334,6 +506,7 @@ class VideoTextDataModule(L.LightningDataModule):
         self.video_dir = Path(video_dir) if Path(video_dir).is_absolute() else self.root / video_dir
         self.num_frames = num_frames
         self.image_size = image_size
+        self.max_words = max_words
         self.reader = reader
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -341,11 +514,20 @@ class VideoTextDataModule(L.LightningDataModule):
         self.train_sampling = train_sampling
         self.one_caption_per_video = one_caption_per_video
         self.max_missing_fraction = max_missing_fraction
+        self.manifest_path = self._resolve(manifest) if manifest else None
+        self.on_decode_error = on_decode_error
+        self.aux_captions = {k: str(self._resolve(v)) for k, v in (aux_captions or {}).items()}
+        unknown = sorted(set(self.aux_captions) - set(KINDS))
+        if unknown:
+            raise ValueError(f"aux_captions: unknown name(s) {unknown}; use {list(KINDS)}")
+        self.narration_match = narration_match
         self.feature_cache = feature_cache
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".vtr_cache"
         self.splits: dict[str, Split] = {}
         self._video_sources: dict[str, _VideoSource] = {}
         self._text_sources: dict[str, _TextSource] = {}
+        self._aux_stores: dict[str, CaptionStore] = {}
+        self._manifest: dict[str, Any] | None = None
         self.cache_info: dict[str, Any] = {}
         self.predict_split = predict_split
         self.predict_num_frames = predict_num_frames or num_frames
@@ -355,6 +537,13 @@ class VideoTextDataModule(L.LightningDataModule):
         # set by the captioner / caption writer before the predict loader is built (see Captioner.setup)
         self.predict_exclude: set[str] = set()
         self.predict_decode: bool = True
+        # run-time decode failures seen by this process: split -> {dataset video index: (video id, error)}
+        self.decode_failures: dict[str, dict[int, tuple[str, str]]] = {}
+        self._eval_failed: dict[str, list[int]] = {}
+
+    def _resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.root / p
 
     # ---------------------------------------------------------------- for subclasses
     @abstractmethod
@@ -368,28 +557,63 @@ class VideoTextDataModule(L.LightningDataModule):
     def video_path(self, video_id: str) -> Path:
         """File (or frame folder) of a video id: ``<video_dir>/<id>`` with a known extension."""
         if self.reader == "frames":
-            return self.video_dir / video_id
+            return self.video_dir / Path(video_id).stem if Path(video_id).suffix.lower() in VIDEO_EXTENSIONS \
+                else self.video_dir / video_id
         direct = self.video_dir / video_id
-        if direct.suffix.lower() in VIDEO_EXTENSIONS:
-            return direct
+        stem = video_id
+        if direct.suffix.lower() in VIDEO_EXTENSIONS:  # DiDeMo ids carry their extension
+            if direct.exists():
+                return direct
+            stem = direct.stem  # a re-encoded copy may have another container (.avi -> .mp4)
         for ext in VIDEO_EXTENSIONS:
-            candidate = self.video_dir / f"{video_id}{ext}"
+            candidate = self.video_dir / f"{stem}{ext}"
             if candidate.exists():
                 return candidate
-        return self.video_dir / f"{video_id}.mp4"
+        return direct if direct.suffix.lower() in VIDEO_EXTENSIONS else self.video_dir / f"{video_id}.mp4"
+
+    def caption_split(self, name: str, video_ids: list[str], captions: dict[str, list[str]], source: Path,
+                      list_file: Path, protocol: str, paragraph: bool = False) -> Split:
+        """A split from a video-id list and ``video_id -> captions``: one text per caption, or one paragraph
+        (the captions joined with a space) per video. An id of the list absent from the annotations is an
+        error naming both files."""
+        absent = [v for v in video_ids if v not in captions]
+        if absent:
+            raise ValueError(f"{source}: {len(absent)} video(s) of split '{name}' ({list_file}) are absent from "
+                             f"the annotations (first: {absent[:5]})")
+        videos, texts = [], []
+        for vid in video_ids:
+            caps = captions[vid]
+            for k, caption in enumerate(caps):
+                if not isinstance(caption, str) or not caption.strip():
+                    raise ValueError(f"{source}: empty caption #{k} of video {vid!r} (split '{name}'); fix or "
+                                     "remove it")
+            if paragraph:
+                texts.append(TextEntry(vid, " ".join(c.strip() for c in caps), len(videos)))
+            else:
+                texts.extend(TextEntry(f"{vid}#{k}", c, len(videos)) for k, c in enumerate(caps))
+            videos.append(VideoEntry(vid, self.video_path(vid)))
+        split = Split(name, videos, texts, protocol)
+        split.validate(str(source))
+        return split
 
     # ---------------------------------------------------------------- lightning hooks
     def setup(self, stage: str) -> None:
         if not self.root.is_dir():
             raise FileNotFoundError(f"{type(self).__name__}: data root {self.root} does not exist; set "
                                     "data.init_args.root (see the README's data preparation section)")
+        if not self.video_dir.is_dir():
+            raise FileNotFoundError(f"{type(self).__name__}: video_dir {self.video_dir} does not exist; set "
+                                    "data.init_args.video_dir (relative to root unless absolute)")
+        self._load_manifest()
         wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"],
                   "predict": self._predict_splits()}[stage]
         for name in wanted:
             if name not in self.splits:
                 split = self._drop_missing(self.load_split(name))
+                aux = self._aux_for(split)
                 self.splits[name] = split
-                self._video_sources[name] = _VideoSource(split, self.reader, self.image_size, self.num_frames)
+                self._video_sources[name] = _VideoSource(split, self.reader, self.image_size, self.num_frames,
+                                                         self.on_decode_error, aux, self.narration_match)
                 self._text_sources[name] = _TextSource()
         if stage == "predict":
             seen: set[str] = set()
@@ -403,21 +627,59 @@ class VideoTextDataModule(L.LightningDataModule):
     def _predict_splits(self) -> list[str]:
         return ["train", "val", "test"] if self.predict_split == "all" else [self.predict_split]
 
+    def _load_manifest(self) -> None:
+        if self._manifest is not None or self.manifest_path is None:
+            return
+        if not self.manifest_path.is_file():
+            if self.hparams.get("manifest") not in (None, MANIFEST_NAME):
+                raise FileNotFoundError(f"{type(self).__name__}: manifest {self.manifest_path} not found; run "
+                                        f"python -m experiments.prepare {self.name} --videos ... --annotations "
+                                        f"{self.root} or set data.init_args.manifest: null")
+            return
+        data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        described = [Path(d).resolve() for d in (data.get("video_dir"), data.get("frames_dir")) if d]
+        if self.video_dir.resolve() not in described:
+            log.warning("manifest %s describes %s, not this video_dir %s: ignored", self.manifest_path,
+                        [str(d) for d in described], self.video_dir)
+            return
+        self._manifest = data
+
+    def _aux_for(self, split: Split) -> dict[str, CaptionStore]:
+        """Load the configured aux-caption stores and require a record for every video of the split."""
+        stores = {}
+        for name, path in self.aux_captions.items():
+            if name not in self._aux_stores:
+                self._aux_stores[name] = CaptionStore.load(path, name)
+            store = self._aux_stores[name]
+            store.require(v.video_id for v in split.videos)
+            stores[name] = store
+        return stores
+
     def _drop_missing(self, split: Split) -> Split:
-        """Apply the missing-video policy: fail past the threshold, else drop and record the ids."""
-        present = [v.path.exists() for v in split.videos]
+        """Apply the missing-video policy: fail past the threshold, else drop and record the ids.
+
+        A video is missing when its file (frame folder) is absent, or when the manifest marks it unreadable.
+        """
+        statuses = (self._manifest or {}).get("videos", {})
+        unreadable = {v.video_id for v in split.videos if statuses.get(v.video_id, {}).get("status") == "unreadable"}
+        present = [v.path.exists() and v.video_id not in unreadable for v in split.videos]
         missing = [v.video_id for v, ok in zip(split.videos, present, strict=True) if not ok]
         split.info["num_videos_listed"] = len(split.videos)
         split.info["num_videos_missing"] = len(missing)
+        if unreadable:
+            split.info["num_videos_unreadable"] = len(unreadable)
         if not missing:
             return split
         fraction = len(missing) / len(split.videos)
         if fraction > self.max_missing_fraction:
+            hint = self._layout_hint()
+            manifest = (f"manifest: {self.manifest_path}" if self._manifest is not None else
+                        f"no manifest; write one with: python -m experiments.prepare {self.name} --videos "
+                        f"{self.video_dir} --annotations {self.root}")
             raise FileNotFoundError(
                 f"{type(self).__name__}: {len(missing)} of {len(split.videos)} videos of split '{split.name}' "
-                f"are missing under {self.video_dir} (first: {missing[:5]}); allowed fraction is "
-                f"{self.max_missing_fraction} (data.init_args.max_missing_fraction). Check video_dir/reader "
-                "or run the dataset's preparation command to list what is absent.")
+                f"are missing or unreadable under {self.video_dir} (first: {missing[:5]}); allowed fraction is "
+                f"{self.max_missing_fraction} (data.init_args.max_missing_fraction). {manifest}.{hint}")
         log.warning("%s: %d videos of split '%s' missing; evaluating on the remaining %d (ids recorded in "
                     "metrics.json)", type(self).__name__, len(missing), split.name, len(split.videos) - len(missing))
         keep = [i for i, ok in enumerate(present) if ok]
@@ -426,6 +688,23 @@ class VideoTextDataModule(L.LightningDataModule):
         split.info["missing_video_ids"] = missing
         split.info["num_texts_dropped_with_missing_videos"] = len(split.texts) - len(texts)
         return Split(split.name, [split.videos[i] for i in keep], texts, split.protocol, split.info)
+
+    def _layout_hint(self) -> str:
+        """When nothing matches, say what *is* in ``video_dir`` (flat frames, videos under reader 'frames')."""
+        if not self.video_dir.is_dir():
+            return ""
+        children = list(self.video_dir.iterdir())[:2000]
+        images = sum(p.suffix.lower() in IMAGE_EXTENSIONS for p in children)
+        videos = sum(p.suffix.lower() in VIDEO_EXTENSIONS for p in children)
+        if self.reader == "frames":
+            if images:
+                return (f" Wrong frame-folder layout: reader 'frames' expects <video_dir>/<video_id>/<n>.jpg, but "
+                        f"{self.video_dir} holds {images} image files directly")
+            if videos:
+                return f" {self.video_dir} holds video files: use reader 'decord' or 'pyav', not 'frames'"
+        elif not videos and any(p.is_dir() for p in children):
+            return f" {self.video_dir} holds folders, not video files: frame folders need reader 'frames'"
+        return ""
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, collate: Any,
                 drop_last: bool = False) -> DataLoader:
@@ -462,6 +741,27 @@ class VideoTextDataModule(L.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("test")
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count the videos that failed to decode (workers drop them from the batch; see ``collate_videos``)."""
+        video = batch.video if isinstance(batch, PairBatch) else batch
+        if isinstance(video, VideoBatch) and video.failed:
+            stage = getattr(getattr(self._trainer_or_none(), "state", None), "stage", None)
+            split = {"train": "train", "sanity_check": "val", "validate": "val", "test": "test"}.get(
+                getattr(stage, "value", str(stage)), "test")
+            seen = self.decode_failures.setdefault(split, {})
+            for index, video_id, error in video.failed:
+                if index not in seen:
+                    log.warning("%s: video %s of split '%s' failed to decode (%s); skipped and counted",
+                                type(self).__name__, video_id, split, error)
+                seen[index] = (video_id, error)
+        return batch
+
+    def _trainer_or_none(self) -> Any:
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
     # ---------------------------------------------------------------- for the model
     def eval_index(self, stage: str) -> EvalIndex:
         """Ids and the text->video map of the split evaluated in ``stage`` (``val`` or ``test``)."""
@@ -470,17 +770,53 @@ class VideoTextDataModule(L.LightningDataModule):
                          text_to_video=[t.video for t in split.texts],
                          video_ids=[v.video_id for v in split.videos])
 
+    def eval_failures(self, stage: str) -> list[int]:
+        """Dataset indices of the videos of the evaluated split that failed to decode, on any rank.
+
+        The model calls this at the end of evaluation (every rank: it is a collective under DDP); those
+        videos and their texts are left out of the scores and ``describe`` reports them.
+        """
+        name = "val" if stage in ("val", "validate") else "test"
+        mask = torch.zeros(len(self.splits[name].videos), dtype=torch.float32)
+        for index in self.decode_failures.get(name, {}):
+            mask[index] = 1.0
+        trainer = self._trainer_or_none()
+        if trainer is not None and trainer.world_size > 1:
+            mask = trainer.strategy.reduce(mask.to(trainer.strategy.root_device), reduce_op="sum").cpu()
+        failed = torch.nonzero(mask > 0).flatten().tolist()
+        self._eval_failed[name] = failed
+        return failed
+
     def describe(self, stage: str) -> dict[str, Any]:
-        """Facts recorded in metrics.json next to the numbers (protocol, split sizes, missing videos)."""
-        split = self.splits["val" if stage in ("val", "validate") else "test"]
+        """Facts recorded in metrics.json next to the numbers (protocol, split sizes, missing/failed videos)."""
+        name = "val" if stage in ("val", "validate") else "test"
+        split = self.splits[name]
         val = self.splits.get("val")
         if val is not None:
             selection = val.info.get("model_selection", f"split '{val.name}'")
         else:
             selection = "unknown (this run had no validation split; see the fit run)"
-        return {"dataset": self.name, "model_selection": selection, "split": split.name, "protocol": split.protocol,
-                "num_frames": self.num_frames, "image_size": self.image_size, "reader": self.reader,
-                "feature_cache": self.cache_info or None, **split.info}
+        failed = self._eval_failed.get(name, sorted(self.decode_failures.get(name, {})))
+        train_failed = self.decode_failures.get("train", {})
+        facts: dict[str, Any] = {
+            "dataset": self.name, "model_selection": selection, "split": split.name, "protocol": split.protocol,
+            "num_frames": self.num_frames, "image_size": self.image_size, "max_words": self.max_words,
+            "reader": self.reader, "feature_cache": self.cache_info or None, **split.info,
+            "on_decode_error": self.on_decode_error,
+            "num_videos_failed": len(failed),
+            "failed_video_ids": [split.videos[i].video_id for i in failed][:100],
+            "num_videos_evaluated": len(split.videos) - len(failed),
+            "train_decode_failures": len(train_failed),
+            "train_failed_video_ids": sorted(v for v, _ in train_failed.values())[:100],
+        }
+        if self.aux_captions:
+            facts["aux_captions"] = dict(self.aux_captions)
+        if self._manifest is not None:
+            facts["manifest"] = str(self.manifest_path)
+            facts["encoding"] = self._manifest.get("encoding")
+            if self.reader == "frames":
+                facts["frames_fps"] = self._manifest.get("frames_fps")
+        return facts
 
     def use_feature_cache(self, cache: Any, info: dict[str, Any]) -> None:
         """Serve cached trunk outputs (``datamodules.feature_cache``) instead of frames/texts.

@@ -73,7 +73,11 @@ class VideoBatch(_Movable):
         cached_frames: ``[B, T, F]`` frozen video-trunk features when the feature cache is used.
         video_ids: the dataset's string ids (for artifacts and error messages).
         aux: auxiliary text attached by the data module (narration per frame, K captions, a
-            supplement); keys are method-specific, values are lists aligned with the batch.
+            supplement); keys are the configured aux names (``narration``, ``multi``, ``supplement``),
+            values are lists aligned with the batch, one ``list[str]`` per video (narration: one caption
+            per real frame, aligned to the sampled frames; raw strings, the method tokenises).
+        failed: ``(dataset index, video id, error)`` of the videos dropped from this batch because they
+            failed to decode (``on_decode_error: skip``); the data module counts them.
     """
 
     index: Tensor
@@ -82,6 +86,7 @@ class VideoBatch(_Movable):
     frames: Tensor | None = None
     cached_frames: Tensor | None = None
     aux: dict[str, Any] = field(default_factory=dict)
+    failed: list[tuple[int, str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.index.shape[0])

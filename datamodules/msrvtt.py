@@ -16,36 +16,10 @@ Protocols:
 
 from __future__ import annotations
 
-import csv
-import json
 import random
-from pathlib import Path
 from typing import Any, Literal
 
-from datamodules.base import Split, TextEntry, VideoEntry, VideoTextDataModule
-
-
-def read_json(path: Path) -> Any:
-    """JSON with an error that names the file and the position of a syntax error."""
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-
-
-def read_csv_rows(path: Path, required: list[str]) -> list[dict[str, str]]:
-    """CSV rows as dicts; fails naming the file and the missing column(s)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"split file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in required if c not in columns]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; found {columns}")
-        return [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+from datamodules.base import Split, TextEntry, VideoEntry, VideoTextDataModule, read_csv_rows, read_json
 
 
 class MSRVTT(VideoTextDataModule):

@@ -83,17 +83,26 @@ class VideoReader(ABC):
 
     def __call__(self, path: Path, num_frames: int, mode: SamplingMode,
                  rng: np.random.Generator | None = None) -> Tensor:
+        return self.read_sampled(path, num_frames, mode, rng)[0]
+
+    def read_sampled(self, path: Path, num_frames: int, mode: SamplingMode,
+                     rng: np.random.Generator | None = None) -> tuple[Tensor, np.ndarray]:
+        """Frames and the frame indices they were sampled at (aux narration is aligned to these)."""
+        chosen: list[np.ndarray] = []
+
         def choose(n: int) -> np.ndarray:
-            return sample_frame_indices(n, num_frames, mode, rng)
+            chosen.append(sample_frame_indices(n, num_frames, mode, rng))
+            return chosen[-1]
 
         try:
-            return self.read(path, choose)
+            frames = self.read(path, choose)
         except VideoDecodeError:
             raise
         except FileNotFoundError:
             raise
         except Exception as exc:  # decoder libraries raise many types; name the file either way
             raise VideoDecodeError(f"could not decode {path}: {type(exc).__name__}: {exc}") from exc
+        return frames, chosen[-1]
 
 
 class DecordReader(VideoReader):

@@ -198,7 +198,9 @@ class BaseRetrievalModule(L.LightningModule, ABC):
             cache, info = build_or_load_cache(dm, self.backbone, device, build=False)
         dm.use_feature_cache(cache, info)
 
-    def training_step(self, batch: PairBatch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: PairBatch, batch_idx: int) -> Tensor | None:
+        if len(batch) == 0:  # every video of the batch failed to decode (on_decode_error: skip): no step
+            return None
         loss, logs = self.training_loss(batch)
         size = len(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
@@ -231,6 +233,8 @@ class BaseRetrievalModule(L.LightningModule, ABC):
 
     # ================================================================== evaluation
     def _eval_step(self, batch: TextBatch | VideoBatch) -> None:
+        if len(batch) == 0:  # every video of the batch failed to decode (on_decode_error: skip)
+            return
         if isinstance(batch, TextBatch):
             self._eval_store["text"].append((batch.index, self.encode_text(batch)))
         else:
@@ -281,7 +285,12 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         complete = len(text_idx) == len(index.text_ids) and len(video_idx) == len(index.video_ids)
         limited = self.trainer.sanity_checking or bool(self.trainer.fast_dev_run) or (
             (self.trainer.limit_val_batches if stage == "val" else self.trainer.limit_test_batches) != 1.0)
-        if not complete and not limited:
+        # videos that failed to decode (data on_decode_error: skip) are reported by the data module; their
+        # texts cannot be scored, so they leave the evaluation and metrics.json says how many (never zeros)
+        failed = set(dm.eval_failures(stage)) if hasattr(dm, "eval_failures") else set()
+        failed -= set(video_idx.tolist())
+        covered_rest = len(text_idx) == len(index.text_ids) and len(video_idx) + len(failed) == len(index.video_ids)
+        if not complete and not limited and not covered_rest:
             raise RuntimeError(f"{stage} evaluation covered {len(text_idx)}/{len(index.text_ids)} texts and "
                                f"{len(video_idx)}/{len(index.video_ids)} videos after de-duplication")
         # Map each text's ground-truth video (dataset index) to its column among the evaluated videos.
@@ -298,6 +307,8 @@ class BaseRetrievalModule(L.LightningModule, ABC):
             video_feats = {k: v[covered.to(v.device)] for k, v in video_feats.items()}
         sim = self.score(text_feats, video_feats)
         metrics: dict[str, Any] = retrieval_metrics(sim, gt)
+        metrics["num_videos_failed"] = len(failed)
+        metrics["num_texts_unscored"] = len(index.text_ids) - len(text_idx)
         metrics["eval_seconds"] = round(time.perf_counter() - started, 3)
         self._last_eval = {"sim": sim, "text_idx": text_idx, "video_idx": video_idx, "gt": gt, "index": index,
                            "complete": complete}

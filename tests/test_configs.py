@@ -15,6 +15,9 @@ COMPOSED = [
     [BASE, CONFIGS / "data" / "msrvtt.yaml", CONFIGS / "model" / "clip4clip.yaml",
      CONFIGS / "experiments" / "clip4clip_msrvtt.yaml"],
     [BASE, CONFIGS / "data" / "synthvtr.yaml", CONFIGS / "model" / "clip4clip_twotower.yaml"],
+    [BASE, CONFIGS / "data" / "msvd.yaml", CONFIGS / "model" / "clip4clip.yaml"],
+    [BASE, CONFIGS / "data" / "vatex.yaml", CONFIGS / "model" / "clip4clip.yaml"],
+    [BASE, CONFIGS / "data" / "didemo.yaml", CONFIGS / "model" / "clip4clip.yaml"],
     [CONFIGS / "quickstart.yaml"],
 ]
 # caption generation configs (``python main.py predict --config ...``), parsed with the predict subcommand

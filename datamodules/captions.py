@@ -1,0 +1,143 @@
+"""Auxiliary caption store: JSONL files of generated captions, keyed by video id.
+
+One JSON object per line::
+
+    {"video_id": str, "kind": "narration" | "multi" | "supplement", "prompt": str,
+     "captions": [str, ...], "model": str, "created": str, "frame_indices": [int, ...]  # narration only}
+
+``frame_indices`` (optional, narration only) is the sampled frame index of each caption. A file may
+hold several records for one video only if their ``kind`` differs. The writer (``python main.py predict
+--config configs/captioners/<kind>.yaml``) appends lines atomically; if it crashed mid-line, the torn
+*last* line is ignored with a warning (it is redone on resume). A malformed line anywhere else is an
+error naming the file and the line number.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+log = logging.getLogger(__name__)
+
+CaptionKind = Literal["narration", "multi", "supplement"]
+KINDS: tuple[str, ...] = get_args(CaptionKind)
+
+
+def generate_command(kind: str) -> str:
+    """The command that writes missing records of ``kind`` (the captioner's predict run)."""
+    return (f"python main.py predict --config configs/captioners/{kind}.yaml "
+            "--data <the same data config> (resumes: ids already written are skipped)")
+
+
+class MissingCaptionsError(LookupError):
+    """Videos of a split have no record of the configured kind."""
+
+
+@dataclass(frozen=True)
+class CaptionRecord:
+    """One video's generated captions of one kind."""
+
+    video_id: str
+    kind: str
+    captions: list[str]
+    prompt: str = ""
+    model: str = ""
+    created: str = ""
+    frame_indices: list[int] | None = None
+
+
+def _parse_record(obj: object, where: str) -> CaptionRecord:
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for key in ("video_id", "kind", "captions"):
+        if key not in obj:
+            raise ValueError(f"{where}: record lacks {key!r} (keys: {sorted(obj)})")
+    if not isinstance(obj["video_id"], str) or not obj["video_id"]:
+        raise ValueError(f"{where}: 'video_id' must be a non-empty string, got {obj['video_id']!r}")
+    if obj["kind"] not in KINDS:
+        raise ValueError(f"{where}: unknown kind {obj['kind']!r}; expected one of {list(KINDS)}")
+    captions = obj["captions"]
+    if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
+        raise ValueError(f"{where}: 'captions' must be a non-empty list of strings (video {obj['video_id']!r})")
+    if any(not c.strip() for c in captions):
+        raise ValueError(f"{where}: empty caption in the record of video {obj['video_id']!r}")
+    frame_indices = obj.get("frame_indices")
+    if frame_indices is not None:
+        if not isinstance(frame_indices, list) or not all(isinstance(i, int) for i in frame_indices):
+            raise ValueError(f"{where}: 'frame_indices' must be a list of integers (video {obj['video_id']!r})")
+        if len(frame_indices) != len(captions):
+            raise ValueError(f"{where}: video {obj['video_id']!r} has {len(captions)} captions but "
+                             f"{len(frame_indices)} frame_indices")
+    return CaptionRecord(video_id=obj["video_id"], kind=obj["kind"], captions=list(captions),
+                         prompt=str(obj.get("prompt", "")), model=str(obj.get("model", "")),
+                         created=str(obj.get("created", "")),
+                         frame_indices=list(frame_indices) if frame_indices is not None else None)
+
+
+class CaptionStore(dict[str, CaptionRecord]):
+    """The records of one ``kind`` in one JSONL file: ``video_id -> CaptionRecord``."""
+
+    def __init__(self, path: Path, kind: str, records: dict[str, CaptionRecord] | None = None) -> None:
+        super().__init__(records or {})
+        self.path = Path(path)
+        self.kind = kind
+
+    @staticmethod
+    def read_all(path: str | Path) -> list[CaptionRecord]:
+        """Every valid record of the file (all kinds), in file order; see the module docstring for errors."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"auxiliary caption file not found: {path}. Generate it with: "
+                                    f"{generate_command('<kind>')}")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+        records: list[CaptionRecord] = []
+        seen: dict[tuple[str, str], int] = {}
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            where = f"{path}:{i + 1}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if i == last:
+                    log.warning("%s: ignoring a torn last line (a writer stopped mid-line; it is redone on "
+                                "resume): %.60r", where, line)
+                    continue
+                raise ValueError(f"{where}: malformed JSON line ({exc.msg} at column {exc.colno}); only a torn "
+                                 "last line is tolerated") from exc
+            record = _parse_record(obj, where)
+            key = (record.video_id, record.kind)
+            if key in seen:
+                raise ValueError(f"{where}: second {record.kind!r} record for video {record.video_id!r} (first "
+                                 f"at line {seen[key]}); a video may have one record per kind")
+            seen[key] = i + 1
+            records.append(record)
+        return records
+
+    @classmethod
+    def load(cls, path: str | Path, kind: str) -> CaptionStore:
+        """The records of ``kind`` in ``path`` (a mapping ``video_id -> CaptionRecord``)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown caption kind {kind!r}; expected one of {list(KINDS)}")
+        records = {r.video_id: r for r in cls.read_all(path) if r.kind == kind}
+        return cls(Path(path), kind, records)
+
+    def missing(self, video_ids: Iterable[str]) -> list[str]:
+        return [v for v in video_ids if v not in self]
+
+    def require(self, video_ids: Iterable[str]) -> None:
+        """Fail, naming the file, how many and the first missing ids, and the command that generates them."""
+        ids = list(video_ids)
+        missing = self.missing(ids)
+        if missing:
+            raise MissingCaptionsError(f"{self.path}: {len(missing)} of {len(ids)} videos have no {self.kind!r} "
+                                       f"captions (first: {missing[:5]}). Generate them with: "
+                                       f"{generate_command(self.kind)}")
+
+    def __repr__(self) -> str:
+        return f"CaptionStore({str(self.path)!r}, kind={self.kind!r}, {len(self)} videos)"

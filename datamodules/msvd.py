@@ -1,0 +1,64 @@
+"""MSVD in the CLIP4Clip file layout (research/methods.md §5.2).
+
+Files under ``root``: ``raw-captions.pkl`` (a dict ``video_id -> [caption, ...]``, each caption a list of
+tokens joined with a space; read with a restricted unpickler that admits only builtin containers and
+strings) and ``train_list.txt`` / ``val_list.txt`` / ``test_list.txt`` (one id per line; 1,200 / 100 /
+670 videos). Videos: ``<video_dir>/<id>.avi`` (the ``YouTubeClips`` folder of the public release).
+
+Protocol: every caption is a query (about 41 per video; ~27k test queries). t2v ranks each caption
+against all test videos; v2t counts a hit when any caption of the video ranks within K.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datamodules.base import Split, VideoTextDataModule, load_restricted_pickle, read_id_list
+
+
+class MSVD(VideoTextDataModule):
+    """MSVD retrieval (multi-caption: every caption is a query).
+
+    Args:
+        captions_pkl: the token-list captions (``raw-captions.pkl``).
+        train_list: training video ids.
+        val_list: validation video ids (model selection).
+        test_list: test video ids.
+        video_dir: the clips (``YouTubeClips`` in the public release), relative to ``root`` unless absolute.
+        **kwargs: ``VideoTextDataModule`` arguments.
+    """
+
+    name = "msvd"
+
+    def __init__(self, captions_pkl: str = "raw-captions.pkl", train_list: str = "train_list.txt",
+                 val_list: str = "val_list.txt", test_list: str = "test_list.txt", video_dir: str = "YouTubeClips",
+                 **kwargs: Any) -> None:
+        super().__init__(video_dir=video_dir, **kwargs)
+        self.captions_pkl = captions_pkl
+        self.lists = {"train": train_list, "val": val_list, "test": test_list}
+        self._captions: dict[str, list[str]] | None = None
+
+    def _load_captions(self) -> dict[str, list[str]]:
+        if self._captions is None:
+            path = self.root / self.captions_pkl
+            raw = load_restricted_pickle(path)
+            if not isinstance(raw, dict):
+                raise ValueError(f"{path}: expected a dict video_id -> list of captions, got {type(raw).__name__}")
+            captions: dict[str, list[str]] = {}
+            for vid, caps in raw.items():
+                if not isinstance(caps, list | tuple):
+                    raise ValueError(f"{path}: captions of video {vid!r} are a {type(caps).__name__}, not a list")
+                # each caption is a token list (CLIP4Clip's pkl) or, tolerated, already a string
+                captions[str(vid)] = [" ".join(c) if isinstance(c, list | tuple) else c for c in caps]
+            self._captions = captions
+        return self._captions
+
+    def load_split(self, split: str) -> Split:
+        if split not in self.lists:
+            raise ValueError(f"unknown split {split!r}")
+        list_file = self.root / self.lists[split]
+        result = self.caption_split(split, read_id_list(list_file), self._load_captions(),
+                                    self.root / self.captions_pkl, list_file, "all captions (multi-caption)")
+        if split == "val":
+            result.info["model_selection"] = f"MSVD validation split ({self.lists['val']})"
+        return result
