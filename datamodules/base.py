@@ -24,7 +24,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.batch import PairBatch, TextBatch, VideoBatch
-from datamodules.readers import VIDEO_EXTENSIONS, ReaderName, SamplingMode, build_reader
+from datamodules.readers import (
+    VIDEO_EXTENSIONS,
+    ReaderName,
+    SamplingMode,
+    VideoDecodeError,
+    VideoReader,
+    build_reader,
+    sample_frame_indices,
+)
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +223,72 @@ def collate_pairs(items: list[dict[str, Any]]) -> PairBatch:
     return PairBatch(text=collate_texts(items), video=collate_videos(items))
 
 
+def read_with_indices(reader: VideoReader, path: Path, num_frames: int) -> tuple[Tensor, np.ndarray]:
+    """Uniformly sampled ``uint8 [T, 3, S, S]`` frames *and* the indices they were taken at (one decode)."""
+    chosen: dict[str, np.ndarray] = {}
+
+    def choose(n: int) -> np.ndarray:
+        chosen["idx"] = sample_frame_indices(n, num_frames, "uniform")
+        return chosen["idx"]
+
+    try:
+        frames = reader.read(path, choose)
+    except (VideoDecodeError, FileNotFoundError):
+        raise
+    except Exception as exc:  # decoder libraries raise many types; name the file either way
+        raise VideoDecodeError(f"could not decode {path}: {type(exc).__name__}: {exc}") from exc
+    return frames, chosen["idx"]
+
+
+class PredictVideoDataset(Dataset):
+    """Videos to caption (``predict``): uniformly sampled frames and the frame index of each.
+
+    With ``decode=False`` only the frame count is read (the simulated captioner needs indices, not pixels).
+    """
+
+    def __init__(self, videos: list[VideoEntry], reader: ReaderName, image_size: int, num_frames: int,
+                 decode: bool = True) -> None:
+        self.videos, self.reader_name, self.image_size = videos, reader, image_size
+        self.num_frames, self.decode = num_frames, decode
+        self._reader: VideoReader | None = None
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        entry = self.videos[i]
+        if self._reader is None:  # built lazily inside the worker process
+            self._reader = build_reader(self.reader_name, self.image_size)
+        item: dict[str, Any] = {"video_index": i, "video_id": entry.video_id}
+        if self.decode:
+            frames, idx = read_with_indices(self._reader, entry.path, self.num_frames)
+            item["frames"] = frames
+        else:
+            if not entry.path.exists():
+                raise FileNotFoundError(f"video file not found: {entry.path}")
+            idx = sample_frame_indices(self._reader.num_frames(entry.path), self.num_frames, "uniform")
+        item["frame_indices"] = [int(k) for k in idx]
+        return item
+
+
+def collate_predict(items: list[dict[str, Any]]) -> VideoBatch:
+    """Predict items -> ``VideoBatch`` (frames padded + masked; ``aux["frame_indices"]`` per video)."""
+    lengths = [len(it["frame_indices"]) for it in items]
+    t_max = max(lengths)
+    mask = torch.zeros(len(items), t_max, dtype=torch.bool)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = True
+    frames = None
+    if "frames" in items[0]:
+        first = items[0]["frames"]
+        frames = first.new_zeros((len(items), t_max, *first.shape[1:]))
+        for row, it in enumerate(items):
+            frames[row, :it["frames"].shape[0]] = it["frames"]
+    return VideoBatch(index=torch.tensor([it["video_index"] for it in items]), mask=mask,
+                      video_ids=[it["video_id"] for it in items], frames=frames,
+                      aux={"frame_indices": [it["frame_indices"] for it in items]})
+
+
 # --------------------------------------------------------------------------------------------- datamodule
 class VideoTextDataModule(L.LightningDataModule):
     """Base data module for text-video retrieval.
@@ -235,6 +309,13 @@ class VideoTextDataModule(L.LightningDataModule):
         feature_cache: when the model's trunks are frozen, compute their outputs once and train on them
             (no decoding). Frame sampling is then uniform at train time too.
         cache_dir: where cached features live (default ``<root>/.vtr_cache``).
+        predict_split: videos ``predict`` (captioning) runs over: ``train``, ``val``, ``test`` or ``all``
+            (every video of the three splits, once).
+        predict_num_frames: frames per video sampled uniformly for captioning (default ``num_frames``;
+            NarVid narrates 12 per video on MSR-VTT/MSVD/VATEX, 32 on DiDeMo).
+        predict_image_size: frame side for captioning (default ``image_size``; the VLM's processor
+            resizes again to its own input size).
+        predict_batch_size: videos per ``predict`` step (the caption writer appends after each step).
     """
 
     name: str = "dataset"
@@ -243,7 +324,10 @@ class VideoTextDataModule(L.LightningDataModule):
                  reader: ReaderName = "decord", batch_size: int = 64, eval_batch_size: int = 64,
                  num_workers: int = 4, train_sampling: SamplingMode = "random_offset",
                  one_caption_per_video: bool = False, max_missing_fraction: float = 0.0,
-                 feature_cache: bool = False, cache_dir: str | None = None) -> None:
+                 feature_cache: bool = False, cache_dir: str | None = None,
+                 predict_split: Literal["train", "val", "test", "all"] = "test",
+                 predict_num_frames: int | None = None, predict_image_size: int | None = None,
+                 predict_batch_size: int = 8) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.root = Path(root).expanduser()
@@ -263,6 +347,14 @@ class VideoTextDataModule(L.LightningDataModule):
         self._video_sources: dict[str, _VideoSource] = {}
         self._text_sources: dict[str, _TextSource] = {}
         self.cache_info: dict[str, Any] = {}
+        self.predict_split = predict_split
+        self.predict_num_frames = predict_num_frames or num_frames
+        self.predict_image_size = predict_image_size or image_size
+        self.predict_batch_size = predict_batch_size
+        self.predict_videos: list[VideoEntry] = []
+        # set by the captioner / caption writer before the predict loader is built (see Captioner.setup)
+        self.predict_exclude: set[str] = set()
+        self.predict_decode: bool = True
 
     # ---------------------------------------------------------------- for subclasses
     @abstractmethod
@@ -291,13 +383,25 @@ class VideoTextDataModule(L.LightningDataModule):
         if not self.root.is_dir():
             raise FileNotFoundError(f"{type(self).__name__}: data root {self.root} does not exist; set "
                                     "data.init_args.root (see the README's data preparation section)")
-        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}[stage]
+        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"],
+                  "predict": self._predict_splits()}[stage]
         for name in wanted:
             if name not in self.splits:
                 split = self._drop_missing(self.load_split(name))
                 self.splits[name] = split
                 self._video_sources[name] = _VideoSource(split, self.reader, self.image_size, self.num_frames)
                 self._text_sources[name] = _TextSource()
+        if stage == "predict":
+            seen: set[str] = set()
+            self.predict_videos = []
+            for name in self._predict_splits():
+                for v in self.splits[name].videos:
+                    if v.video_id not in seen:
+                        seen.add(v.video_id)
+                        self.predict_videos.append(v)
+
+    def _predict_splits(self) -> list[str]:
+        return ["train", "val", "test"] if self.predict_split == "all" else [self.predict_split]
 
     def _drop_missing(self, split: Split) -> Split:
         """Apply the missing-video policy: fail past the threshold, else drop and record the ids."""
@@ -343,6 +447,14 @@ class VideoTextDataModule(L.LightningDataModule):
                              collate_texts),
                 self._loader(VideoDataset(split, self._video_sources[split_name]), self.eval_batch_size, False,
                              collate_videos)]
+
+    def predict_dataloader(self) -> DataLoader:
+        """Videos of ``predict_split`` not in ``predict_exclude`` (already captioned), in split order."""
+        todo = [v for v in self.predict_videos if v.video_id not in self.predict_exclude]
+        dataset = PredictVideoDataset(todo, self.reader, self.predict_image_size, self.predict_num_frames,
+                                      decode=self.predict_decode)
+        return DataLoader(dataset, batch_size=self.predict_batch_size, shuffle=False, num_workers=self.num_workers,
+                          collate_fn=collate_predict, persistent_workers=False)
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("val")

@@ -1,7 +1,17 @@
-"""Retrieval methods: one LightningModule per paper on top of ``BaseRetrievalModule``."""
+"""Retrieval methods: one LightningModule per paper on top of ``BaseRetrievalModule``; captioners for ``predict``."""
 
 from lightning_modules.backbones import OpenCLIPBackbone, PretrainedTwoTower, VideoTextBackbone
 from lightning_modules.base import BaseRetrievalModule
+from lightning_modules.caption_backends import (
+    CaptionBackend,
+    OpenAICompatible,
+    Simulated,
+    SmolLM2,
+    TransformersTextLM,
+    TransformersVLM,
+)
+from lightning_modules.captioner import Captioner
 from lightning_modules.clip4clip import CLIP4Clip
 
-__all__ = ["BaseRetrievalModule", "CLIP4Clip", "OpenCLIPBackbone", "PretrainedTwoTower", "VideoTextBackbone"]
+__all__ = ["BaseRetrievalModule", "CLIP4Clip", "CaptionBackend", "Captioner", "OpenAICompatible", "OpenCLIPBackbone",
+           "PretrainedTwoTower", "Simulated", "SmolLM2", "TransformersTextLM", "TransformersVLM", "VideoTextBackbone"]

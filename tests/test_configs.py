@@ -17,6 +17,9 @@ COMPOSED = [
     [BASE, CONFIGS / "data" / "synthvtr.yaml", CONFIGS / "model" / "clip4clip_twotower.yaml"],
     [CONFIGS / "quickstart.yaml"],
 ]
+# caption generation configs (``python main.py predict --config ...``), parsed with the predict subcommand
+CAPTIONERS = sorted((CONFIGS / "captioners").glob("*.yaml"))
+COMPOSED += [[path] for path in CAPTIONERS]
 
 
 def every_shipped_yaml() -> list[Path]:
@@ -30,7 +33,7 @@ def test_every_yaml_is_used_by_a_composition() -> None:
 
 @pytest.mark.parametrize("combo", COMPOSED, ids=lambda c: "+".join(p.stem for p in c))
 def test_config_parses(combo: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["fit"]
+    args = ["predict" if combo[0] in CAPTIONERS else "fit"]
     for path in combo:
         args += ["--config", str(path)]
     with pytest.raises(SystemExit) as exit_info:
@@ -38,3 +41,6 @@ def test_config_parses(combo: list[Path], capsys: pytest.CaptureFixture[str]) ->
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert "class_path" in printed["model"] and "class_path" in printed["data"]
+    if combo[0] in CAPTIONERS:
+        assert printed["model"]["class_path"].endswith("Captioner")
+        assert any(cb["class_path"].endswith("CaptionWriter") for cb in printed["trainer"]["callbacks"])

@@ -1,0 +1,256 @@
+"""``CaptionWriter``: crash-safe, resumable JSONL caption store writer for ``predict`` runs.
+
+Guarantees (a run killed with SIGKILL and started again ends with every video captioned exactly once):
+
+* each record is one line written with a single ``os.write`` on an ``O_APPEND`` descriptor and the file
+  is fsynced after every predict batch, so a crash loses at most the batch in flight;
+* a torn last line (no trailing newline, or not valid JSON) is detected on start and truncated away;
+* ids already in the store (for this ``kind``) are removed from the predict dataset *before* decoding,
+  so a resumed run does no repeated work, and a record is never written twice.
+
+Multi-rank: rank ``r`` appends to ``<output>.rank<r>``; when every rank has finished (each leaves a
+``.done`` marker with the run's token, so no collective is needed at teardown) rank 0 merges the rank
+files into ``<output>``: records deduplicated by video id (lowest rank wins; the sampler may give a
+video to two ranks), sorted by video id, ids already in ``<output>`` skipped, then the rank files are
+deleted. A crash during the merge is repaired by the next run, which counts ids in both the store and
+leftover rank files as done and merges again. A single process appends to ``<output>`` directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+
+def repair_jsonl(path: Path) -> int:
+    """Truncate a torn last line away; returns the number of bytes dropped. Raises on a bad middle line."""
+    if not path.is_file():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb") as fh:
+        data = fh.read()
+    keep = len(data)
+    if not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1  # 0 when the only line is torn
+    else:
+        last_start = data.rfind(b"\n", 0, len(data) - 1) + 1
+        try:
+            json.loads(data[last_start:])
+        except json.JSONDecodeError:
+            keep = last_start
+    if keep < len(data):
+        with path.open("r+b") as fh:
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return len(data) - keep
+
+
+def read_jsonl(path: Path, tolerant_tail: bool = True) -> Iterator[dict[str, Any]]:
+    """Records of a JSONL file; a torn last line is skipped, a bad line elsewhere raises naming the file."""
+    if not path.is_file():
+        return
+    with path.open("rb") as fh:
+        lines = fh.read().split(b"\n")
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as exc:
+            if tolerant_tail and n >= len(lines) - 2 and not any(x.strip() for x in lines[n + 1:]):
+                return
+            raise ValueError(f"{path}: line {n + 1} is not valid JSON ({exc.msg}); the caption store is corrupt "
+                             "in the middle (not a torn last line), fix or remove that line") from exc
+
+
+def append_records(fd: int, records: Sequence[dict[str, Any]]) -> None:
+    """One ``os.write`` per record (one line each) on an ``O_APPEND`` descriptor."""
+    for rec in records:
+        data = (json.dumps(rec, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+
+
+def rank_files(output: Path) -> list[Path]:
+    """Leftover per-rank files of ``output`` (this run's or an interrupted earlier run's), by rank."""
+    found = [p for p in output.parent.glob(output.name + ".rank*") if p.name[len(output.name) + 5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(output.name) + 5:]))
+
+
+def merge_rank_files(output: Path, kind: str | None = None) -> int:
+    """Merge ``<output>.rank*`` into ``output`` deterministically; returns the number of records added."""
+    parts = rank_files(output)
+    if not parts:
+        return 0
+    repair_jsonl(output)
+    done = {r["video_id"] for r in read_jsonl(output) if kind is None or r.get("kind") == kind}
+    merged: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for rec in read_jsonl(part):
+            if (kind is None or rec.get("kind") == kind) and rec["video_id"] not in done:
+                merged.setdefault(rec["video_id"], rec)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        append_records(fd, [merged[k] for k in sorted(merged)])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    for part in parts:
+        part.unlink(missing_ok=True)
+    return len(merged)
+
+
+class CaptionWriter(BasePredictionWriter):
+    """Appends the captioner's records to a JSONL caption store (see the module docstring).
+
+    Args:
+        output: the store, relative to the data module's ``root`` unless absolute
+            (e.g. ``captions/narration_llava.jsonl``).
+        merge_timeout_s: how long rank 0 waits for the other ranks' ``.done`` markers; past it the rank
+            files stay in place and the next run (any world size) merges them.
+        fsync: fsync after every batch (on by default; off only for throw-away runs on slow disks).
+    """
+
+    def __init__(self, output: str, merge_timeout_s: float = 3600.0, fsync: bool = True) -> None:
+        super().__init__(write_interval="batch")
+        self.output_arg = output
+        self.merge_timeout_s = merge_timeout_s
+        self.fsync = fsync
+        self.output: Path | None = None
+        self.kind: str | None = None
+        self._fd: int | None = None
+        self._token = ""
+        self._written: set[str] = set()
+        self._num_written = 0
+        self._t0 = 0.0
+        self._rank, self._world = 0, 1
+
+    # ------------------------------------------------------------------ paths
+    def resolve_output(self, trainer: L.Trainer) -> Path:
+        path = Path(self.output_arg).expanduser()
+        if not path.is_absolute():
+            dm = getattr(trainer, "datamodule", None)
+            root = getattr(dm, "root", None)
+            path = (Path(root) if root is not None else Path.cwd()) / path
+        return path
+
+    def _mine(self) -> Path:
+        assert self.output is not None
+        return self.output if self._world == 1 else self.output.with_name(f"{self.output.name}.rank{self._rank}")
+
+    def _marker(self, rank: int) -> Path:
+        assert self.output is not None
+        return self.output.with_name(f"{self.output.name}.rank{rank}.done")
+
+    # ------------------------------------------------------------------ hooks
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "predict":
+            return
+        self.output = self.resolve_output(trainer)
+        self.kind = getattr(pl_module, "kind", None)
+        self._rank, self._world = trainer.global_rank, trainer.world_size
+        self._written, self._num_written = set(), 0
+        done: list[str] = []
+        token = ""
+        if trainer.is_global_zero:
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            for path in [self.output, *rank_files(self.output)]:
+                dropped = repair_jsonl(path)
+                if dropped:
+                    _say(f"caption writer: dropped a torn last line ({dropped} bytes) of {path}")
+            for p in self.output.parent.glob(self.output.name + ".rank*.done"):
+                p.unlink(missing_ok=True)
+            done = sorted(self._existing_ids(pl_module))
+            token = uuid.uuid4().hex
+        # every rank must filter the same dataset: rank 0 decides, the others receive it
+        token, done = trainer.strategy.broadcast((token, done), src=0)
+        self._token = token
+        dm = getattr(trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "predict_exclude"):
+            dm.predict_exclude = set(done)
+            total = len(getattr(dm, "predict_videos", []))
+            if trainer.is_global_zero:
+                todo = sum(v.video_id not in dm.predict_exclude for v in dm.predict_videos)
+                _say(f"caption writer: {self.output} ({self.kind}); {total - todo} of {total} videos already "
+                     f"captioned, {todo} to go")
+        self._written = set(done)
+        self._t0 = time.perf_counter()
+
+    def _existing_ids(self, pl_module: L.LightningModule) -> set[str]:
+        assert self.output is not None
+        ids: set[str] = set()
+        prompts: set[str] = set()
+        for path in [self.output, *rank_files(self.output)]:
+            for rec in read_jsonl(path):
+                if self.kind is None or rec.get("kind") == self.kind:
+                    ids.add(rec["video_id"])
+                    prompts.add(rec.get("prompt", ""))
+        prompt = getattr(pl_module, "prompt", None)
+        if prompt is not None and prompts - {prompt}:
+            _say(f"caption writer: warning: {self.output} holds records made with another prompt; they are kept "
+                 "and their videos skipped (write to a new file to caption them again)")
+        return ids
+
+    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
+                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
+                           dataloader_idx: int) -> None:
+        records = [r for r in (prediction or []) if r["video_id"] not in self._written]
+        if not records:
+            return
+        if self._fd is None:
+            self._fd = os.open(self._mine(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        append_records(self._fd, records)
+        if self.fsync:
+            os.fsync(self._fd)
+        self._written.update(r["video_id"] for r in records)
+        self._num_written += len(records)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "predict" or self.output is None:
+            return
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        elapsed = time.perf_counter() - self._t0
+        if self._world > 1:
+            self._marker(self._rank).write_text(self._token)
+        if self._rank == 0:
+            if self._world > 1 and not self._wait_for_ranks():
+                return
+            added = merge_rank_files(self.output, self.kind)
+            for r in range(self._world):
+                self._marker(r).unlink(missing_ok=True)
+            rate = self._num_written / elapsed if elapsed > 0 else 0.0
+            _say(f"caption writer: rank 0 wrote {self._num_written} records in {elapsed:.1f} s ({rate:.2f} videos/s)"
+                 + (f"; merged {added} records from rank files" if added else "") + f" -> {self.output}")
+
+    def _wait_for_ranks(self) -> bool:
+        deadline = time.monotonic() + self.merge_timeout_s
+        while time.monotonic() < deadline:
+            ok = all(self._marker(r).is_file() and self._marker(r).read_text() == self._token
+                     for r in range(self._world))
+            if ok:
+                return True
+            time.sleep(0.2)
+        _say(f"caption writer: not every rank finished within {self.merge_timeout_s} s; the rank files are left "
+             "in place and the next run merges them")
+        return False
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

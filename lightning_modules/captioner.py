@@ -1,0 +1,153 @@
+"""``Captioner``: caption generation as a Lightning ``predict`` run.
+
+``python main.py predict --config configs/captioners/<name>.yaml`` runs a ``Captioner`` over the videos
+of a data module's ``predict_split`` (frames sampled uniformly, ``predict_num_frames`` of them) and the
+:class:`~callbacks.caption_writer.CaptionWriter` appends one JSONL record per video to the caption store:
+
+``{"video_id", "kind", "prompt", "captions": [...], "model", "created", ...}`` plus ``frame_indices``
+(the sampled frame of each caption) for ``narration``.
+
+Kinds: ``narration`` (NarVid) captions every sampled frame on its own; ``multi`` (ExCae) asks for
+``num_captions`` captions of the whole video from one prompt; ``supplement`` (conical embedding
+optimisation) asks for one caption of the whole video. The backend (``TransformersVLM``,
+``OpenAICompatible``, ``Simulated``) only generates text; nothing is trained.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+
+from datamodules.batch import VideoBatch
+from lightning_modules.caption_backends.base import (
+    CaptionBackend,
+    CaptionKind,
+    CaptionOutput,
+    CaptionRequest,
+    tile_grid,
+)
+
+NARVID_PROMPT = "Please describe this image for image-captioning task."
+EXCAE_PROMPT = "Generate 10 captions from different perspectives about this video."
+
+
+class Captioner(L.LightningModule):
+    """Runs a caption backend over predict batches and returns one record per video.
+
+    Args:
+        backend: the generator (``class_path``/``init_args`` in YAML).
+        kind: ``narration`` (a caption per sampled frame), ``multi`` (``num_captions`` per video) or
+            ``supplement`` (one per video).
+        prompt: the instruction (NarVid's LLaVA prompt by default).
+        num_captions: captions per video for ``multi`` (ExCae: 10); ignored otherwise.
+        max_frames_per_video: for ``multi``/``supplement``, at most this many of the sampled frames
+            (evenly spread) are shown to the model; ``None`` shows all of them.
+        frame_layout: ``separate`` gives the frames as separate images; ``grid`` tiles them into one
+            image (for single-image models such as LLaVA-1.5).
+        requests_per_call: requests handed to the backend at once (its own ``batch_size`` still
+            applies inside); 0 means all requests of a predict batch.
+    """
+
+    def __init__(self, backend: CaptionBackend, kind: CaptionKind = "narration", prompt: str = NARVID_PROMPT,
+                 num_captions: int = 10, max_frames_per_video: int | None = None,
+                 frame_layout: Literal["separate", "grid"] = "separate", requests_per_call: int = 0) -> None:
+        super().__init__()
+        if kind not in ("narration", "multi", "supplement"):
+            raise ValueError(f"kind must be narration, multi or supplement, got {kind!r}")
+        if not prompt.strip():
+            raise ValueError("prompt must not be empty")
+        self.save_hyperparameters(ignore=["backend"])
+        self.backend = backend
+        self.kind = kind
+        self.prompt = prompt
+        self.num_captions = num_captions if kind == "multi" else 1
+        self.max_frames_per_video = max_frames_per_video
+        self.frame_layout = frame_layout
+        self.requests_per_call = requests_per_call
+        self._backend_ready = False
+
+    # ------------------------------------------------------------------ lightning hooks
+    def setup(self, stage: str) -> None:
+        dm = self._datamodule()
+        if stage == "predict" and dm is not None:
+            # the simulated backend reads ground truth, not pixels: skip decoding (frame counts only)
+            dm.predict_decode = self.backend.needs_pixels
+
+    def on_predict_start(self) -> None:
+        if not self._backend_ready:
+            self.backend.setup(self.device, self._datamodule())
+            self._backend_ready = True
+
+    def predict_step(self, batch: VideoBatch, batch_idx: int) -> list[dict[str, Any]]:
+        return self.caption_batch(batch)
+
+    # ------------------------------------------------------------------ captioning
+    def caption_batch(self, batch: VideoBatch) -> list[dict[str, Any]]:
+        """Records for every video of a predict batch (usable without a Trainer too)."""
+        if not self._backend_ready:
+            self.backend.setup(self.device, self._datamodule())
+            self._backend_ready = True
+        requests, owner = self.build_requests(batch)
+        outputs: list[CaptionOutput] = []
+        step = self.requests_per_call or max(1, len(requests))
+        for start in range(0, len(requests), step):
+            outputs.extend(self.backend.generate(requests[start:start + step]))
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        base = {"kind": self.kind, "prompt": self.prompt, "model": self.backend.model_name, "created": created,
+                **self.backend.record_extras()}
+        records = []
+        for row, vid in enumerate(batch.video_ids):
+            mine = [(req, out) for req, out, o in zip(requests, outputs, owner, strict=True) if o == row]
+            captions: list[str] = []
+            extras: dict[str, list[Any]] = {}
+            for _, out in mine:
+                captions.extend(out.captions)
+                for key, values in out.extras.items():
+                    extras.setdefault(key, []).extend(values)
+            record = {"video_id": vid, **base, "captions": captions, **extras}
+            if self.kind == "narration":
+                record["frame_indices"] = [req.frame_indices[0] for req, _ in mine]
+            else:
+                record["source_frames"] = mine[0][0].frame_indices
+            records.append(record)
+        return records
+
+    def build_requests(self, batch: VideoBatch) -> tuple[list[CaptionRequest], list[int]]:
+        """Requests for a batch and, for each, the batch row it belongs to."""
+        requests, owner = [], []
+        for row, vid in enumerate(batch.video_ids):
+            indices: list[int] = list(batch.aux["frame_indices"][row])
+            images = self._images(batch, row, len(indices))
+            if self.kind == "narration":
+                for j, f in enumerate(indices):
+                    requests.append(CaptionRequest(vid, self.kind, self.prompt, 1, [f], images[j:j + 1]))
+                    owner.append(row)
+                continue
+            keep = list(range(len(indices)))
+            if self.max_frames_per_video and len(keep) > self.max_frames_per_video:
+                pos = np.linspace(0, len(keep) - 1, self.max_frames_per_video).round().astype(int)
+                keep = sorted(set(pos.tolist()))
+            shown = [images[j] for j in keep] if images else []
+            if shown and self.frame_layout == "grid":
+                shown = [tile_grid(shown)]
+            requests.append(CaptionRequest(vid, self.kind, self.prompt, self.num_captions,
+                                           [indices[j] for j in keep], shown))
+            owner.append(row)
+        return requests, owner
+
+    def _images(self, batch: VideoBatch, row: int, n: int) -> list[np.ndarray]:
+        if not self.backend.needs_pixels:
+            return []
+        if batch.frames is None:
+            raise ValueError(f"{type(self.backend).__name__} needs pixels but the batch has no frames")
+        frames = batch.frames[row, :n].detach().cpu()
+        if frames.is_floating_point():
+            raise ValueError("Captioner expects uint8 frames from the predict loader")
+        return [f.permute(1, 2, 0).numpy() for f in frames]
+
+    def _datamodule(self) -> Any | None:
+        trainer = self._trainer
+        return getattr(trainer, "datamodule", None) if trainer is not None else None
