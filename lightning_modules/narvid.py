@@ -107,11 +107,13 @@ class NarVid(BaseRetrievalModule):
         if narration is None:
             raise KeyError(f"NarVid needs per-frame captions in the batch under aux[{self.narration_key!r}]: set "
                            f"data.init_args.aux_captions: {{{self.narration_key}: <narration.jsonl>}}")
-        if any(len(row) != t for row in narration):
-            bad = next(i for i, row in enumerate(narration) if len(row) != t)
-            raise ValueError(f"video {batch.video_ids[bad]} has {len(narration[bad])} narration captions for "
-                             f"{t} frames; narration must be aligned 1:1 with the sampled frames")
-        flat = [caption for row in narration for caption in row]
+        real = batch.mask.sum(1).tolist()
+        for i, row in enumerate(narration):
+            if len(row) not in (real[i], t):
+                raise ValueError(f"video {batch.video_ids[i]} has {len(row)} narration captions for {real[i]} "
+                                 "frames; narration must be aligned 1:1 with the sampled frames")
+        # padded frame slots get an empty caption; the frame mask keeps them out of every score
+        flat = [caption for row in narration for caption in list(row) + [""] * (t - len(row))]
         return self.backbone.encode_text(flat).sentence.view(b, t, -1)
 
     def encode_video(self, batch: VideoBatch) -> Features:
