@@ -61,23 +61,34 @@ def _slice_features(feats: Features, start: int, stop: int) -> Features:
     return {k: v[start:stop] for k, v in feats.items()}
 
 
+Scores = Tensor | dict[str, Tensor]
+
+
 @torch.no_grad()
-def score_tiles(similarity: Callable[[Features, Features], Tensor], text_feats: Features, video_feats: Features,
-                text_chunk: int, video_chunk: int) -> Tensor:
-    """Evaluate ``similarity`` over (text chunk x video chunk) tiles into a CPU float32 matrix.
+def score_tiles(similarity: Callable[[Features, Features], Scores], text_feats: Features, video_feats: Features,
+                text_chunk: int, video_chunk: int) -> Scores:
+    """Evaluate ``similarity`` over (text chunk x video chunk) tiles into CPU float32 matrices.
 
     Peak memory is that of one tile, so a query-dependent similarity whose intermediate grows with
-    texts x videos x frames x words stays bounded by the chunk sizes.
+    texts x videos x frames x words stays bounded by the chunk sizes. A similarity that returns several
+    named views (a dict of tiles, e.g. NarVid's query-video and query-narration scores) gets one
+    full matrix per view.
     """
     n_t = next(iter(text_feats.values())).shape[0]
     n_v = next(iter(video_feats.values())).shape[0]
-    out = torch.empty(n_t, n_v, dtype=torch.float32)
+    out: dict[str, Tensor] = {}
+    single = False
     for ts in range(0, n_t, text_chunk):
         t_chunk = _slice_features(text_feats, ts, ts + text_chunk)
         for vs in range(0, n_v, video_chunk):
             tile = similarity(t_chunk, _slice_features(video_feats, vs, vs + video_chunk))
-            out[ts:ts + text_chunk, vs:vs + video_chunk] = tile.float().cpu()
-    return out
+            if isinstance(tile, Tensor):
+                single, tile = True, {"": tile}
+            for name, value in tile.items():
+                if name not in out:
+                    out[name] = torch.empty(n_t, n_v, dtype=torch.float32)
+                out[name][ts:ts + text_chunk, vs:vs + video_chunk] = value.float().cpu()
+    return out[""] if single else out
 
 
 class BaseRetrievalModule(L.LightningModule, ABC):
@@ -127,8 +138,16 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         return {"frames": self.backbone_frames(batch), "mask": batch.mask}
 
     @abstractmethod
-    def similarity(self, text_feats: Features, video_feats: Features) -> Tensor:
-        """``[n_texts, n_videos]`` similarity of every text with every video of the two feature sets."""
+    def similarity(self, text_feats: Features, video_feats: Features) -> Scores:
+        """``[n_texts, n_videos]`` similarity of every text with every video of the two feature sets.
+
+        May return several named views (``dict[str, Tensor]``); ``fuse_views`` then combines the full
+        evaluation matrices (statistics over the whole test set, e.g. NarVid's z-score fusion).
+        """
+
+    def fuse_views(self, views: dict[str, Tensor]) -> Tensor:
+        """Combine full-matrix views into the final score (only needed when ``similarity`` returns views)."""
+        raise TypeError(f"{type(self).__name__}.similarity returned views {sorted(views)}; override fuse_views")
 
     def training_loss(self, batch: PairBatch) -> tuple[Tensor, dict[str, Tensor]]:
         """Symmetric InfoNCE on the similarity of the all-gathered batch (CLIP4Clip Eq. 8-10)."""
@@ -162,7 +181,7 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         to the rank that produced them, so DDP's gradient averaging reproduces the single-process
         gradient of the global batch.
         """
-        if self.trainer is None or self.trainer.world_size == 1:
+        if self._trainer is None or self.trainer.world_size == 1:
             return feats
         return {k: self.all_gather(v, sync_grads=True).flatten(0, 1) for k, v in feats.items()}
 
@@ -269,10 +288,13 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         return index[keep], {k: v[rows] for k, v in feats.items()}
 
     @torch.no_grad()
-    def score(self, text_feats: Features, video_feats: Features) -> Tensor:
-        """Full ``[n_texts, n_videos]`` float32 similarity on CPU, computed tile by tile."""
-        return score_tiles(self.similarity, text_feats, video_feats, self.hparams.eval_text_chunk,
-                           self.hparams.eval_video_chunk)
+    def score(self, text_feats: Features, video_feats: Features) -> tuple[Tensor, dict[str, Tensor]]:
+        """Full ``[n_texts, n_videos]`` float32 similarity on CPU, tile by tile, and its raw views (if any)."""
+        scores = score_tiles(self.similarity, text_feats, video_feats, self.hparams.eval_text_chunk,
+                             self.hparams.eval_video_chunk)
+        if isinstance(scores, Tensor):
+            return scores, {}
+        return self.fuse_views(scores), scores
 
     def _evaluate(self, stage: str) -> dict[str, Any]:
         started = time.perf_counter()
@@ -305,13 +327,16 @@ class BaseRetrievalModule(L.LightningModule, ABC):
             covered[gt] = True
             video_idx, gt = video_idx[covered], torch.cumsum(covered.long(), 0)[gt] - 1
             video_feats = {k: v[covered.to(v.device)] for k, v in video_feats.items()}
-        sim = self.score(text_feats, video_feats)
+        sim, views = self.score(text_feats, video_feats)
         metrics: dict[str, Any] = retrieval_metrics(sim, gt)
         metrics["num_videos_failed"] = len(failed)
         metrics["num_texts_unscored"] = len(index.text_ids) - len(text_idx)
+        for name, view in views.items():  # each raw view on its own, for the ablation tables
+            metrics.update({f"{name}/{k}": v for k, v in retrieval_metrics(view, gt).items()
+                            if k in ("t2v_R1", "t2v_R5", "t2v_R10", "v2t_R1", "rsum")})
         metrics["eval_seconds"] = round(time.perf_counter() - started, 3)
-        self._last_eval = {"sim": sim, "text_idx": text_idx, "video_idx": video_idx, "gt": gt, "index": index,
-                           "complete": complete}
+        self._last_eval = {"sim": sim, "views": views, "text_idx": text_idx, "video_idx": video_idx, "gt": gt,
+                           "index": index, "complete": complete}
         return metrics
 
     def on_validation_epoch_end(self) -> None:
@@ -343,6 +368,8 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         index = ev["index"]
         dm = self.trainer.datamodule
         np.save(out / "sim_t2v.npy", ev["sim"].numpy().astype(np.float32))
+        for name, view in ev["views"].items():  # raw views, so fusion variants can be recomputed offline
+            np.save(out / f"sim_t2v_{name}.npy", view.numpy().astype(np.float32))
         (out / "text_ids.json").write_text(json.dumps([index.text_ids[i] for i in ev["text_idx"].tolist()]))
         (out / "video_ids.json").write_text(json.dumps([index.video_ids[i] for i in ev["video_idx"].tolist()]))
         (out / "text_to_video.json").write_text(json.dumps(ev["gt"].tolist()))

@@ -1,8 +1,28 @@
 """Reusable blocks shared by the methods (never copied between method files)."""
 
-from lightning_modules.components.losses import symmetric_infonce
+from lightning_modules.components.co_attention import CoAttention
+from lightning_modules.components.filtering import nucleus_filter, topk_filter, uniform_weights
+from lightning_modules.components.losses import (
+    cross_view_hard_negatives,
+    hard_negative_hinge,
+    hard_negative_sets,
+    symmetric_infonce,
+)
 from lightning_modules.components.pooling import masked_mean_pool
 from lightning_modules.components.similarity import cosine_matrix, token_frame_similarity
 from lightning_modules.components.temporal import TemporalTransformer
 
-__all__ = ["TemporalTransformer", "cosine_matrix", "masked_mean_pool", "symmetric_infonce", "token_frame_similarity"]
+__all__ = [
+    "CoAttention",
+    "TemporalTransformer",
+    "cosine_matrix",
+    "cross_view_hard_negatives",
+    "hard_negative_hinge",
+    "hard_negative_sets",
+    "masked_mean_pool",
+    "nucleus_filter",
+    "symmetric_infonce",
+    "token_frame_similarity",
+    "topk_filter",
+    "uniform_weights",
+]

@@ -26,3 +26,36 @@ def symmetric_infonce(logits: Tensor, positives: Tensor | None = None) -> Tensor
     t2v = -(F.log_softmax(logits, dim=1) * pos).sum(1) / pos.sum(1).clamp_min(1)
     v2t = -(F.log_softmax(logits, dim=0) * pos).sum(0) / pos.sum(0).clamp_min(1)
     return 0.5 * (t2v.mean() + v2t.mean())
+
+
+def hard_negative_sets(sim: Tensor, alpha: float) -> Tensor:
+    """NarVid Eq. 6 as released: ``H_i = {j != i : S_ij > S_ii - alpha * std_j(S_i)}`` (bool ``[B, B]``).
+
+    ``std`` is the unbiased standard deviation of the whole row (diagonal included); the threshold is
+    relative to the positive score (the released code computes the row mean but does not use it).
+    """
+    positive = sim.diagonal().unsqueeze(1)
+    threshold = positive - alpha * sim.std(dim=1, keepdim=True)
+    eye = torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
+    return (sim > threshold) & ~eye
+
+
+def cross_view_hard_negatives(sim_video: Tensor, sim_narration: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """NarVid Eq. 7: the union of both views' hard-negative sets, for rows (queries) and columns (videos).
+
+    Returns ``(rows [B, B], columns [B, B])``; ``columns`` is indexed like the transposed matrices.
+    """
+    rows = hard_negative_sets(sim_video, alpha) | hard_negative_sets(sim_narration, alpha)
+    columns = hard_negative_sets(sim_video.t(), alpha) | hard_negative_sets(sim_narration.t(), alpha)
+    return rows, columns
+
+
+def hard_negative_hinge(sim: Tensor, negatives: Tensor, alpha: float, beta: float) -> Tensor:
+    """NarVid Eq. 8: ``mean_i sum_{j in H_i} max(0, S_ij - S_ii + beta * alpha * std_i)``.
+
+    Rows without hard negatives contribute 0 and still count in the mean; the margin is not detached
+    (gradients flow through the row std, as in the released code).
+    """
+    margin = beta * alpha * sim.std(dim=1, keepdim=True)
+    violation = (sim - sim.diagonal().unsqueeze(1) + margin).clamp_min(0)
+    return (violation * negatives).sum(1).mean()

@@ -9,6 +9,8 @@ is why the base module scores in tiles: over a whole 1k x 1k test set that tenso
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,28 +22,33 @@ def cosine_matrix(a: Tensor, b: Tensor) -> Tensor:
 
 
 def token_frame_similarity(words: Tensor, word_mask: Tensor, frames: Tensor, frame_mask: Tensor,
-                           word_weights: Tensor | None = None, frame_weights: Tensor | None = None) -> Tensor:
+                           word_weights: Tensor | None = None, frame_weights: Tensor | None = None,
+                           masked_value: Literal["neginf", "zero"] = "neginf") -> Tensor:
     """Word-frame max matching, averaged over both directions.
 
     Args:
         words: ``[n_t, L, D]`` token embeddings of the queries.
         word_mask: ``[n_t, L]`` True for real tokens.
         frames: ``[n_v, T, D]`` frame embeddings.
-        frame_mask: ``[n_v, T]`` True for real frames.
+        frame_mask: ``[n_v, T]`` True for real frames, or query-dependent ``[n_t, n_v, T]`` (e.g. the
+            frames kept by NarVid's filter).
         word_weights: ``[n_t, L]`` weights summing to 1 over real tokens (default: uniform).
         frame_weights: ``[n_v, T]`` or query-dependent ``[n_t, n_v, T]`` weights summing to 1 over real
             frames (default: uniform).
 
+        masked_value: ``neginf`` keeps masked entries out of both maxima; ``zero`` sets them to 0 before
+            the max, as the Cap4Video/NarVid code does (a masked 0 can win over negative cosines).
+
     Returns:
         ``[n_t, n_v]``: ``(sum_l a_l max_f S_lf + sum_f b_f max_l S_lf) / 2`` with cosine ``S``.
-        Masked entries take no part in either max (they are set to -inf before the max, not to 0).
     """
     w = F.normalize(words, dim=-1)
     v = F.normalize(frames, dim=-1)
     s = torch.einsum("ild,jfd->ijlf", w, v)  # [n_t, n_v, L, T]
     wm = word_mask.bool()[:, None, :, None]
-    fm = frame_mask.bool()[None, :, None, :]
-    s = s.masked_fill(~(wm & fm), float("-inf"))
+    fm = frame_mask.bool()
+    fm = fm[:, :, None, :] if fm.ndim == 3 else fm[None, :, None, :]
+    s = s.masked_fill(~(wm & fm), float("-inf") if masked_value == "neginf" else 0.0)
     if word_weights is None:
         word_weights = word_mask.to(s.dtype) / word_mask.to(s.dtype).sum(-1, keepdim=True).clamp_min(1)
     if frame_weights is None:
