@@ -12,6 +12,8 @@ from lightning_modules.caption_backends import (
 )
 from lightning_modules.captioner import Captioner
 from lightning_modules.clip4clip import CLIP4Clip
+from lightning_modules.narvid import NarVid
 
-__all__ = ["BaseRetrievalModule", "CLIP4Clip", "CaptionBackend", "Captioner", "OpenAICompatible", "OpenCLIPBackbone",
-           "PretrainedTwoTower", "Simulated", "SmolLM2", "TransformersTextLM", "TransformersVLM", "VideoTextBackbone"]
+__all__ = ["BaseRetrievalModule", "CLIP4Clip", "CaptionBackend", "Captioner", "NarVid", "OpenAICompatible",
+           "OpenCLIPBackbone", "PretrainedTwoTower", "Simulated", "SmolLM2", "TransformersTextLM", "TransformersVLM",
+           "VideoTextBackbone"]

@@ -19,7 +19,20 @@ COMPOSED = [
     [BASE, CONFIGS / "data" / "vatex.yaml", CONFIGS / "model" / "clip4clip.yaml"],
     [BASE, CONFIGS / "data" / "didemo.yaml", CONFIGS / "model" / "clip4clip.yaml"],
     [CONFIGS / "quickstart.yaml"],
+    [BASE, CONFIGS / "data" / "msrvtt.yaml", CONFIGS / "model" / "narvid.yaml",
+     CONFIGS / "experiments" / "narvid_msrvtt.yaml"],
+    [BASE, CONFIGS / "data" / "msrvtt.yaml", CONFIGS / "model" / "narvid.yaml",
+     CONFIGS / "experiments" / "narvid_msrvtt.yaml", CONFIGS / "experiments" / "narvid_msrvtt_b16.yaml"],
+    [BASE, CONFIGS / "data" / "msvd.yaml", CONFIGS / "model" / "narvid.yaml",
+     CONFIGS / "experiments" / "narvid_msvd.yaml"],
+    [BASE, CONFIGS / "data" / "vatex.yaml", CONFIGS / "model" / "narvid.yaml",
+     CONFIGS / "experiments" / "narvid_vatex.yaml"],
+    [BASE, CONFIGS / "data" / "didemo.yaml", CONFIGS / "model" / "narvid.yaml",
+     CONFIGS / "experiments" / "narvid_didemo.yaml"],
 ]
+# NarVid's SynthVTR experiment with each ablation overlay (the rows of the sweep files)
+COMPOSED += [[CONFIGS / "experiments" / "narvid_synthvtr.yaml", overlay]
+             for overlay in sorted((CONFIGS / "ablations").rglob("*.yaml"))]
 # caption generation configs (``python main.py predict --config ...``), parsed with the predict subcommand
 CAPTIONERS = sorted((CONFIGS / "captioners").glob("*.yaml"))
 COMPOSED += [[path] for path in CAPTIONERS]
