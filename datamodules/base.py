@@ -201,6 +201,7 @@ class _VideoSource:
         self.narration_match = narration_match
         self._reader = None
         self.cache: Any | None = None  # datamodules.feature_cache.CachedFeatures
+        self.text_cache: Any | None = None  # cached text-trunk states, also used for narration captions
 
     def load(self, video: int, mode: SamplingMode) -> dict[str, Any]:
         entry = self.split.videos[video]
@@ -233,7 +234,19 @@ class _VideoSource:
         if self.aux:
             item["aux"] = {name: self._aux_captions(name, store, entry.video_id, indices, int(item["mask"].sum()))
                            for name, store in self.aux.items()}
+            if self.text_cache is not None and "narration" in item["aux"]:
+                item["aux_cached"] = {"narration": self._cached_rows(item["aux"]["narration"])}
         return item
+
+    def _cached_rows(self, captions: list[str]) -> tuple[Tensor, Tensor]:
+        """Cached text-trunk states of one caption per frame, padded to ``num_frames`` rows: ``[T, L, H]``."""
+        rows = [self.text_cache.text(c) for c in captions]
+        tokens, masks = torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
+        pad = self.num_frames - len(rows)
+        if pad > 0:
+            tokens = torch.cat([tokens, tokens.new_zeros((pad, *tokens.shape[1:]))])
+            masks = torch.cat([masks, masks.new_zeros((pad, *masks.shape[1:]))])
+        return tokens, masks
 
     def _aux_captions(self, name: str, store: CaptionStore, video_id: str, indices: np.ndarray | None,
                       num_real: int) -> list[str]:
@@ -367,6 +380,10 @@ def collate_videos(items: list[dict[str, Any]]) -> VideoBatch:
     aux: dict[str, list[list[str]]] = {}
     if good and "aux" in good[0]:
         aux = {name: [it["aux"][name] for it in good] for name in good[0]["aux"]}
+    if good and "aux_cached" in good[0]:  # frozen text trunk: per-frame caption states from the cache
+        for name in good[0]["aux_cached"]:
+            aux[f"{name}_cached_tokens"] = torch.stack([it["aux_cached"][name][0] for it in good])
+            aux[f"{name}_cached_mask"] = torch.stack([it["aux_cached"][name][1] for it in good])
     return VideoBatch(index=torch.tensor([it["video_index"] for it in good], dtype=torch.long), mask=mask,
                       video_ids=[it["video_id"] for it in good], frames=frames,
                       cached_frames=_stack(good, "cached_frames"), aux=aux, failed=failed)
@@ -830,3 +847,17 @@ class VideoTextDataModule(L.LightningDataModule):
                 self._video_sources[name].cache = cache
             if cache.has_text:
                 self._text_sources[name].cache = cache
+                self._video_sources[name].text_cache = cache
+
+    def aux_texts(self, split_name: str) -> set[str]:
+        """Every auxiliary caption of a split's videos (the feature cache encodes them with the queries)."""
+        source = self._video_sources.get(split_name)
+        if source is None:
+            return set()
+        texts: set[str] = set()
+        for store in source.aux.values():
+            for video in self.splits[split_name].videos:
+                record = store.get(video.video_id)
+                if record is not None:
+                    texts.update(record.captions)
+        return texts

@@ -161,7 +161,8 @@ def build_or_load_cache(dm: VideoTextDataModule, backbone: Any, device: torch.de
                 _save_atomic(path, feats)
             cache.add_videos(ids, np.load(path, mmap_mode="r"), np.load(mask_path))
         if backbone.text_trunk_frozen:
-            texts = sorted({t.text for t in split.texts})
+            aux = dm.aux_texts(name) if hasattr(dm, "aux_texts") else set()
+            texts = sorted({t.text for t in split.texts} | aux)
             path = directory / f"text_{name}_{_sha(texts)}.npy"
             mask_path = path.with_suffix(".mask.npy")
             if not (path.exists() and mask_path.exists()):

@@ -1,0 +1,74 @@
+"""NarVid through the CLI on fake MSR-VTT with a narration store: live and cached caption encoding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datamodules.readers import sample_frame_indices
+from lightning_modules.metrics import retrieval_metrics
+from main import main
+
+CONF = Path(__file__).parent / "conf" / "clip4clip_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def narrated_msrvtt(fake_msrvtt: Path) -> Path:
+    """Narration aligned with the 4 uniformly sampled frames of each 16-frame fake video."""
+    data = json.loads((fake_msrvtt / "MSRVTT_data.json").read_text())
+    frames = sample_frame_indices(16, 4, "uniform").tolist()
+    lines = []
+    for video in data["videos"]:
+        colour = next(s["caption"].split()[1] for s in data["sentences"] if s["video_id"] == video["video_id"])
+        lines.append(json.dumps({"video_id": video["video_id"], "kind": "narration", "prompt": "describe",
+                                 "captions": [f"a {colour} square at frame {f}" for f in frames],
+                                 "frame_indices": frames, "model": "test", "created": "2026-11-22T00:00:00"}))
+    path = fake_msrvtt / "captions" / "narration_test.jsonl"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return fake_msrvtt
+
+
+def narvid_args(root: Path, out: Path, name: str) -> list[str]:
+    logger = json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                          "init_args": {"save_dir": str(out), "name": name}}])
+    model = json.dumps({"class_path": "NarVid", "init_args": {
+        "backbone": {"class_path": "OpenCLIPBackbone",
+                     "init_args": {"model_name": "vtr-tiny-clip", "pretrained": None, "max_words": 16,
+                                   "freeze_video": True, "freeze_text": True}},
+        "temporal_layers": 1, "temporal_heads": 2, "nucleus_p": 0.5, "lr": 1e-3, "eval_text_chunk": 4,
+        "eval_video_chunk": 5}})
+    return ["fit", "--config", str(CONF), "--model", model, "--data.init_args.root", str(root),
+            "--data.init_args.train_sampling", "uniform",
+            "--data.init_args.aux_captions", json.dumps({"narration": "captions/narration_test.jsonl"}),
+            "--trainer.max_epochs", "1", "--trainer.logger", logger]
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_narvid_fit_test_with_narration(narrated_msrvtt: Path, tmp_path: Path, cached: bool,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    args = narvid_args(narrated_msrvtt, tmp_path, "narvid")
+    if cached:
+        args += ["--data.init_args.feature_cache", "true", "--data.init_args.cache_dir", str(tmp_path / "cache")]
+        from lightning_modules.backbones.base import VideoTextBackbone
+
+        def no_live_text(*_: object) -> None:
+            raise AssertionError("with a frozen cached text trunk, queries and narration must come from the cache")
+
+        monkeypatch.setattr(VideoTextBackbone, "encode_text", no_live_text)
+    cli = main(args)
+    test_dir = Path(cli.trainer.log_dir) / "test"
+    record = json.loads((test_dir / "metrics.json").read_text())
+    assert record["num_texts"] == 6 and record["num_videos"] == 6
+    assert {"video/t2v_R1", "narration/t2v_R1"} <= set(record["metrics"])
+    sim = np.load(test_dir / "sim_t2v.npy")
+    gt = json.loads((test_dir / "text_to_video.json").read_text())
+    assert abs(retrieval_metrics(sim, gt)["t2v_R1"] - record["metrics"]["t2v_R1"]) < 1e-4
+    views = {v: np.load(test_dir / f"sim_t2v_{v}.npy") for v in ("video", "narration")}
+    z = sum((m - m.mean()) / m.std() for m in views.values())
+    np.testing.assert_allclose(sim, z, rtol=1e-4, atol=1e-4)  # Eq. 11 recomputed from the saved raw views
+    if cached:
+        assert record["data"]["feature_cache"]["text"]
