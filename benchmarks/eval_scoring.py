@@ -53,7 +53,19 @@ def run_variant(variant: str, n_t: int, n_v: int, t: int, words: int, d: int, ch
     def coarse(tf: dict, vf: dict) -> torch.Tensor:
         return cosine_matrix(tf["sentence"], vf["video"])
 
-    fn = fine if variant.startswith("fine") else coarse
+    def narvid(tf: dict, vf: dict) -> dict:
+        return narvid_model.similarity(tf, vf)
+
+    narvid_model = None
+    if variant.startswith("narvid"):
+        from lightning_modules import NarVid, OpenCLIPBackbone
+
+        narvid_model = NarVid(backbone=OpenCLIPBackbone("vtr-tiny-clip", pretrained=None), temporal_layers=1,
+                              temporal_heads=2, nucleus_p=0.4).eval()
+        text.update({"words": text["words"], "word_weights": torch.softmax(torch.randn(n_t, words, device=dev)
+                                                                           .masked_fill(~text["word_mask"], -1e9), -1)})
+        video.update({"narration": torch.randn(n_v, t, d, device=dev), "mask": video["frame_mask"]})
+    fn = {"fine": fine, "coarse": coarse, "narvid": narvid}[variant.split("_")[0]]
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     base_rss = peak_rss_mib()
@@ -63,8 +75,15 @@ def run_variant(variant: str, n_t: int, n_v: int, t: int, words: int, d: int, ch
         with torch.no_grad():
             if variant.endswith("naive"):
                 sim = fn(text, video).float().cpu()
+            elif variant.endswith("perquery"):  # one query at a time against every video
+                rows = [score_tiles(fn, {k: v[i:i + 1] for k, v in text.items()}, video, 1, n_v)
+                        for i in range(n_t)]
+                sim = {k: torch.cat([r[k] for r in rows]) for k in rows[0]} if isinstance(rows[0], dict) \
+                    else torch.cat(rows)
             else:
                 sim = score_tiles(fn, text, video, chunk, n_v)
+            if isinstance(sim, dict):
+                sim = sum(sim.values())
         if dev.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -88,6 +107,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--chunks", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--narvid", action="store_true",
+                        help="also score NarVid's two query-dependent views: per-query loop vs chunks")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--chunk", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -95,8 +116,11 @@ def main() -> None:
     if args.variant:  # child process
         print(json.dumps(run_variant(args.variant, *shape, args.chunk or 0, args.device, args.repeats)))
         return
-    plan = [("coarse_naive", 0), ("coarse_chunked", 256), ("fine_naive", 0)] + [("fine_chunked", c)
-                                                                                 for c in args.chunks]
+    parser_plan = [("coarse_naive", 0), ("coarse_chunked", 256), ("fine_naive", 0)]
+    parser_plan += [("fine_chunked", c) for c in args.chunks]
+    if args.narvid:
+        parser_plan += [("narvid_perquery", 1)] + [("narvid_chunked", c) for c in args.chunks]
+    plan = parser_plan
     rows = []
     for variant, chunk in plan:
         cmd = [sys.executable, __file__, "--variant", variant, "--chunk", str(chunk), "--device", args.device,
@@ -117,6 +141,7 @@ def main() -> None:
             print(f"| {r['variant']} | failed | {r['chunk']} | - | {r['error']} |")
             continue
         kind, mode = r["variant"].split("_")
+        mode = "per-query loop" if mode == "perquery" else mode
         print(f"| {kind} | {mode} | {r['chunk'] or 'all'} | {r['seconds_best']:.3f} | {r[mem_key]:.0f} |")
     sums = {r["variant"] + str(r.get("chunk")): r["checksum"] for r in rows if "checksum" in r}
     print("checksums (naive and chunked must agree):", json.dumps(sums))

@@ -74,15 +74,19 @@ class VideoTextBackbone(nn.Module, ABC):
         """Map frame-trunk features ``[..., F]`` to the joint space ``[..., D]``."""
 
     # ----------------------------------------------------------------------------- caching facts
-    @property
-    @abstractmethod
-    def video_trunk_frozen(self) -> bool:
-        """True when the frame trunk receives no gradient (its outputs may be cached)."""
+    # Adapters set ``freeze_video`` / ``freeze_text`` in ``__init__``; a frozen trunk's outputs may be cached.
+    freeze_video: bool = False
+    freeze_text: bool = False
 
     @property
-    @abstractmethod
+    def video_trunk_frozen(self) -> bool:
+        """True when the frame trunk receives no gradient (its outputs may be cached)."""
+        return self.freeze_video
+
+    @property
     def text_trunk_frozen(self) -> bool:
         """True when the text trunk receives no gradient (its outputs may be cached)."""
+        return self.freeze_text
 
     @abstractmethod
     def trunk_fingerprint(self) -> dict[str, Any]:

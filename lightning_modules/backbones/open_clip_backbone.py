@@ -330,14 +330,6 @@ class OpenCLIPBackbone(VideoTextBackbone):
         return features
 
     # ----------------------------------------------------------------------------- caching facts
-    @property
-    def video_trunk_frozen(self) -> bool:
-        return self.freeze_video
-
-    @property
-    def text_trunk_frozen(self) -> bool:
-        return self.freeze_text
-
     def trunk_parameters(self) -> list[nn.Parameter]:
         """All open_clip parameters except its logit scale/bias (the method owns the temperature)."""
         return [p for name, p in self.model.named_parameters() if name not in _LOGIT_PARAMS]

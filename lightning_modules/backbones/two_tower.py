@@ -219,14 +219,6 @@ class PretrainedTwoTower(VideoTextBackbone):
         return self.frame_proj(features)
 
     # ----------------------------------------------------------------------------- caching facts
-    @property
-    def video_trunk_frozen(self) -> bool:
-        return self.freeze_video
-
-    @property
-    def text_trunk_frozen(self) -> bool:
-        return self.freeze_text
-
     def trunk_parameters(self) -> list[nn.Parameter]:
         return [*self.video_trunk.parameters(), *self.text_trunk_model.parameters()]
 

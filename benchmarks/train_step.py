@@ -1,0 +1,85 @@
+"""Train-step time of NarVid vs CLIP4Clip on the same backbone and batch.
+
+Both methods run on the offline two-tower backbone with frozen trunks fed from cached trunk features
+(the SynthVTR setting): per step the cost is the heads, the method's own modules and its loss.
+Inputs are random tensors of the cached shapes (frames [B, T, 1280], query tokens [B, L, 384] and, for
+NarVid, one caption per frame [B, T, L, 384]), so the numbers isolate the model from data loading.
+
+    python benchmarks/train_step.py [--batch 64 --frames 8 --words 32 --steps 20 --device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--words", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    from datamodules.batch import PairBatch, TextBatch, VideoBatch
+    from lightning_modules import CLIP4Clip, NarVid, PretrainedTwoTower
+
+    dev = torch.device(args.device)
+    b, t, words = args.batch, args.frames, args.words
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(b, words, generator=g) < 0.5
+    mask[:, :2] = True
+    narr_mask = torch.rand(b, t, words, generator=g) < 0.5
+    narr_mask[..., :2] = True
+    text = TextBatch(index=torch.arange(b), video_index=torch.arange(b), texts=[""] * b,
+                     cached_tokens=torch.randn(b, words, 384, generator=g), cached_mask=mask)
+    video = VideoBatch(index=torch.arange(b), mask=torch.ones(b, t, dtype=torch.bool), video_ids=[""] * b,
+                       cached_frames=torch.randn(b, t, 1280, generator=g),
+                       aux={"narration_cached_tokens": torch.randn(b, t, words, 384, generator=g),
+                            "narration_cached_mask": narr_mask})
+    batch = PairBatch(text=text, video=video).to(dev)
+
+    def backbone() -> PretrainedTwoTower:
+        return PretrainedTwoTower(embed_dim=256, max_words=words, image_size=112)
+
+    models = {
+        "CLIP4Clip meanP": CLIP4Clip(backbone=backbone(), sim_header="meanP"),
+        "CLIP4Clip seqTransf": CLIP4Clip(backbone=backbone(), sim_header="seqTransf", temporal_layers=2,
+                                         temporal_heads=4),
+        "NarVid (full)": NarVid(backbone=backbone(), temporal_layers=2, temporal_heads=4),
+        "NarVid without CMI": NarVid(backbone=backbone(), temporal_layers=2, temporal_heads=4,
+                                     use_co_attention=False),
+    }
+    print(f"train step, batch {b}, {t} frames, {words} words, cached two-tower features, {args.device}, "
+          f"torch threads {torch.get_num_threads()}")
+    print("| method | trainable params | ms / step (median) | ms / step (min) |")
+    print("|---|---|---|---|")
+    for name, model in models.items():
+        model.to(dev).train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        times = []
+        for step in range(args.steps + 3):
+            start = time.perf_counter()
+            loss, _ = model.training_loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            if step >= 3:  # warm-up steps excluded
+                times.append((time.perf_counter() - start) * 1000)
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        print(f"| {name} | {params / 1e6:.2f} M | {statistics.median(times):.1f} | {min(times):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
