@@ -57,6 +57,17 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def as_float32(feats: Features) -> Features:
+    """Floating features in float32, others (masks, indices) unchanged.
+
+    Under ``bf16-mixed`` encoders return a mix of bfloat16 (autocast matmuls) and float32 (LayerNorm)
+    tensors, while evaluation scoring runs outside autocast: the similarity would then see mixed dtypes,
+    and bfloat16 scores (8 bits of mantissa) tie with the ground truth often enough to move R@1. Casting
+    once, right after encoding, makes every evaluation score a float32 computation.
+    """
+    return {k: v.float() if v.is_floating_point() else v for k, v in feats.items()}
+
+
 def _slice_features(feats: Features, start: int, stop: int) -> Features:
     return {k: v[start:stop] for k, v in feats.items()}
 
@@ -254,10 +265,8 @@ class BaseRetrievalModule(L.LightningModule, ABC):
     def _eval_step(self, batch: TextBatch | VideoBatch) -> None:
         if len(batch) == 0:  # every video of the batch failed to decode (on_decode_error: skip)
             return
-        if isinstance(batch, TextBatch):
-            self._eval_store["text"].append((batch.index, self.encode_text(batch)))
-        else:
-            self._eval_store["video"].append((batch.index, self.encode_video(batch)))
+        feats = self.encode_text(batch) if isinstance(batch, TextBatch) else self.encode_video(batch)
+        self._eval_store["text" if isinstance(batch, TextBatch) else "video"].append((batch.index, as_float32(feats)))
 
     def validation_step(self, batch: TextBatch | VideoBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch)
