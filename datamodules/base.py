@@ -477,7 +477,9 @@ class VideoTextDataModule(L.LightningDataModule):
         batch_size: training batch size per device.
         eval_batch_size: evaluation batch size per device (texts and videos).
         num_workers: DataLoader workers per device.
-        train_sampling: ``random_offset`` (one random frame per temporal segment) or ``uniform``.
+        train_sampling: ``random_offset`` (one random frame per temporal segment) or ``uniform``. Narration
+            that records its ``frame_indices`` needs ``uniform`` under ``narration_match: exact`` (``setup``
+            refuses ``random_offset`` with it).
         one_caption_per_video: training epoch = one random caption per video, instead of every caption.
         max_missing_fraction: fraction of a split's videos allowed to be absent on disk (or marked
             unreadable by the manifest); the rest of the split is used and the count is recorded in
@@ -632,6 +634,10 @@ class VideoTextDataModule(L.LightningDataModule):
                 self._video_sources[name] = _VideoSource(split, self.reader, self.image_size, self.num_frames,
                                                          self.on_decode_error, aux, self.narration_match)
                 self._text_sources[name] = _TextSource()
+        if stage == "fit" and not self.feature_cache:
+            # with the feature cache the model may serve uniformly sampled cached frames instead; decided in
+            # the model's setup, so that case is checked in train_dataloader (still before the first item)
+            self._check_narration_sampling()
         if stage == "predict":
             seen: set[str] = set()
             self.predict_videos = []
@@ -729,11 +735,34 @@ class VideoTextDataModule(L.LightningDataModule):
                           collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
                           persistent_workers=self.num_workers > 0)
 
+    def _check_narration_sampling(self) -> None:
+        """Refuse a training set-up whose first item could not be aligned with the narration.
+
+        A captioner's narration names the frames it captioned (``frame_indices``, sampled uniformly at
+        ``predict_num_frames``). Random-offset training picks other frames, and ``exact`` matching then fails on
+        the first training item, minutes into a run; this says so before any item is loaded.
+        """
+        store = self._aux_stores.get("narration")
+        if store is None or self.train_sampling != "random_offset" or self.narration_match != "exact":
+            return
+        if not any(record.frame_indices is not None for record in store.values()):
+            return  # captions used in order, one per fed frame: any sampling aligns
+        raise ValueError(
+            f"{type(self).__name__}: the narration {store.path} (data.init_args.aux_captions.narration) records the "
+            "frame_indices it captioned, but training samples frames at random offsets "
+            "(data.init_args.train_sampling: random_offset) and data.init_args.narration_match: exact requires "
+            "every fed frame to be narrated, so the first training item would fail. Either set "
+            "data.init_args.train_sampling: uniform (NarVid's own training sampling, as in "
+            "configs/experiments/narvid_*.yaml), or set data.init_args.narration_match: nearest (each randomly "
+            "offset frame takes the caption of the nearest narrated frame)")
+
     def train_dataloader(self) -> DataLoader:
         split = self.splits["train"]
+        cached_frames = self._video_sources["train"].cache is not None
+        if not cached_frames:
+            self._check_narration_sampling()
         dataset = PairDataset(split, self._video_sources["train"], self._text_sources["train"],
-                              self.one_caption_per_video,
-                              "uniform" if self._video_sources["train"].cache is not None else self.train_sampling)
+                              self.one_caption_per_video, "uniform" if cached_frames else self.train_sampling)
         # drop_last keeps every contrastive batch full (a 3-sample last batch is a much easier task)
         return self._loader(dataset, self.batch_size, True, collate_pairs, drop_last=len(dataset) > self.batch_size)
 
