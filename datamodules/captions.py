@@ -27,10 +27,20 @@ CaptionKind = Literal["narration", "multi", "supplement"]
 KINDS: tuple[str, ...] = get_args(CaptionKind)
 
 
+# the shipped captioner config of each kind (configs/captioners/), real data first, SynthVTR second
+CAPTIONER_CONFIGS: dict[str, tuple[str, str]] = {
+    "narration": ("narration_llava.yaml", "synthvtr_narration.yaml"),
+    "multi": ("multi_gpt4o.yaml", "synthvtr_multi.yaml"),
+    "supplement": ("supplement_c.yaml", "synthvtr_supplement.yaml"),
+}
+
+
 def generate_command(kind: str) -> str:
     """The command that writes missing records of ``kind`` (the captioner's predict run)."""
-    return (f"python main.py predict --config configs/captioners/{kind}.yaml "
-            "--data <the same data config> (resumes: ids already written are skipped)")
+    real, synthetic = CAPTIONER_CONFIGS.get(kind, ("<kind>.yaml", "synthvtr_<kind>.yaml"))
+    return (f"python main.py predict --config configs/captioners/{real} --config <the run's data config, e.g. "
+            f"configs/data/msvd.yaml> (SynthVTR: configs/captioners/{synthetic}; resumes: ids already written are "
+            "skipped)")
 
 
 class MissingCaptionsError(LookupError):

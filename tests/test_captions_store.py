@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from datamodules import MSVD, CaptionStore
-from datamodules.captions import MissingCaptionsError
+from datamodules.captions import CAPTIONER_CONFIGS, MissingCaptionsError
 from tests.fake_datasets import make_fake_msvd
 
 
@@ -68,7 +68,14 @@ def test_require_names_file_count_ids_and_command(tmp_path: Path) -> None:
         store.require(["v1", "v2", "v3"])
     text = str(info.value)
     assert "caps.jsonl: 2 of 3 videos have no 'multi' captions (first: ['v2', 'v3'])" in text
-    assert "python main.py predict --config configs/captioners/multi.yaml" in text
+    assert "python main.py predict --config configs/captioners/multi_gpt4o.yaml" in text
+
+
+def test_the_named_generators_are_shipped_configs() -> None:
+    captioners = Path(__file__).resolve().parents[1] / "configs" / "captioners"
+    for kind, names in CAPTIONER_CONFIGS.items():
+        for name in names:
+            assert (captioners / name).is_file(), (kind, name)
 
 
 def test_missing_file_names_the_generator(tmp_path: Path) -> None:
@@ -111,6 +118,18 @@ def test_narration_that_does_not_match_the_fed_frames_is_an_error(msvd_with_aux:
     nearest.setup("fit")  # random offsets at train time take the nearest narrated frame
     batch = next(iter(nearest.train_dataloader()))
     assert all(len(n) == 3 for n in batch.video.aux["narration"])
+
+
+def test_random_offset_training_with_exactly_matched_narration_fails_at_setup(msvd_with_aux: Path) -> None:
+    settings = {"root": str(msvd_with_aux), "num_frames": 4, "image_size": 32, "num_workers": 0,
+                "aux_captions": {"narration": "aux/narration.jsonl"}}
+    with pytest.raises(ValueError, match=r"narration\.jsonl \(data\.init_args\.aux_captions\.narration\) records the "
+                                         r"frame_indices .*train_sampling: random_offset.*narration_match: exact.*"
+                                         r"train_sampling: uniform .*narration_match: nearest"):
+        MSVD(**settings).setup("fit")  # random_offset and exact are the defaults
+    MSVD(**settings, train_sampling="uniform").setup("fit")
+    MSVD(**settings, narration_match="nearest").setup("fit")
+    MSVD(**settings).setup("test")  # evaluation samples uniformly: nothing to refuse
 
 
 def test_narration_without_indices_needs_one_caption_per_frame(msvd_with_aux: Path) -> None:
