@@ -1,10 +1,15 @@
-"""Shared pieces of the captioning tests: a tiny SynthVTR, tiny random transformers models, store readers."""
+"""Shared pieces of the captioning tests: a tiny SynthVTR, tiny random transformers models, store readers and a
+loopback OpenAI-compatible server."""
 
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "captioners"
 # 4 families of 2 videos, 16 frames of 32 px: 8 videos, rendered in a couple of seconds
@@ -28,6 +33,15 @@ def tiny_synth(parent: Path) -> Path:
     dm.generator_workers = 1
     dm.prepare_data()
     return dm.root
+
+
+def writer_output(config: Path) -> str:
+    """The store a captioner config writes: its ``CaptionWriter`` output (relative to the dataset root)."""
+    import yaml
+
+    callbacks = yaml.safe_load(config.read_text())["trainer"]["callbacks"]
+    (writer,) = [cb for cb in callbacks if cb["class_path"].endswith("CaptionWriter")]
+    return writer["init_args"]["output"]
 
 
 def read_store(path: Path) -> list[dict[str, Any]]:
@@ -98,3 +112,49 @@ def save_tiny_llama(path: Path) -> Path:
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+class FakeOpenAIAPI(BaseHTTPRequestHandler):
+    """Loopback OpenAI-compatible chat completions: every answer is a numbered list of 10 captions.
+
+    The first ``fail_first`` requests get a 429 (the retry path); ``requests`` records what came in. Subclass it
+    per server (with its own ``requests`` list) so that two servers never share that state.
+    """
+
+    requests: ClassVar[list[dict[str, Any]]] = []
+    fail_first = 0
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+        if type(self).fail_first > 0:
+            type(self).fail_first -= 1
+            self.send_response(429)
+            self.send_header("Retry-After", "0")
+            self.end_headers()
+            self.wfile.write(b'{"error": "slow down"}')
+            return
+        answer = "Here are 10 captions:\n" + "\n".join(f"{k + 1}. caption {k} of the video" for k in range(10))
+        payload = {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]}
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serve_fake_api(handler: type[FakeOpenAIAPI]) -> Iterator[str]:
+    """Serve ``handler`` on a free loopback port; yields the ``base_url`` (``http://127.0.0.1:<port>/v1``)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()

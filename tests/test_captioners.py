@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,7 +12,17 @@ from lightning_modules.caption_backends import CaptionRequest, OpenAICompatible,
 from lightning_modules.caption_backends.simulated import requested_attributes
 from lightning_modules.caption_backends.smollm import TransformersTextLM
 from main import main
-from tests.caption_helpers import CONFIGS, read_store, save_tiny_llama, save_tiny_llava, synth_args, tiny_synth
+from tests.caption_helpers import (
+    CONFIGS,
+    FakeOpenAIAPI,
+    read_store,
+    save_tiny_llama,
+    save_tiny_llava,
+    serve_fake_api,
+    synth_args,
+    tiny_synth,
+    writer_output,
+)
 
 NUM_VIDEOS = 8  # TINY_SYNTH: 4 families x 2, all splits
 
@@ -37,7 +44,7 @@ def test_simulated_backend_writes_records_through_predict(synth: tuple[Path, Pat
                                                           per_video: int):
     parent, root = synth
     _predict(f"synthvtr_{kind}.yaml", parent, tmp_path / "run")
-    records = read_store(root / "captions" / f"{kind}_simulated.jsonl")
+    records = read_store(root / writer_output(CONFIGS / f"synthvtr_{kind}.yaml"))
     assert sorted(r["video_id"] for r in records) == sorted(load_frame_metadata(root))
     for r in records:
         assert set(r) >= {"video_id", "kind", "prompt", "captions", "model", "created"}
@@ -149,42 +156,17 @@ def test_transformers_text_lm_generates(tmp_path: Path):
 
 
 # ---------------------------------------------------------------------------------------------- HTTP API
-class _FakeAPI(BaseHTTPRequestHandler):
-    requests: ClassVar[list[dict[str, Any]]] = []
+class _FakeAPI(FakeOpenAIAPI):
+    requests: ClassVar[list[dict[str, Any]]] = []  # this module's server only
     fail_first = 0
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-        if type(self).fail_first > 0:
-            type(self).fail_first -= 1
-            self.send_response(429)
-            self.send_header("Retry-After", "0")
-            self.end_headers()
-            self.wfile.write(b'{"error": "slow down"}')
-            return
-        answer = "Here are 10 captions:\n" + "\n".join(f"{k + 1}. caption {k} of the video" for k in range(10))
-        payload = {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]}
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture()
 def fake_api():
     _FakeAPI.requests = []
     _FakeAPI.fail_first = 2
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeAPI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with serve_fake_api(_FakeAPI) as base_url:
+        yield base_url
 
 
 def test_openai_compatible_backend_request_shape_and_key_never_written(synth: tuple[Path, Path], tmp_path: Path,
