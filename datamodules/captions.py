@@ -97,12 +97,15 @@ class CaptionStore(dict[str, CaptionRecord]):
         self.kind = kind
 
     @staticmethod
-    def read_all(path: str | Path) -> list[CaptionRecord]:
-        """Every valid record of the file (all kinds), in file order; see the module docstring for errors."""
+    def read_all(path: str | Path, kind: str = "<kind>") -> list[CaptionRecord]:
+        """Every valid record of the file (all kinds), in file order; see the module docstring for errors.
+
+        ``kind`` only names the captioner config in the error for a missing file.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"auxiliary caption file not found: {path}. Generate it with: "
-                                    f"{generate_command('<kind>')}")
+                                    f"{generate_command(kind)}")
         lines = path.read_text(encoding="utf-8").splitlines()
         last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
         records: list[CaptionRecord] = []
@@ -134,7 +137,7 @@ class CaptionStore(dict[str, CaptionRecord]):
         """The records of ``kind`` in ``path`` (a mapping ``video_id -> CaptionRecord``)."""
         if kind not in KINDS:
             raise ValueError(f"unknown caption kind {kind!r}; expected one of {list(KINDS)}")
-        records = {r.video_id: r for r in cls.read_all(path) if r.kind == kind}
+        records = {r.video_id: r for r in cls.read_all(path, kind) if r.kind == kind}
         return cls(Path(path), kind, records)
 
     def missing(self, video_ids: Iterable[str]) -> list[str]:

@@ -79,7 +79,8 @@ def test_the_named_generators_are_shipped_configs() -> None:
 
 
 def test_missing_file_names_the_generator(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"auxiliary caption file not found: .*nope\.jsonl.*main\.py predict"):
+    with pytest.raises(FileNotFoundError, match=r"auxiliary caption file not found: .*nope\.jsonl.*main\.py predict "
+                                                 r"--config configs/captioners/multi_gpt4o\.yaml"):
         CaptionStore.load(tmp_path / "nope.jsonl", "multi")
 
 
