@@ -1,4 +1,11 @@
-"""Every shipped YAML parses against the current signatures (``--print_config``), alone or composed."""
+"""Every shipped YAML parses against the current signatures (``--print_config``), composed as a user composes it.
+
+The compositions are the ``python main.py ...`` commands in the configs' own header comments
+(``tests/config_commands.py``): every experiment, ``quickstart.yaml``, ablation overlay and captioner names its
+run command there, and a NarVid experiment the ``predict`` that writes its narration. ``tests/test_shipped_configs.py``
+runs the same commands on generated data; this file only parses them (fast) plus the building blocks the README
+composes by hand.
+"""
 
 from __future__ import annotations
 
@@ -8,55 +15,73 @@ import pytest
 import yaml
 
 from main import main
+from tests.config_commands import CONFIGS, REPO, prerequisites, run_command
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BASE = CONFIGS / "base" / "trainer.yaml"
-COMPOSED = [
-    [BASE, CONFIGS / "data" / "msrvtt.yaml", CONFIGS / "model" / "clip4clip.yaml",
-     CONFIGS / "experiments" / "clip4clip_msrvtt.yaml"],
-    [BASE, CONFIGS / "data" / "synthvtr.yaml", CONFIGS / "model" / "clip4clip_twotower.yaml"],
-    [BASE, CONFIGS / "data" / "msvd.yaml", CONFIGS / "model" / "clip4clip.yaml"],
-    [BASE, CONFIGS / "data" / "vatex.yaml", CONFIGS / "model" / "clip4clip.yaml"],
-    [BASE, CONFIGS / "data" / "didemo.yaml", CONFIGS / "model" / "clip4clip.yaml"],
-    [CONFIGS / "quickstart.yaml"],
-    [BASE, CONFIGS / "data" / "msrvtt.yaml", CONFIGS / "model" / "narvid.yaml",
-     CONFIGS / "experiments" / "narvid_msrvtt.yaml"],
-    [BASE, CONFIGS / "data" / "msrvtt.yaml", CONFIGS / "model" / "narvid.yaml",
-     CONFIGS / "experiments" / "narvid_msrvtt.yaml", CONFIGS / "experiments" / "narvid_msrvtt_b16.yaml"],
-    [BASE, CONFIGS / "data" / "msvd.yaml", CONFIGS / "model" / "narvid.yaml",
-     CONFIGS / "experiments" / "narvid_msvd.yaml"],
-    [BASE, CONFIGS / "data" / "vatex.yaml", CONFIGS / "model" / "narvid.yaml",
-     CONFIGS / "experiments" / "narvid_vatex.yaml"],
-    [BASE, CONFIGS / "data" / "didemo.yaml", CONFIGS / "model" / "narvid.yaml",
-     CONFIGS / "experiments" / "narvid_didemo.yaml"],
+# files that must carry their run command in their header: (file, subcommand)
+RUNNABLE = ([(p, "fit") for p in sorted((CONFIGS / "experiments").glob("*.yaml"))]
+            + [(CONFIGS / "quickstart.yaml", "fit")]
+            + [(p, "fit") for p in sorted((CONFIGS / "ablations").rglob("*.yaml"))]
+            + [(p, "predict") for p in sorted((CONFIGS / "captioners").glob("*.yaml"))])
+# building blocks composed by hand ("Running on real data with a real backbone"), not by any experiment file
+BY_HAND = [
+    ["fit", BASE, CONFIGS / "data" / "synthvtr.yaml", CONFIGS / "model" / "clip4clip_twotower.yaml"],
+    ["fit", BASE, CONFIGS / "data" / "msvd.yaml", CONFIGS / "model" / "clip4clip.yaml"],
+    ["fit", BASE, CONFIGS / "data" / "vatex.yaml", CONFIGS / "model" / "clip4clip.yaml"],
+    ["fit", BASE, CONFIGS / "data" / "didemo.yaml", CONFIGS / "model" / "clip4clip.yaml"],
 ]
-# NarVid's SynthVTR experiment with each ablation overlay (the rows of the sweep files)
-COMPOSED += [[CONFIGS / "experiments" / "narvid_synthvtr.yaml", overlay]
-             for overlay in sorted((CONFIGS / "ablations").rglob("*.yaml"))]
-# caption generation configs (``python main.py predict --config ...``), parsed with the predict subcommand
-CAPTIONERS = sorted((CONFIGS / "captioners").glob("*.yaml"))
-COMPOSED += [[path] for path in CAPTIONERS]
+
+
+def header_compositions() -> list[list[str | Path]]:
+    """Each runnable file's command and the predicts it needs first, as ``[subcommand, *configs, *extra args]``."""
+    found: list[list[str | Path]] = []
+    for path, subcommand in RUNNABLE:
+        try:
+            command = run_command(path, subcommand)
+        except LookupError:
+            continue  # test_runnable_config_has_its_command fails for it
+        for needed in [*prerequisites(command), command]:
+            entry: list[str | Path] = [needed.subcommand, *needed.configs, *needed.extra]
+            if entry not in found:
+                found.append(entry)
+    return found
+
+
+COMPOSED = header_compositions() + BY_HAND
 
 
 def every_shipped_yaml() -> list[Path]:
     return sorted(p for p in CONFIGS.rglob("*.yaml") if "local" not in p.parts)
 
 
+def _id(combo: list[str | Path]) -> str:
+    return "+".join(Path(p).stem if isinstance(p, Path) else p.lstrip("-") for p in combo)
+
+
+@pytest.mark.parametrize("path,subcommand", [pytest.param(path, sub, id=str(path.relative_to(CONFIGS)))
+                                             for path, sub in RUNNABLE])
+def test_runnable_config_has_its_command(path: Path, subcommand: str) -> None:
+    command = run_command(path, subcommand)  # raises naming the file when the header has none
+    assert command.configs[-1] == path or subcommand == "predict", "the file itself is composed last"
+
+
 def test_every_yaml_is_used_by_a_composition() -> None:
-    used = {p for combo in COMPOSED for p in combo}
-    assert set(every_shipped_yaml()) <= used, "add new configs to COMPOSED so they are parsed"
+    used = {p for combo in COMPOSED for p in combo if isinstance(p, Path)}
+    unused = sorted(str(p.relative_to(REPO)) for p in set(every_shipped_yaml()) - used)
+    assert not unused, f"{unused}: compose them in a header command (or BY_HAND) so they are parsed"
 
 
-@pytest.mark.parametrize("combo", COMPOSED, ids=lambda c: "+".join(p.stem for p in c))
-def test_config_parses(combo: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["predict" if combo[0] in CAPTIONERS else "fit"]
-    for path in combo:
-        args += ["--config", str(path)]
+@pytest.mark.parametrize("combo", COMPOSED, ids=_id)
+def test_config_parses(combo: list[str | Path], capsys: pytest.CaptureFixture[str]) -> None:
+    subcommand, *rest = combo
+    args: list[str] = [str(subcommand)]
+    for item in rest:
+        args += ["--config", str(item)] if isinstance(item, Path) else [item]
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert "class_path" in printed["model"] and "class_path" in printed["data"]
-    if combo[0] in CAPTIONERS:
+    if subcommand == "predict":
         assert printed["model"]["class_path"].endswith("Captioner")
         assert any(cb["class_path"].endswith("CaptionWriter") for cb in printed["trainer"]["callbacks"])
