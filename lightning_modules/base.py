@@ -44,18 +44,13 @@ from datamodules.batch import PairBatch, TextBatch, VideoBatch
 from lightning_modules.backbones.base import TextFeatures, VideoTextBackbone
 from lightning_modules.components.losses import symmetric_infonce
 from lightning_modules.metrics import retrieval_metrics
+from lightning_modules.optim import SCHEDULES, OptimizerName, ScheduleName, build_optimizer, warmup_cosine
+
+__all__ = ["BaseRetrievalModule", "Features", "as_float32", "score_tiles", "warmup_cosine"]
 
 log = logging.getLogger(__name__)
 
 Features = dict[str, Tensor]
-
-
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """Multiplier for the learning rate: linear warmup to 1, then cosine decay to 0 (BertAdam's schedule)."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def as_float32(feats: Features) -> Features:
@@ -110,10 +105,17 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         backbone: the video-text encoder pair (``class_path``/``init_args`` in YAML).
         lr: learning rate of the method's own modules and the backbone heads.
         coef_lr: the pretrained trunks train at ``lr * coef_lr`` (CLIP4Clip: 1e-3).
-        weight_decay: AdamW weight decay (not applied to biases, norms, embeddings, temperature).
+        weight_decay: decoupled weight decay (see ``weight_decay_rule`` for which parameters get it).
         warmup_ratio: fraction of optimisation steps spent in linear warmup.
-        betas: AdamW betas (CLIP4Clip/NarVid: 0.9, 0.98).
-        eps: AdamW epsilon.
+        betas: Adam betas (CLIP4Clip/NarVid: 0.9, 0.98).
+        eps: Adam epsilon.
+        optimizer: ``adamw`` (torch's AdamW) or ``bertadam`` (CLIP4Clip/NarVid's BertAdam: no bias correction,
+            decay added to the normalised update, per-tensor gradient clipping at 1; ``lightning_modules.optim``).
+        lr_schedule: ``warmup_cosine`` (linear warmup, then a cosine over the remaining steps) or
+            ``bert_warmup_cosine`` (CLIP4Clip's: the cosine runs over the whole of training, warmup included).
+        weight_decay_rule: ``matrices`` exempts biases, norms, embeddings and the temperature from weight
+            decay; ``clip4clip`` exempts only parameters named ``*bias*`` (CLIP4Clip's rule, which in practice
+            also decays CLIP's LayerNorm weights, embeddings and logit scale).
         logit_scale_init: initial contrastive logit scale ``gamma`` (the inverse temperature; the loss is
             InfoNCE on ``gamma * cos``). ``pretrained`` takes the backbone's pretrained CLIP value (100 for
             OpenAI CLIP), as CLIP4Clip and NarVid do; a number sets it (1/0.07 = 14.29 is CLIP's value before
@@ -131,7 +133,9 @@ class BaseRetrievalModule(L.LightningModule, ABC):
 
     def __init__(self, backbone: VideoTextBackbone, lr: float = 1e-4, coef_lr: float = 1e-3,
                  weight_decay: float = 0.2, warmup_ratio: float = 0.1, betas: tuple[float, float] = (0.9, 0.98),
-                 eps: float = 1e-6, logit_scale_init: float | Literal["pretrained"] = "pretrained",
+                 eps: float = 1e-6, optimizer: OptimizerName = "adamw", lr_schedule: ScheduleName = "warmup_cosine",
+                 weight_decay_rule: Literal["matrices", "clip4clip"] = "matrices",
+                 logit_scale_init: float | Literal["pretrained"] = "pretrained",
                  logit_scale_group: Literal["trunk", "head"] = "trunk", learnable_temperature: bool = True,
                  max_logit_scale: float = 100.0, eval_text_chunk: int = 256, eval_video_chunk: int = 1024,
                  write_artifacts: bool = True) -> None:
@@ -273,15 +277,19 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
-            no_decay = p.ndim < 2 or "logit_scale" in name or "position" in name or "embedding" in name
+            if hp.weight_decay_rule == "clip4clip":
+                no_decay = "bias" in name
+            else:
+                no_decay = p.ndim < 2 or "logit_scale" in name or "position" in name or "embedding" in name
             groups.setdefault((id(p) in trunk_ids, no_decay), []).append(p)
         param_groups = [{"params": ps, "lr": hp.lr * (hp.coef_lr if trunk else 1.0),
                          "weight_decay": 0.0 if no_decay else hp.weight_decay}
                         for (trunk, no_decay), ps in sorted(groups.items())]
-        optimizer = torch.optim.AdamW(param_groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        optimizer = build_optimizer(hp.optimizer, param_groups, hp.lr, tuple(hp.betas), hp.eps)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(hp.warmup_ratio * total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
+        schedule = SCHEDULES[hp.lr_schedule]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s, total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ================================================================== evaluation
