@@ -102,10 +102,20 @@ class ImportedVideo:
     video_id: str = ""  # the dataset's id, once matched
 
 
+def load_input(path: Path) -> Any:
+    """A released file's JSON; a missing or malformed file is an import error naming it."""
+    if not path.is_file():
+        raise CaptionImportError(f"--input {path} not found")
+    try:
+        return read_json(path)
+    except ValueError as exc:  # read_json names the file and the position of the syntax error
+        raise CaptionImportError(str(exc)) from exc
+
+
 # --------------------------------------------------------------------------------------------- NarVid
 def parse_narvid(path: Path) -> list[ImportedVideo]:
     """The records of a NarVid narration file, captions ordered by the integer of their key."""
-    data = read_json(path)
+    data = load_input(path)
     if not isinstance(data, list):
         hint = " (an object: is this a Cap4Video file? use --format cap4video)" if isinstance(data, dict) else ""
         raise CaptionImportError(f"{path}: expected a JSON list of {{'video_file', 'caption_1', ...}} (NarVid "
@@ -205,7 +215,7 @@ def selected_first(selected: list[str], generated: list[str]) -> list[str]:
 
 def parse_cap4video(path: Path) -> list[ImportedVideo]:
     """The videos of one Cap4Video caption file, selected caption(s) first (see the module docstring)."""
-    data = read_json(path)
+    data = load_input(path)
     shape = detect_cap4video_shape(data, path)
     entries: list[tuple[str, Any, Any]] = []  # (vid, generated, selected)
     if shape == "msrvtt_train":

@@ -178,12 +178,13 @@ NARVID_ERRORS = [
      r"\['video1', 'video2', 'video3', 'video4', 'video5'\]\); test: 6 of 6 .*--allow-missing"),
     ({"video0": {"titles": ["a"]}}, r"expected a JSON list .*got dict \(an object: is this a Cap4Video file\? use "
                                     r"--format cap4video\)"),
+    ("[{", r"n\.json: malformed JSON at line 1"),
 ]
 
 
 @pytest.mark.parametrize(("content", "message"), NARVID_ERRORS)
 def test_narvid_errors(fake_msrvtt: Path, tmp_path: Path, content: Any, message: str) -> None:
-    (tmp_path / "n.json").write_text(json.dumps(content))
+    (tmp_path / "n.json").write_text(content if isinstance(content, str) else json.dumps(content))
     with pytest.raises(CaptionImportError, match=message):
         run_import("--format", "narvid", "--input", tmp_path / "n.json", "--dataset", "msrvtt", "--root",
                    fake_msrvtt, "--out", tmp_path / "s.jsonl")
