@@ -30,7 +30,8 @@ the keys must run from ``caption_1`` to ``caption_N`` without gaps. Records are 
   samples positions of those folders, all narrated: ``narration_match: exact`` aligns them for any
   ``num_frames`` and either ``train_sampling``.
 * ``video``: decoded-frame indices of the video files (``reader: decord|pyav``): the authors' 1-fps frame
-  ``p`` of a video with ``F`` frames at ``fps`` is frame ``p * int(fps)`` of the original, whose time is
+  ``p`` of a video with ``F`` frames at ``fps`` is frame ``p * int(fps)`` of the original (of
+  ``ceil(F / int(fps))`` such frames, ``linspace`` down to the caption count when there are more), its time
   mapped onto the video training decodes (the manifest's re-encoded copy, if any). ``fps`` and ``F`` come
   from ``vtr_manifest.json`` (the original's, recorded under ``source``) or from probing the video. The
   loader's uniformly sampled frames are rarely exactly the narrated ones: use ``narration_match: nearest``.
