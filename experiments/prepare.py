@@ -14,9 +14,14 @@ extract frames.
    CLIP4Clip ``compress_video.py`` recipe without an ffmpeg binary) into ``<out>/videos_<fps>fps_<side>``.
    The spec is recorded in the manifest and in metrics.json, so train and test provably use the same one.
 4. ``--extract-frames`` writes ``<out>/frames_<fps>fps_<side>/<video stem>/<n>.jpg`` (reader ``frames``).
+   ``--frames-sampler narvid --frames-max N`` reproduces NarVid's extractor (see ``extract_frames``), so the
+   folders hold exactly the frames the authors' released narration describes.
 5. The manifest (``<annotations>/vtr_manifest.json`` unless ``--manifest``) lists every video's status; the
    data modules read it: videos marked unreadable count as missing, and past ``max_missing_fraction``
    setup fails naming the first ids and the manifest. Point ``video_dir`` at the directory it describes.
+
+``python -m experiments.prepare import-captions ...`` converts released caption files (NarVid narration,
+Cap4Video captions) into the caption store instead: see ``experiments/import_captions.py``.
 """
 
 from __future__ import annotations
@@ -24,13 +29,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -38,6 +46,7 @@ if str(ROOT) not in sys.path:
 
 from datamodules import MSRVTT, MSVD, VATEX, DiDeMo  # noqa: E402
 from datamodules.base import MANIFEST_NAME, VideoTextDataModule  # noqa: E402
+from datamodules.readers import VIDEO_EXTENSIONS  # noqa: E402
 
 DATASETS: dict[str, type[VideoTextDataModule]] = {"msrvtt": MSRVTT, "msvd": MSVD, "vatex": VATEX, "didemo": DiDeMo}
 SPLITS = {"msrvtt": ("train", "test"), "msvd": ("train", "val", "test"), "vatex": ("train", "val", "test"),
@@ -113,29 +122,92 @@ def reencode(src: Path, dst: Path, fps: int, short_side: int, crf: int = 23) -> 
     os.replace(tmp, dst)
 
 
-def extract_frames(src: Path, folder: Path, fps: float | None, short_side: int | None) -> int:
-    """``folder/<n>.jpg`` at ``fps`` (every frame when None), short side resized when given."""
+FramesSampler = Literal["time", "narvid"]
+
+
+def narvid_frame_filter(source_fps: float, frames_fps: float) -> tuple[int, set[int]]:
+    """NarVid's (CLIP4Clip's OpenCV) 1-fps rule as ``(period, offsets)``: keep decoded frame ``k`` iff
+    ``k % period in offsets``.
+
+    The authors read ``int(CAP_PROP_FPS)`` (truncated: 29.97 fps -> 29) and, per second ``s``, seek to frames
+    ``s * period + j * (period // frames_fps)`` for the first ``frames_fps`` values of ``j``. On a
+    non-integer frame rate this drifts from wall-clock seconds, and the frame count can differ by one from a
+    timestamp-based sampler, so it is reproduced here by decoded frame index, not by time.
+    """
+    if frames_fps < 1 or frames_fps != int(frames_fps):
+        raise ValueError(f"--frames-sampler narvid needs an integer --frames-fps >= 1 (the authors use 1), got "
+                         f"{frames_fps}")
+    period = int(source_fps)
+    if period < 1:
+        raise ValueError(f"--frames-sampler narvid: the video's frame rate {source_fps} truncates to 0")
+    step = max(1, period // int(frames_fps))
+    return period, set(list(range(0, period, step))[:int(frames_fps)])
+
+
+def linspace_positions(num_available: int, max_frames: int | None) -> np.ndarray:
+    """Positions kept when ``num_available`` frames are capped at ``max_frames``: ``linspace(0, n-1, max_frames)``
+    truncated to integers (CLIP4Clip's ``slice_framepos 2``, which NarVid's extractor applies); all when fewer."""
+    if max_frames is None or num_available <= max_frames:
+        return np.arange(num_available)
+    return np.linspace(0, num_available - 1, num=max_frames, dtype=int)
+
+
+def extract_frames(src: Path, folder: Path, fps: float | None, short_side: int | None,
+                   max_frames: int | None = None, sampler: FramesSampler = "time") -> int:
+    """``folder/<n>.jpg`` at ``fps`` (every frame when None), short side resized when given.
+
+    ``sampler``: ``time`` keeps the first frame at or after each ``1/fps`` tick of the timestamps; ``narvid``
+    keeps frames by decoded index as NarVid's OpenCV extractor does (``narvid_frame_filter``). Both agree on
+    videos with an integer frame rate. ``max_frames`` then keeps ``linspace_positions`` of them (NarVid's
+    extractor caps at its ``max_frames``). The folder is written under a temporary name and renamed when
+    complete, so an interrupted extraction never looks finished.
+    """
     import av
 
-    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder.with_name(f".{folder.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
     count, next_t, start = 0, 0.0, None
     with av.open(str(src)) as inp:
         stream = inp.streams.video[0]
+        keep: tuple[int, set[int]] | None = None
+        if sampler == "narvid" and fps is not None:
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            if not rate:
+                raise ValueError(f"{src}: no frame rate in the container; --frames-sampler narvid needs one")
+            keep = narvid_frame_filter(float(rate), fps)
         for k, frame in enumerate(inp.decode(stream)):
-            t = float(frame.time) if frame.time is not None else k / float(stream.average_rate or 1)
-            start = t if start is None else start
-            t -= start
-            if fps is not None and t + 1e-6 < next_t:
-                continue
+            if keep is not None:
+                if k % keep[0] not in keep[1]:
+                    continue
+            else:
+                t = float(frame.time) if frame.time is not None else k / float(stream.average_rate or 1)
+                start = t if start is None else start
+                t -= start
+                if fps is not None and t + 1e-6 < next_t:
+                    continue
             if short_side:
                 scale = short_side / min(frame.width, frame.height)
                 frame = frame.reformat(width=_even(frame.width * scale), height=_even(frame.height * scale))
-            frame.to_image().save(folder / f"{count:05d}.jpg", quality=95)
+            frame.to_image().save(partial / f"{count:05d}.jpg", quality=95)
             count += 1
             next_t = count / fps if fps else 0.0
     if count == 0:
+        shutil.rmtree(partial)
         raise ValueError(f"no frames decoded from {src}")
-    return count
+    kept = linspace_positions(count, max_frames)
+    if len(kept) < count:  # renumber the kept frames 0..N-1, the positions the narration indexes
+        wanted = {int(p) for p in kept}
+        for position in range(count):
+            if position not in wanted:
+                (partial / f"{position:05d}.jpg").unlink()
+        for new, old in enumerate(kept):
+            os.replace(partial / f"{int(old):05d}.jpg", partial / f"{new:05d}.jpg")
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(partial, folder)
+    return len(kept)
 
 
 def _job(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -158,9 +230,11 @@ def _job(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if task.get("frames_to") and info["status"] == "present":
             folder = Path(task["frames_to"])
             done = folder.is_dir() and any(folder.glob("*.jpg"))
+            frames_src = src if task.get("frames_sampler") == "narvid" else Path(info["path"])
             info["num_frame_files"] = (len(list(folder.glob("*.jpg"))) if done else
-                                       extract_frames(Path(info["path"]), folder, task["frames_fps"],
-                                                      task["frames_short_side"]))
+                                       extract_frames(frames_src, folder, task["frames_fps"],
+                                                      task["frames_short_side"], task.get("frames_max"),
+                                                      task.get("frames_sampler", "time")))
     except Exception as exc:  # a file PyAV opens but cannot transcode is unreadable for training too
         info = {**info, "status": "unreadable", "error": f"{type(exc).__name__}: {exc}"}
     return vid, info
@@ -189,6 +263,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--extract-frames", action="store_true", help="write <stem>/<n>.jpg frame folders")
     p.add_argument("--frames-fps", type=float, default=None,
                    help="frame rate of --extract-frames (default: --fps; every frame of the compressed copy)")
+    p.add_argument("--frames-sampler", choices=["time", "narvid"], default="time",
+                   help="which frames --frames-fps keeps: 'time' (first frame at/after each tick) or 'narvid' "
+                        "(decoded frame k*int(fps), NarVid's OpenCV extractor; same on integer frame rates)")
+    p.add_argument("--frames-max", type=int, default=None,
+                   help="cap each frame folder at N frames, kept at linspace(0, n-1, N) (NarVid's extractor; "
+                        "12 for its MSR-VTT/MSVD/VATEX narration, 32 for DiDeMo)")
     p.add_argument("--check-reader", choices=["decord", "pyav", "none"], default="decord",
                    help="also read two frames with this reader (the one training uses); failures are 'unreadable'")
     p.add_argument("--workers", type=int, default=1, help="processes")
@@ -207,7 +287,25 @@ def load_splits(args: argparse.Namespace) -> tuple[VideoTextDataModule, dict[str
     return dm, splits
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> Any:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["import-captions"]:  # the released-caption importer shares this entry point
+        from experiments.import_captions import main as import_captions
+
+        return import_captions(argv[1:])
+    return prepare(argv)
+
+
+def frames_folder_name(rate: str, short_side: int | None, max_frames: int | None, sampler: FramesSampler) -> str:
+    """``frames_<rate>fps_<side>[_max<N>][_narvid]``: the name says how the frames were picked."""
+    name = f"frames_{rate}fps_{short_side}"
+    if max_frames is not None:
+        name += f"_max{max_frames}"
+    return name + ("_narvid" if sampler == "narvid" else "")
+
+
+def prepare(argv: list[str]) -> dict[str, Any]:
+    """The dataset check / manifest / re-encode / frame extraction run (see the module docstring)."""
     args = parse_args(argv)
     started = time.perf_counter()
     if not args.videos.is_dir():
@@ -223,17 +321,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         video_dir = (out / f"videos_{args.fps}fps_{args.short_side}").resolve()
         encoding = {"tool": "pyav-libx264", "fps": args.fps, "short_side": args.short_side, "crf": 23,
                     "audio": False, "source_video_dir": str(args.videos.resolve())}
+    if args.frames_max is not None and args.frames_max < 1:
+        raise SystemExit(f"--frames-max must be >= 1, got {args.frames_max}")
     if args.extract_frames:
-        frames_dir = (out / f"frames_{args.fps if args.compress else 'src'}fps_{args.short_side}").resolve()
+        if args.frames_sampler == "narvid":
+            if frames_fps is None:
+                raise SystemExit("--frames-sampler narvid needs --frames-fps (NarVid extracts at 1)")
+            try:  # fail on a fractional rate before any video work
+                narvid_frame_filter(30.0, frames_fps)
+            except ValueError as exc:
+                raise SystemExit(str(exc)) from exc
+        # the rate in the name is the rate of the frames (every frame of the compressed copy: --fps)
+        rate = f"{frames_fps:g}" if frames_fps is not None else str(args.fps)
+        frames_dir = (out / frames_folder_name(rate, args.short_side, args.frames_max, args.frames_sampler)).resolve()
     tasks = []
     for vid in ids:
         src = dm.video_path(vid)
-        stem = Path(vid).stem if Path(vid).suffix.lower() in (".mp4", ".avi", ".webm", ".mkv", ".mov") else vid
+        # the folder name the 'frames' reader looks up (DiDeMo ids carry their extension)
+        stem = Path(vid).stem if Path(vid).suffix.lower() in VIDEO_EXTENSIONS else vid
         tasks.append({"video_id": vid, "path": str(src),
                       "compress_to": str(video_dir / f"{stem}.mp4") if args.compress else None,
                       "fps": args.fps, "short_side": args.short_side,
                       "frames_to": str(frames_dir / stem) if frames_dir else None, "frames_fps": frames_fps,
-                      "frames_short_side": None if args.compress else args.short_side,
+                      # NarVid's frames come from the original videos, so the narvid sampler never reads the copy
+                      "frames_short_side": (args.short_side if not args.compress or args.frames_sampler == "narvid"
+                                            else None),
+                      "frames_max": args.frames_max, "frames_sampler": args.frames_sampler,
                       "check_reader": None if args.check_reader == "none" else args.check_reader})
     videos: dict[str, dict[str, Any]] = {}
     if args.workers > 1:
@@ -252,6 +365,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "first_missing": [v for v in split_ids if videos[v]["status"] != "present"][:20]}
     manifest = {"dataset": args.dataset, "video_dir": str(video_dir),
                 "frames_dir": str(frames_dir) if frames_dir else None, "frames_fps": frames_fps,
+                "frames_max": args.frames_max if frames_dir else None,
+                "frames_sampler": args.frames_sampler if frames_dir else None,
                 "encoding": encoding, "checked_with": args.check_reader,
                 "annotations": str(args.annotations.resolve()), "splits": summary,
                 "videos": videos, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -273,5 +388,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return manifest
 
 
+def cli() -> None:
+    """The command line: a bad released caption file ends with its one-line message, not a traceback."""
+    from experiments.import_captions import CaptionImportError
+
+    try:
+        main()
+    except CaptionImportError as exc:  # the message names the file, the key or id and what to do
+        raise SystemExit(f"import-captions: error: {exc}") from None
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -8,7 +8,8 @@ A method subclasses this and overrides only what its paper changes:
 * ``training_loss(batch) -> (loss, logs)``: default is symmetric InfoNCE on the all-gathered batch.
 
 The base owns the optimiser (CLIP4Clip's two learning rates, AdamW, linear warmup + cosine), the
-learnable temperature, the evaluation protocol and the artifacts a test run leaves behind:
+contrastive temperature (started from the backbone's pretrained CLIP value and trained with the trunk, as
+CLIP4Clip and NarVid do), the evaluation protocol and the artifacts a test run leaves behind:
 
 1. every evaluation text and every evaluation video is encoded once (two loaders);
 2. features are gathered across ranks and de-duplicated by dataset index (``DistributedSampler``
@@ -31,7 +32,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -43,18 +44,13 @@ from datamodules.batch import PairBatch, TextBatch, VideoBatch
 from lightning_modules.backbones.base import TextFeatures, VideoTextBackbone
 from lightning_modules.components.losses import symmetric_infonce
 from lightning_modules.metrics import retrieval_metrics
+from lightning_modules.optim import SCHEDULES, OptimizerName, ScheduleName, build_optimizer, warmup_cosine
+
+__all__ = ["BaseRetrievalModule", "Features", "as_float32", "score_tiles", "warmup_cosine"]
 
 log = logging.getLogger(__name__)
 
 Features = dict[str, Tensor]
-
-
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """Multiplier for the learning rate: linear warmup to 1, then cosine decay to 0 (BertAdam's schedule)."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def as_float32(feats: Features) -> Features:
@@ -109,12 +105,24 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         backbone: the video-text encoder pair (``class_path``/``init_args`` in YAML).
         lr: learning rate of the method's own modules and the backbone heads.
         coef_lr: the pretrained trunks train at ``lr * coef_lr`` (CLIP4Clip: 1e-3).
-        weight_decay: AdamW weight decay (not applied to biases, norms, embeddings, temperature).
+        weight_decay: decoupled weight decay (see ``weight_decay_rule`` for which parameters get it).
         warmup_ratio: fraction of optimisation steps spent in linear warmup.
-        betas: AdamW betas (CLIP4Clip/NarVid: 0.9, 0.98).
-        eps: AdamW epsilon.
-        temperature: initial softmax temperature of the contrastive loss (logit scale = 1/temperature).
-        learnable_temperature: learn the logit scale (CLIP) or keep it fixed.
+        betas: Adam betas (CLIP4Clip/NarVid: 0.9, 0.98).
+        eps: Adam epsilon.
+        optimizer: ``adamw`` (torch's AdamW) or ``bertadam`` (CLIP4Clip/NarVid's BertAdam: no bias correction,
+            decay added to the normalised update, per-tensor gradient clipping at 1; ``lightning_modules.optim``).
+        lr_schedule: ``warmup_cosine`` (linear warmup, then a cosine over the remaining steps) or
+            ``bert_warmup_cosine`` (CLIP4Clip's: the cosine runs over the whole of training, warmup included).
+        weight_decay_rule: ``matrices`` exempts biases, norms, embeddings and the temperature from weight
+            decay; ``clip4clip`` exempts only parameters named ``*bias*`` (CLIP4Clip's rule, which in practice
+            also decays CLIP's LayerNorm weights, embeddings and logit scale).
+        logit_scale_init: initial contrastive logit scale ``gamma`` (the inverse temperature; the loss is
+            InfoNCE on ``gamma * cos``). ``pretrained`` takes the backbone's pretrained CLIP value (100 for
+            OpenAI CLIP), as CLIP4Clip and NarVid do; a number sets it (1/0.07 = 14.29 is CLIP's value before
+            pre-training). Backbones without a pretrained scale (the two-tower default) need a number.
+        logit_scale_group: optimiser group of the logit scale: ``trunk`` (lr x coef_lr, as CLIP4Clip and
+            NarVid, where it sits inside CLIP; at coef_lr 1e-3 it barely moves) or ``head`` (the method's lr).
+        learnable_temperature: learn the logit scale or keep it fixed at its initial value.
         max_logit_scale: clamp of the learnt logit scale (CLIP: 100).
         eval_text_chunk: texts per scoring tile at evaluation.
         eval_video_chunk: videos per scoring tile at evaluation.
@@ -125,7 +133,10 @@ class BaseRetrievalModule(L.LightningModule, ABC):
 
     def __init__(self, backbone: VideoTextBackbone, lr: float = 1e-4, coef_lr: float = 1e-3,
                  weight_decay: float = 0.2, warmup_ratio: float = 0.1, betas: tuple[float, float] = (0.9, 0.98),
-                 eps: float = 1e-6, temperature: float = 0.07, learnable_temperature: bool = True,
+                 eps: float = 1e-6, optimizer: OptimizerName = "adamw", lr_schedule: ScheduleName = "warmup_cosine",
+                 weight_decay_rule: Literal["matrices", "clip4clip"] = "matrices",
+                 logit_scale_init: float | Literal["pretrained"] = "pretrained",
+                 logit_scale_group: Literal["trunk", "head"] = "trunk", learnable_temperature: bool = True,
                  max_logit_scale: float = 100.0, eval_text_chunk: int = 256, eval_video_chunk: int = 1024,
                  write_artifacts: bool = True) -> None:
         super().__init__()
@@ -134,10 +145,24 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         # must not be pickled into the checkpoint's hyper-parameters.
         self.save_hyperparameters(ignore=[] if _given_hyperparameters.get() else ["backbone"])
         self.backbone = backbone
-        init = math.log(1.0 / temperature)
-        self.logit_scale = nn.Parameter(torch.tensor(init), requires_grad=learnable_temperature)
+        self.logit_scale = nn.Parameter(torch.tensor(self._initial_log_scale(logit_scale_init)),
+                                        requires_grad=learnable_temperature)
         self._eval_store: dict[str, list[tuple[Tensor, Features]]] = {"text": [], "video": []}
         self._last_metrics: dict[str, Any] = {}
+
+    def _initial_log_scale(self, logit_scale_init: float | str) -> float:
+        """``log(gamma)`` at initialisation; see ``logit_scale_init``."""
+        if logit_scale_init == "pretrained":
+            pretrained = self.backbone.pretrained_logit_scale()
+            if pretrained is None:
+                raise ValueError(f"logit_scale_init='pretrained', but backbone {type(self.backbone).__name__} has no "
+                                 "pretrained logit scale (only CLIP-style backbones do); set "
+                                 "model.init_args.logit_scale_init to a number, e.g. 14.29 (= 1/0.07)")
+            return float(pretrained)
+        if isinstance(logit_scale_init, str) or not 0 < float(logit_scale_init) <= self.hparams.max_logit_scale:
+            raise ValueError(f"logit_scale_init={logit_scale_init!r}: expected 'pretrained' or a number in "
+                             f"(0, max_logit_scale={self.hparams.max_logit_scale}]")
+        return math.log(float(logit_scale_init))
 
     # ================================================================== what methods override
     def encode_text(self, batch: TextBatch) -> Features:
@@ -246,19 +271,25 @@ class BaseRetrievalModule(L.LightningModule, ABC):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         trunk_ids = {id(p) for p in self.backbone.trunk_parameters()}
+        if hp.logit_scale_group == "trunk":
+            trunk_ids.add(id(self.logit_scale))
         groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
-            no_decay = p.ndim < 2 or "logit_scale" in name or "position" in name or "embedding" in name
+            if hp.weight_decay_rule == "clip4clip":
+                no_decay = "bias" in name
+            else:
+                no_decay = p.ndim < 2 or "logit_scale" in name or "position" in name or "embedding" in name
             groups.setdefault((id(p) in trunk_ids, no_decay), []).append(p)
         param_groups = [{"params": ps, "lr": hp.lr * (hp.coef_lr if trunk else 1.0),
                          "weight_decay": 0.0 if no_decay else hp.weight_decay}
                         for (trunk, no_decay), ps in sorted(groups.items())]
-        optimizer = torch.optim.AdamW(param_groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        optimizer = build_optimizer(hp.optimizer, param_groups, hp.lr, tuple(hp.betas), hp.eps)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(hp.warmup_ratio * total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
+        schedule = SCHEDULES[hp.lr_schedule]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s, total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ================================================================== evaluation

@@ -3,11 +3,12 @@
 Per-frame image embeddings are aggregated into one video vector by a *similarity header*:
 
 * ``meanP``: mean pooling over the valid frames (parameter-free, CLIP4Clip Eq. 4);
-* ``seqTransf``: a 4-layer temporal transformer with learned position embeddings and a residual
-  around it, then mean pooling (CLIP4Clip Eq. 5).
+* ``seqTransf``: a 4-layer temporal transformer (CLIP's block) with learned position embeddings and a
+  residual around it, then mean pooling (CLIP4Clip Eq. 5); initialised, as CLIP4Clip does, from the first
+  blocks and the positional embedding of CLIP's text transformer (``temporal_init: clip_text``).
 
 The similarity is the cosine between the sentence embedding and the video vector (Eq. 3); training
-uses the base module's symmetric InfoNCE with a learnt temperature (Eqs. 8-10).
+uses the base module's symmetric InfoNCE with CLIP's learnt temperature (Eqs. 8-10).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from torch import Tensor
 
 from datamodules.batch import TextBatch, VideoBatch
 from lightning_modules.base import BaseRetrievalModule, Features
-from lightning_modules.components import TemporalTransformer, cosine_matrix, masked_mean_pool
+from lightning_modules.components import cosine_matrix, masked_mean_pool
+from lightning_modules.components.temporal import TemporalInit, build_temporal_transformer
 
 
 class CLIP4Clip(BaseRetrievalModule):
@@ -30,15 +32,19 @@ class CLIP4Clip(BaseRetrievalModule):
         temporal_layers: transformer layers of ``seqTransf`` (CLIP4Clip: 4).
         temporal_heads: attention heads of ``seqTransf`` (CLIP4Clip: 8 at width 512).
         max_frames: longest frame sequence ``seqTransf`` accepts (size of its position table).
+        temporal_init: ``clip_text`` copies the first ``temporal_layers`` blocks and the positional embedding
+            of the backbone's CLIP text transformer (CLIP4Clip); ``random`` (any backbone) starts from
+            CLIP4Clip's normal(0, 0.02) init.
         **kwargs: ``BaseRetrievalModule`` arguments (backbone, lr, coef_lr, ...).
     """
 
     def __init__(self, sim_header: Literal["meanP", "seqTransf"] = "meanP", temporal_layers: int = 4,
-                 temporal_heads: int = 8, max_frames: int = 64, **kwargs: Any) -> None:
+                 temporal_heads: int = 8, max_frames: int = 64, temporal_init: TemporalInit = "clip_text",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sim_header = sim_header
-        self.temporal = (TemporalTransformer(self.backbone.embed_dim, temporal_layers, temporal_heads, max_frames)
-                         if sim_header == "seqTransf" else None)
+        self.temporal = (build_temporal_transformer(self.backbone, temporal_init, temporal_layers, temporal_heads,
+                                                    max_frames) if sim_header == "seqTransf" else None)
 
     def encode_text(self, batch: TextBatch) -> Features:
         return {"text": self.backbone_text(batch).sentence}

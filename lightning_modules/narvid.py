@@ -26,7 +26,6 @@ from datamodules.batch import PairBatch, TextBatch, VideoBatch
 from lightning_modules.base import BaseRetrievalModule, Features
 from lightning_modules.components import (
     CoAttention,
-    TemporalTransformer,
     cross_view_hard_negatives,
     hard_negative_hinge,
     nucleus_filter,
@@ -36,6 +35,7 @@ from lightning_modules.components import (
     uniform_weights,
 )
 from lightning_modules.components.co_attention import MaskMode
+from lightning_modules.components.temporal import TemporalInit, build_temporal_transformer
 
 FilterMode = Literal["nucleus", "topk", "none"]
 Fusion = Literal["zscore", "sum", "video_only", "narration_only"]
@@ -63,8 +63,12 @@ class NarVid(BaseRetrievalModule):
         use_hard_negatives: CVH switch.
         fusion: ``zscore`` (Eq. 11), ``sum`` of raw matrices, ``video_only`` or ``narration_only``.
         mask_mode: ``code`` reproduces the released code's masking (multiplicative score masks in
-            co-attention, masked entries as 0 in fine matching); ``clean`` uses -inf masking.
+            co-attention; masked entries as 0 in fine matching; a word whose weight underflows to exactly 0
+            leaves the word mask, ``adjust_weights_and_mask``); ``clean`` uses -inf masking and keeps words.
         temporal_layers: layers of each temporal transformer (NarVid: 4).
+        temporal_init: ``clip_text`` initialises both temporal transformers (frames and narration) from the
+            first blocks and the positional embedding of the CLIP text transformer, as the released code;
+            ``random`` for backbones without CLIP.
         temporal_heads: heads of each temporal transformer and of the co-attention (NarVid: 8 at D=512).
         max_frames: longest frame sequence accepted.
         dropout: co-attention dropout (NarVid: 0.1).
@@ -76,15 +80,18 @@ class NarVid(BaseRetrievalModule):
                  beta: float = 1.8, hn_weight: float = 1.0, use_co_attention: bool = True,
                  use_narration_matching: bool = True, use_hard_negatives: bool = True, fusion: Fusion = "zscore",
                  mask_mode: MaskMode = "code", temporal_layers: int = 4, temporal_heads: int = 8,
-                 max_frames: int = 64, dropout: float = 0.1, **kwargs: Any) -> None:
+                 max_frames: int = 64, dropout: float = 0.1, temporal_init: TemporalInit = "clip_text",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if fusion == "narration_only" and not use_narration_matching:
             raise ValueError("fusion='narration_only' needs use_narration_matching=true")
         d = self.backbone.embed_dim
         self.narration_key = narration_key
         self.co_attention = CoAttention(d, temporal_heads, dropout, mask_mode) if use_co_attention else None
-        self.temporal_frames = TemporalTransformer(d, temporal_layers, temporal_heads, max_frames)
-        self.temporal_narration = TemporalTransformer(d, temporal_layers, temporal_heads, max_frames)
+        self.temporal_frames = build_temporal_transformer(self.backbone, temporal_init, temporal_layers,
+                                                          temporal_heads, max_frames)
+        self.temporal_narration = build_temporal_transformer(self.backbone, temporal_init, temporal_layers,
+                                                             temporal_heads, max_frames)
         # word weights a_t = softmax(FC(w_t) / tau): Cap4Video's "wti" text weighting
         self.word_weight_fc = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, 1))
 
@@ -149,7 +156,12 @@ class NarVid(BaseRetrievalModule):
         gram = torch.einsum("jfd,jgd->jfg", x, x)
         norm = torch.einsum("ijf,jfg,ijg->ij", weights, gram, weights).clamp_min(1e-12).sqrt()
         coarse = (weights * sims).sum(-1) / norm
-        fine = token_frame_similarity(text["words"], text["word_mask"], sequence, weights > 0,
+        word_mask = text["word_mask"]
+        if self.hparams.mask_mode == "code":
+            # released code (adjust_weights_and_mask): a word whose softmax weight underflowed to exactly 0
+            # leaves the word mask, so its cosines become the masked value 0 in the frame->word maximum too
+            word_mask = word_mask & (text["word_weights"] > 0)
+        fine = token_frame_similarity(text["words"], word_mask, sequence, weights > 0,
                                       word_weights=text["word_weights"], frame_weights=weights,
                                       masked_value="zero" if self.hparams.mask_mode == "code" else "neginf")
         return 0.5 * (coarse + fine)

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datamodules.readers import sample_frame_indices
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -71,3 +73,20 @@ def make_fake_msrvtt(root: Path, num_train: int = 12, num_test: int = 6, caption
 @pytest.fixture(scope="session")
 def fake_msrvtt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_fake_msrvtt(tmp_path_factory.mktemp("msrvtt"))
+
+
+@pytest.fixture(scope="session")
+def narrated_msrvtt(fake_msrvtt: Path) -> Path:
+    """Narration aligned with the 4 uniformly sampled frames of each 16-frame fake video."""
+    data = json.loads((fake_msrvtt / "MSRVTT_data.json").read_text())
+    frames = sample_frame_indices(16, 4, "uniform").tolist()
+    lines = []
+    for video in data["videos"]:
+        colour = next(s["caption"].split()[1] for s in data["sentences"] if s["video_id"] == video["video_id"])
+        lines.append(json.dumps({"video_id": video["video_id"], "kind": "narration", "prompt": "describe",
+                                 "captions": [f"a {colour} square at frame {f}" for f in frames],
+                                 "frame_indices": frames, "model": "test", "created": "2026-11-22T00:00:00"}))
+    path = fake_msrvtt / "captions" / "narration_test.jsonl"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return fake_msrvtt

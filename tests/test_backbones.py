@@ -74,7 +74,8 @@ def test_text_trunk_reproduces_clip_encode_text():
     ids = torch.cat([ids, crafted])
     with torch.no_grad():
         feats = backbone.text_head(*backbone.text_trunk({"input_ids": ids}))
-        padded = torch.zeros(len(ids), 32, dtype=torch.long)  # open_clip needs the full context length
+        context = backbone.model.positional_embedding.shape[0]  # open_clip needs the full context length
+        padded = torch.zeros(len(ids), context, dtype=torch.long)
         padded[:, :16] = ids
         reference = backbone.model.encode_text(padded)
     assert clip_valid_mask(ids)[-1].sum() == 5
@@ -111,8 +112,8 @@ def test_bad_pretrained_and_max_words_raise_helpful_errors(tmp_path):
         OpenCLIPBackbone(TINY, pretrained=str(tmp_path / "does_not_exist.pt"))
     with pytest.raises(ValueError, match=r"pretrained/model_name local-dir.*open_clip_config.json"):
         OpenCLIPBackbone(TINY, pretrained=f"local-dir:{tmp_path}")
-    with pytest.raises(ValueError, match=r"max_words=33.*context length is 32"):
-        OpenCLIPBackbone(TINY, pretrained=None, max_words=33)
+    with pytest.raises(ValueError, match=r"max_words=78.*context length is 77"):
+        OpenCLIPBackbone(TINY, pretrained=None, max_words=78)
     with pytest.raises(ValueError, match=r"model_name='no-such-model'.*model_configs"):
         OpenCLIPBackbone("no-such-model", pretrained=None)
 

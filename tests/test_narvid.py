@@ -102,7 +102,7 @@ def test_co_attention_padding(mode: str, invariant: bool) -> None:
 def tiny_narvid(**kwargs) -> NarVid:
     torch.manual_seed(0)
     backbone = OpenCLIPBackbone("vtr-tiny-clip", pretrained=None, max_words=12)
-    defaults = dict(temporal_layers=1, temporal_heads=2, dropout=0.0, nucleus_p=0.5)
+    defaults = dict(temporal_layers=1, temporal_heads=8, dropout=0.0, nucleus_p=0.5)
     return NarVid(backbone=backbone, **{**defaults, **kwargs}).eval()
 
 

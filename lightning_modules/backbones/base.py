@@ -100,6 +100,23 @@ class VideoTextBackbone(nn.Module, ABC):
         """Parameters of the pretrained trunks (they get ``lr * coef_lr``, as in CLIP4Clip)."""
         return []
 
+    # ----------------------------------------------------------------------------- what CLIP brings along
+    def pretrained_logit_scale(self) -> float | None:
+        """``log`` of the contrastive logit scale the pretrained weights were trained with, if they carry one.
+
+        CLIP4Clip and NarVid start their InfoNCE from CLIP's learnt value (``log 100`` for OpenAI CLIP);
+        backbones assembled from separately pretrained towers have none.
+        """
+        return None
+
+    def clip_text_transformer(self) -> tuple[nn.ModuleList, Tensor] | None:
+        """``(residual blocks, positional embedding [context, width])`` of a CLIP text transformer, if any.
+
+        CLIP4Clip's ``seqTransf`` header (and NarVid's two temporal transformers) copy their first blocks
+        and the positional embedding from here at initialisation (``temporal_init: clip_text``).
+        """
+        return None
+
     # ----------------------------------------------------------------------------- composed
     def encode_frames(self, frames: Tensor) -> Tensor:
         """Normalised frames ``[B, T, 3, H, W]`` -> per-frame embeddings ``[B, T, D]``."""

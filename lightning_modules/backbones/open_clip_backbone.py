@@ -329,6 +329,15 @@ class OpenCLIPBackbone(VideoTextBackbone):
         """Identity: the image projection already maps into the joint space."""
         return features
 
+    def pretrained_logit_scale(self) -> float | None:
+        """open_clip's ``logit_scale`` (log space): the checkpoint's value, or ``log(1/0.07)`` at random init."""
+        value = getattr(self.model, "logit_scale", None)
+        return float(value.detach().float()) if isinstance(value, Tensor) else None
+
+    def clip_text_transformer(self) -> tuple[nn.ModuleList, Tensor] | None:
+        tower = self._text_tower()
+        return tower.transformer.resblocks, tower.positional_embedding.detach()
+
     # ----------------------------------------------------------------------------- caching facts
     def trunk_parameters(self) -> list[nn.Parameter]:
         """All open_clip parameters except its logit scale/bias (the method owns the temperature)."""
