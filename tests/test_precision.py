@@ -48,4 +48,7 @@ def test_bf16_mixed_fit_test_on_cpu_matches_float32_retest(method: str, narrated
     # the spread of a barely trained tiny model's scores, which NarVid's z-fusion divides by), R@1 too
     correlation = np.corrcoef(sim_bf16.ravel(), sim_fp32.ravel())[0, 1]
     assert correlation > 0.95, correlation
-    assert abs(record["metrics"]["t2v_R1"] - fp32["metrics"]["t2v_R1"]) <= 0.5
+    # R@1 within 0.5 needs a test set where one query is worth less than 0.5 points and a model whose ground
+    # truth is not tied with its competitors: benchmarks/precision.py measures that on SynthVTR (800 queries).
+    # Here 6 queries and a barely trained random tiny CLIP: at most one query may flip on a near tie.
+    assert abs(record["metrics"]["t2v_R1"] - fp32["metrics"]["t2v_R1"]) <= 100 / record["num_texts"] + 1e-6

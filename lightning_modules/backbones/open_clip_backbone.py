@@ -119,6 +119,9 @@ class OpenCLIPBackbone(VideoTextBackbone):
         freeze_text: bool = False,
     ) -> None:
         super().__init__()
+        if isinstance(pretrained, str) and pretrained.strip().lower() in ("none", "null", ""):
+            # `--...pretrained null` on a command line reaches a `str | None` argument as the string 'None'
+            pretrained = None
         self.model_name = model_name
         self.pretrained = pretrained
         self.freeze_video = freeze_video
