@@ -18,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import lightning as L
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
-import datamodules  # noqa: F401  (registers the data modules for short class names)
+import datamodules.registry  # noqa: F401  (registers the data modules for short class names)
 import lightning_modules  # noqa: F401  (registers the methods for short class names)
 from callbacks import LoggerSaveConfigCallback
 from datamodules.base import VideoTextDataModule

@@ -27,7 +27,7 @@ def synth_args(parent: Path, **overrides: Any) -> list[str]:
 
 def tiny_synth(parent: Path) -> Path:
     """Generate the tiny SynthVTR under ``parent``; returns the dataset folder."""
-    from datamodules.synthetic import SynthVTR
+    from datamodules import SynthVTR
 
     dm = SynthVTR(root=str(parent), **{k: v for k, v in TINY_SYNTH.items()})
     dm.generator_workers = 1

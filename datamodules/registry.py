@@ -1,0 +1,13 @@
+"""Loads every data module, so that LightningCLI finds each by its short class name (``class_path: SynthVTR``).
+
+jsonargparse resolves a short ``class_path`` among the *imported* subclasses of ``VideoTextDataModule``;
+``datamodules`` loads its classes lazily (so that the torch-free generator ``datamodules.synthvtr`` stays
+torch-free), hence ``main.py`` imports this module. A new data module is added here and to
+``datamodules/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from datamodules import MSRVTT, MSVD, VATEX, DiDeMo, SynthVTR, VideoTextDataModule
+
+DATA_MODULES: tuple[type[VideoTextDataModule], ...] = (MSRVTT, MSVD, VATEX, DiDeMo, SynthVTR)
