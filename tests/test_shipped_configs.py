@@ -117,7 +117,7 @@ class ShippedRunner:
             elif data_class == "DiDeMo":
                 self.counts[data_class] = make_fake_didemo(root)
             elif data_class == "SynthVTR":
-                from datamodules.synthetic import SynthVTR
+                from datamodules import SynthVTR
 
                 generator = SynthVTR(root=str(root), **SYNTH_SIZES)
                 generator.generator_workers = 1
