@@ -5,7 +5,9 @@ A method subclasses this and overrides only what its paper changes:
 * ``encode_text(batch) -> dict[str, Tensor]`` and ``encode_video(batch) -> dict[str, Tensor]``:
   per-item features, every tensor with the batch on its first axis;
 * ``similarity(text_feats, video_feats) -> [n_texts, n_videos]``: may be query-dependent;
-* ``training_loss(batch) -> (loss, logs)``: default is symmetric InfoNCE on the all-gathered batch.
+* ``extra_losses(views, text_feats, video_feats, batch) -> dict[str, Tensor]``: terms the method adds to the
+  symmetric InfoNCE that the base computes on every similarity view of the all-gathered batch
+  (``contrastive_losses``); ``training_loss`` composes the two and is rarely overridden.
 
 The base owns the optimiser (CLIP4Clip's two learning rates, AdamW, linear warmup + cosine), the
 contrastive temperature (started from the backbone's pretrained CLIP value and trained with the trunk, as
@@ -186,12 +188,37 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         raise TypeError(f"{type(self).__name__}.similarity returned views {sorted(views)}; override fuse_views")
 
     def training_loss(self, batch: PairBatch) -> tuple[Tensor, dict[str, Tensor]]:
-        """Symmetric InfoNCE on the similarity of the all-gathered batch (CLIP4Clip Eq. 8-10)."""
+        """Contrastive terms on every similarity view of the all-gathered batch, plus the method's extra terms.
+
+        Every term whose name starts with ``loss_`` is added to the total, in order (contrastive terms first);
+        other entries are statistics, logged only. Each is logged as ``train/<name>``.
+        """
         text_feats = self.gather_for_loss(self.encode_text(batch.text))
         video_feats = self.gather_for_loss(self.encode_video(batch.video))
-        sim = self.similarity(text_feats, video_feats)
-        loss = symmetric_infonce(self.logit_scale.exp() * sim)
-        return loss, {"loss_nce": loss.detach()}
+        sims = self.similarity(text_feats, video_feats)
+        views = sims if isinstance(sims, dict) else {"": sims}
+        terms = self.contrastive_losses(views)
+        terms.update(self.extra_losses(views, text_feats, video_feats, batch))
+        loss = sum(value for name, value in terms.items() if name.startswith("loss_"))
+        return loss, {name: value.detach() for name, value in terms.items()}
+
+    def contrastive_losses(self, views: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Symmetric InfoNCE on each view, scaled by the learnt logit scale (CLIP4Clip Eqs. 8-10).
+
+        A single similarity matrix gives ``loss_nce``; named views give ``loss_nce_<view>`` each.
+        """
+        scale = self.logit_scale.exp()
+        return {f"loss_nce_{name}" if name else "loss_nce": symmetric_infonce(scale * sim)
+                for name, sim in views.items()}
+
+    def extra_losses(self, views: dict[str, Tensor], text_feats: Features, video_feats: Features,
+                     batch: PairBatch) -> dict[str, Tensor]:
+        """The method's own terms on top of the contrastive ones; none in the base.
+
+        ``views`` are the training similarities (``{"": sim}`` for a single matrix), the features are the
+        all-gathered ones. Return weighted ``loss_*`` terms (added to the total) and any statistics to log.
+        """
+        return {}
 
     # ================================================================== helpers for methods
     def backbone_text(self, batch: TextBatch) -> TextFeatures:

@@ -29,7 +29,6 @@ from lightning_modules.components import (
     cross_view_hard_negatives,
     hard_negative_hinge,
     nucleus_filter,
-    symmetric_infonce,
     token_frame_similarity,
     topk_filter,
     uniform_weights,
@@ -184,22 +183,20 @@ class NarVid(BaseRetrievalModule):
         return zscore(views["video"]) + zscore(views["narration"])
 
     # ------------------------------------------------------------------ training
-    def training_loss(self, batch: PairBatch) -> tuple[Tensor, dict[str, Tensor]]:
-        """Eq. 10: InfoNCE on each view (Eq. 5) + lambda x cross-view hard-negative hinge (Eqs. 6-9)."""
+    def extra_losses(self, views: dict[str, Tensor], text_feats: Features, video_feats: Features,
+                     batch: PairBatch) -> dict[str, Tensor]:
+        """Eq. 10's last term: lambda x the cross-view hard-negative hinge (Eqs. 6-9) of both views.
+
+        The base adds it to the InfoNCE of each view (Eq. 5): ``L = L_NCE(TV) + L_NCE(TN) + lambda (L_HN^TV +
+        L_HN^TN)``.
+        """
         hp = self.hparams
-        text = self.gather_for_loss(self.encode_text(batch.text))
-        video = self.gather_for_loss(self.encode_video(batch.video))
-        views = self.similarity(text, video)
-        scale = self.logit_scale.exp()
-        logs = {f"loss_nce_{name}": symmetric_infonce(scale * s) for name, s in views.items()}
-        loss = sum(logs.values())
-        if hp.use_hard_negatives and hp.hn_weight > 0:
-            sim_v = views["video"]
-            sim_n = views.get("narration", sim_v)
-            rows, cols = cross_view_hard_negatives(sim_v, sim_n, hp.alpha)
-            hinge = sum(0.5 * (hard_negative_hinge(s, rows, hp.alpha, hp.beta)
-                               + hard_negative_hinge(s.t(), cols, hp.alpha, hp.beta)) for s in views.values())
-            logs["loss_hard_negative"] = hinge
-            logs["hard_negatives_per_query"] = rows.float().sum(1).mean()
-            loss = loss + hp.hn_weight * hinge
-        return loss, {k: v.detach() for k, v in logs.items()}
+        if not hp.use_hard_negatives or hp.hn_weight <= 0:
+            return {}
+        sim_v = views["video"]
+        sim_n = views.get("narration", sim_v)
+        rows, cols = cross_view_hard_negatives(sim_v, sim_n, hp.alpha)
+        hinge = sum(0.5 * (hard_negative_hinge(s, rows, hp.alpha, hp.beta)
+                           + hard_negative_hinge(s.t(), cols, hp.alpha, hp.beta)) for s in views.values())
+        return {"loss_hard_negative": hp.hn_weight * hinge, "hard_negative_hinge": hinge,
+                "hard_negatives_per_query": rows.float().sum(1).mean()}
