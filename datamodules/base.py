@@ -850,14 +850,26 @@ class VideoTextDataModule(L.LightningDataModule):
         videos and their texts are left out of the scores and ``describe`` reports them.
         """
         name = "val" if stage in ("val", "validate") else "test"
-        mask = torch.zeros(len(self.splits[name].videos), dtype=torch.float32)
-        for index in self.decode_failures.get(name, {}):
+        failed = self._failures_on_any_rank(name)
+        self._eval_failed[name] = failed
+        if "train" in self.splits:  # the same collective point tells rank 0 (which writes metrics.json) about
+            self._failures_on_any_rank("train")  # the training videos every rank failed to decode
+        return failed
+
+    def _failures_on_any_rank(self, split_name: str) -> list[int]:
+        """Dataset indices of the split's videos that failed to decode on any rank (a collective under DDP);
+        the ones other ranks saw are added to this process's ``decode_failures``."""
+        videos = self.splits[split_name].videos
+        seen = self.decode_failures.setdefault(split_name, {})
+        mask = torch.zeros(len(videos), dtype=torch.float32)
+        for index in seen:
             mask[index] = 1.0
         trainer = self._trainer_or_none()
         if trainer is not None and trainer.world_size > 1:
             mask = trainer.strategy.reduce(mask.to(trainer.strategy.root_device), reduce_op="sum").cpu()
         failed = torch.nonzero(mask > 0).flatten().tolist()
-        self._eval_failed[name] = failed
+        for index in failed:
+            seen.setdefault(index, (videos[index].video_id, "failed to decode on another rank"))
         return failed
 
     def describe(self, stage: str) -> dict[str, Any]:
