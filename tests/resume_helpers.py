@@ -50,4 +50,18 @@ class SaveFinalWeights(L.Callback):
         self.path = path
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        torch.save(pl_module.state_dict(), self.path)
+        if trainer.is_global_zero:
+            torch.save(pl_module.state_dict(), self.path)
+
+
+class CrashAtStep(L.Callback):
+    """Raises when the batch after ``step`` optimiser steps is about to start: a crash of every rank at once
+    (under ``ddp_spawn`` a SIGKILL of the launcher would orphan the workers)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"simulated crash before step {self.step}")
