@@ -45,7 +45,8 @@ class VTRCLI(LightningCLI):
                                  "epoch can be resumed part-way (fit --ckpt_path .../last.ckpt)")
 
     def before_instantiate_classes(self) -> None:
-        """On ``fit --ckpt_path``, point the loggers at the checkpoint's run before they create a new one.
+        """``fit``: add the step checkpoints, and on ``--ckpt_path`` point the loggers at the checkpoint's run
+        before they create a new one.
 
         A new version directory would also move ``ModelCheckpoint``'s ``dirpath``, and Lightning then drops
         the restored ``best_model_score`` ("dirpath has changed"): the final test would use the best of the
@@ -61,6 +62,8 @@ class VTRCLI(LightningCLI):
             return
         ckpt_path = config.ckpt_path
         info = read_resume_info(ckpt_path)
+        if info["global_step"] is None:
+            return
         self._resume_step = info["global_step"]
         loggers = config.trainer.get("logger")
         specs = loggers if isinstance(loggers, list) else [loggers] if hasattr(loggers, "get") else []

@@ -118,7 +118,11 @@ class ExactResume(L.Callback):
 # ------------------------------------------------------------------------------- used by main.py on resume
 def read_resume_info(ckpt_path: str | Path) -> dict[str, Any]:
     """The checkpoint's global step and ``ExactResume`` state (loggers), without loading the tensors."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # Lightning reports an unreadable checkpoint itself when it restores it
+        log.warning("could not read %s ahead of resuming (%s): the run gets a new logger version", ckpt_path, exc)
+        return {"global_step": None, "loggers": []}
     state = (ckpt.get("callbacks") or {}).get("ExactResume", {})
     return {"global_step": int(ckpt.get("global_step", 0)), "loggers": state.get("loggers", [])}
 
@@ -127,6 +131,9 @@ def run_dir_of_checkpoint(ckpt_path: str | Path) -> Path | None:
     """``<save_dir>/<name>/<version>`` for a checkpoint at ``<run dir>/checkpoints/<file>.ckpt``."""
     path = Path(ckpt_path)
     return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
+VERSIONED_DIR_LOGGERS = ("CSVLogger", "TensorBoardLogger")  # run directory <save_dir>/<name>/<version>
 
 
 def resume_logger_overrides(loggers: list[tuple[str, dict[str, Any]]], ckpt_path: str | Path,
@@ -151,7 +158,7 @@ def resume_logger_overrides(loggers: list[tuple[str, dict[str, Any]]], ckpt_path
         if cls == "WandbLogger":
             if version is not None and not args.get("id") and not args.get("version"):
                 update["id"] = version
-        elif args.get("version") is None:
+        elif cls in VERSIONED_DIR_LOGGERS and args.get("version") is None:
             if version is None and run_dir is not None and args.get("save_dir") is not None:
                 root = Path(args["save_dir"]) / str(args.get("name") or "")
                 if run_dir.parent.resolve() == root.resolve():

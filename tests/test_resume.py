@@ -139,3 +139,18 @@ def test_sampler_shards_like_distributed_sampler_and_skips_on_resume():
     assert len(list(sampler)) == 10
     # the per-item RNG depends on (seed, epoch, position) only
     assert full[5].rng().integers(1 << 30) == SampleKey(99, 3, 2, 5).rng().integers(1 << 30)
+
+
+def test_resume_points_loggers_at_the_checkpoint_run(tmp_path: Path):
+    from callbacks.exact_resume import resume_logger_overrides
+
+    ckpt = tmp_path / "runs" / "exp" / "version_3" / "checkpoints" / "last.ckpt"
+    csv_args = {"save_dir": str(tmp_path / "runs"), "name": "exp", "version": None}
+    loggers = [("CSVLogger", csv_args), ("WandbLogger", {"id": None, "version": None}),
+               ("MLFlowLogger", {"run_id": None}), ("TensorBoardLogger", {"save_dir": "tb", "version": 7})]
+    recorded = {"loggers": [{"class": "CSVLogger", "version": 3}, {"class": "WandbLogger", "version": "abc123"}]}
+    assert resume_logger_overrides(loggers, ckpt, recorded) == [{"version": 3}, {"id": "abc123"}, {}, {}]
+    # a checkpoint without recorded versions: the CSV run directory comes from the checkpoint's path
+    assert resume_logger_overrides(loggers, ckpt, {"loggers": []}) == [{"version": "version_3"}, {}, {}, {}]
+    elsewhere = tmp_path / "moved" / "last.ckpt"
+    assert resume_logger_overrides(loggers, elsewhere, {"loggers": []}) == [{}, {}, {}, {}]
