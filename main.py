@@ -5,6 +5,10 @@ LightningCLI in subclass mode: ``model`` is any ``LightningModule`` subclass (th
 ``data`` any ``VideoTextDataModule`` subclass, named by class name in YAML (``class_path: CLIP4Clip``).
 ``fit`` ends with a test of the best checkpoint (``--test_after_fit false`` turns it off), so a training
 run leaves its test artifacts in ``<trainer.default_root_dir>/test``.
+
+``fit --ckpt_path <run dir>/checkpoints/last.ckpt`` resumes *that* run: the loggers reopen its version
+directory (and W&B run id), the rows ``metrics.csv`` had before the checkpoint are kept, and the
+``ExactResume`` callback (always added) restores every RNG, so the result equals an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -16,20 +20,68 @@ import sys
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import lightning as L
+from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 import datamodules.registry  # noqa: F401  (registers the data modules for short class names)
 import lightning_modules  # noqa: F401  (registers the methods for short class names)
 from callbacks import LoggerSaveConfigCallback
+from callbacks.exact_resume import ExactResume, keep_csv_rows_before, read_resume_info, resume_logger_overrides
 from datamodules.base import VideoTextDataModule
+
+log = logging.getLogger(__name__)
 
 
 class VTRCLI(LightningCLI):
-    """LightningCLI with ``--test_after_fit``."""
+    """LightningCLI with ``--test_after_fit`` and resuming into the checkpoint's own run directory."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="after fit, test the best checkpoint (or the last weights if none)")
+        parser.add_argument("--checkpoint_every_n_train_steps", type=int | None, default=None,
+                            help="also rewrite <run dir>/checkpoints/last.ckpt every N optimiser steps, so a long "
+                                 "epoch can be resumed part-way (fit --ckpt_path .../last.ckpt)")
+
+    def before_instantiate_classes(self) -> None:
+        """``fit``: add the step checkpoints, and on ``--ckpt_path`` point the loggers at the checkpoint's run
+        before they create a new one.
+
+        A new version directory would also move ``ModelCheckpoint``'s ``dirpath``, and Lightning then drops
+        the restored ``best_model_score`` ("dirpath has changed"): the final test would use the best of the
+        resumed part only.
+        """
+        self._resume_step: int | None = None
+        config = self.config.get(self.subcommand) if self.subcommand == "fit" else None
+        if config is None:
+            return
+        if config.get("checkpoint_every_n_train_steps"):
+            _add_step_checkpoints(config.trainer, config.checkpoint_every_n_train_steps)
+        if not config.get("ckpt_path"):
+            return
+        ckpt_path = config.ckpt_path
+        info = read_resume_info(ckpt_path)
+        if info["global_step"] is None:
+            return
+        self._resume_step = info["global_step"]
+        loggers = config.trainer.get("logger")
+        specs = loggers if isinstance(loggers, list) else [loggers] if hasattr(loggers, "get") else []
+        described = [(str(spec.get("class_path", "")).rsplit(".", 1)[-1],
+                      spec.init_args.as_dict() if spec.get("init_args") is not None else {}) for spec in specs]
+        for spec, update in zip(specs, resume_logger_overrides(described, ckpt_path, info), strict=True):
+            for key, value in update.items():
+                spec.init_args[key] = value
+                log.info("resuming %s: %s=%s (from %s)", spec.class_path, key, value, ckpt_path)
+
+    def before_fit(self) -> None:
+        if self._resume_step is None or rank_zero_only.rank != 0:
+            return
+        for logger in self.trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                kept = keep_csv_rows_before(logger, self._resume_step)
+                log.info("resuming %s: kept %d metrics.csv rows logged before step %d", logger.log_dir, kept,
+                         self._resume_step)
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
@@ -39,12 +91,30 @@ class VTRCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
+def _add_step_checkpoints(trainer_config: Namespace, every_n_train_steps: int) -> None:
+    """Append a ``ModelCheckpoint`` that rewrites ``last.ckpt`` every N steps (no other file).
+
+    Every checkpoint callback that saves ``last`` then writes the *same* file, whichever saved most recently
+    (Lightning would otherwise name the second writer's copy ``last-v1.ckpt``): ``last.ckpt`` is always the
+    newest state, at an epoch end or part-way through an epoch.
+    """
+    callbacks = trainer_config.get("callbacks") or []
+    callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+    for spec in callbacks:
+        if str(spec.get("class_path", "")).endswith("ModelCheckpoint") and spec.init_args.get("save_last"):
+            spec.init_args["enable_version_counter"] = False
+    callbacks.append(Namespace(class_path="lightning.pytorch.callbacks.ModelCheckpoint",
+                               init_args=Namespace(every_n_train_steps=every_n_train_steps, save_top_k=0,
+                                                   save_last=True, enable_version_counter=False)))
+    trainer_config["callbacks"] = callbacks
+
+
 def main(args: ArgsType = None) -> VTRCLI:
     """Entry point; ``args`` lets tests run the CLI in-process (``main(["fit", "--config", ...])``)."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     cli = VTRCLI(L.LightningModule, VideoTextDataModule, subclass_mode_model=True, subclass_mode_data=True,
                  save_config_callback=LoggerSaveConfigCallback, save_config_kwargs={"overwrite": True},
-                 seed_everything_default=0, args=args)
+                 trainer_defaults={"callbacks": [ExactResume()]}, seed_everything_default=0, args=args)
     _finish_wandb()
     return cli
 

@@ -2,5 +2,6 @@
 
 from callbacks.caption_writer import CaptionWriter
 from callbacks.config_logging import LoggerSaveConfigCallback
+from callbacks.exact_resume import ExactResume
 
-__all__ = ["CaptionWriter", "LoggerSaveConfigCallback"]
+__all__ = ["CaptionWriter", "ExactResume", "LoggerSaveConfigCallback"]

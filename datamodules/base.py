@@ -39,6 +39,7 @@ from datamodules.readers import (
     build_reader,
     sample_frame_indices,
 )
+from datamodules.sampling import ResumableDataLoader, ResumableSampler, SampleKey, TrainProgress, default_seed
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,9 @@ class _VideoSource:
         self.cache: Any | None = None  # datamodules.feature_cache.CachedFeatures
         self.text_cache: Any | None = None  # cached text-trunk states, also used for narration captions
 
-    def load(self, video: int, mode: SamplingMode) -> dict[str, Any]:
+    def load(self, video: int, mode: SamplingMode, rng: np.random.Generator | None = None) -> dict[str, Any]:
+        """One video's item. ``rng`` (the training sampler's per-item generator) draws the random frame
+        offsets; without it they come from the worker's RNG, which a resumed run cannot reproduce."""
         entry = self.split.videos[video]
         if self.cache is not None:
             feats, mask = self.cache.video(entry.video_id)
@@ -212,7 +215,8 @@ class _VideoSource:
         else:
             if self._reader is None:  # built lazily inside the worker process
                 self._reader = build_reader(self.reader_name, self.image_size)
-            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+            if rng is None and mode != "uniform":
+                rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
             try:
                 frames, indices = self._reader.read_sampled(entry.path, self.num_frames, mode, rng)
             except (VideoDecodeError, FileNotFoundError) as exc:
@@ -311,15 +315,21 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split.videos) if self.one_caption_per_video else len(self.split.texts)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        if self.one_caption_per_video:
-            text_index = random.choice(self.groups[i])
-        else:
+    def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
+        # a SampleKey (ResumableSampler) carries the item's own RNG: the caption choice and the frame offsets
+        # are then a function of (seed, epoch, position), identical in an uninterrupted and a resumed run
+        rng = key.rng() if isinstance(key, SampleKey) else None
+        i = int(key.index) if isinstance(key, SampleKey) else int(key)
+        if not self.one_caption_per_video:
             text_index = i
+        elif rng is not None:
+            text_index = self.groups[i][int(rng.integers(len(self.groups[i])))]
+        else:
+            text_index = random.choice(self.groups[i])
         entry = self.split.texts[text_index]
         return {"text_index": text_index, "video_index": entry.video, "text": entry.text,
                 "video_id": self.split.videos[entry.video].video_id,
-                **self.videos.load(entry.video, self.sampling), **self.texts.load(entry.text)}
+                **self.videos.load(entry.video, self.sampling, rng), **self.texts.load(entry.text)}
 
 
 class TextDataset(Dataset):
@@ -559,6 +569,8 @@ class VideoTextDataModule(L.LightningDataModule):
         # run-time decode failures seen by this process: split -> {dataset video index: (video id, error)}
         self.decode_failures: dict[str, dict[int, tuple[str, str]]] = {}
         self._eval_failed: dict[str, list[int]] = {}
+        self._train_loader: ResumableDataLoader | None = None
+        self._train_loader_state: dict[str, Any] | None = None  # from a checkpoint, until the loader exists
 
     def _resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -729,11 +741,16 @@ class VideoTextDataModule(L.LightningDataModule):
             return f" {self.video_dir} holds folders, not video files: frame folders need reader 'frames'"
         return ""
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, collate: Any,
-                drop_last: bool = False) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
-                          persistent_workers=self.num_workers > 0)
+    def _loader_options(self) -> dict[str, Any]:
+        # A private generator: creating a loader's iterator draws the workers' base seed from it, never from
+        # the global torch RNG, so how often iterators are created (persistent workers, a resumed run) does
+        # not shift the model's dropout stream.
+        return {"num_workers": self.num_workers, "pin_memory": torch.cuda.is_available(),
+                "persistent_workers": self.num_workers > 0, "generator": torch.Generator().manual_seed(default_seed())}
+
+    def _loader(self, dataset: Dataset, batch_size: int, collate: Any) -> DataLoader:
+        """An evaluation loader, in dataset order (Lightning shards it with a ``DistributedSampler``)."""
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, **self._loader_options())
 
     def _check_narration_sampling(self) -> None:
         """Refuse a training set-up whose first item could not be aligned with the narration.
@@ -757,20 +774,59 @@ class VideoTextDataModule(L.LightningDataModule):
             "offset frame takes the caption of the nearest narrated frame)")
 
     def train_dataloader(self) -> DataLoader:
+        """Training pairs in a (seed, epoch)-determined order that a resumed run replays exactly.
+
+        See ``datamodules.sampling``: each rank takes its ``DistributedSampler`` shard, each item carries its
+        own augmentation seed, and the data module checkpoints the loader's position (``state_dict``) so a
+        mid-epoch resume skips the batches the interrupted epoch had trained on.
+        """
         split = self.splits["train"]
         cached_frames = self._video_sources["train"].cache is not None
         if not cached_frames:
             self._check_narration_sampling()
         dataset = PairDataset(split, self._video_sources["train"], self._text_sources["train"],
                               self.one_caption_per_video, "uniform" if cached_frames else self.train_sampling)
+        trainer = self._trainer_or_none()
+        sampler = ResumableSampler(dataset, num_replicas=trainer.world_size if trainer is not None else 1,
+                                   rank=trainer.global_rank if trainer is not None else 0, shuffle=True)
         # drop_last keeps every contrastive batch full (a 3-sample last batch is a much easier task)
-        return self._loader(dataset, self.batch_size, True, collate_pairs, drop_last=len(dataset) > self.batch_size)
+        loader = ResumableDataLoader(dataset, self.batch_size, sampler, progress=self._train_progress,
+                                     collate_fn=collate_pairs, drop_last=len(sampler) > self.batch_size,
+                                     **self._loader_options())
+        if self._train_loader_state is not None:  # a resumed run: continue where the checkpoint was written
+            loader.load_state_dict(self._train_loader_state)
+            self._train_loader_state = None
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpointed with the run: the training data position and the training videos that failed to decode
+        so far (a resumed run reports the whole run's; evaluation failures are recounted at every evaluation)."""
+        train_failed = self.decode_failures.get("train", {})
+        state: dict[str, Any] = {"train_decode_failures": {int(i): list(v) for i, v in train_failed.items()}}
+        if self._train_loader is not None:
+            state["train_loader"] = self._train_loader.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # restored before the fit loop builds the train loader, which then starts at the recorded position
+        self._train_loader_state = state_dict.get("train_loader")
+        failed = state_dict.get("train_decode_failures", {})
+        self.decode_failures.setdefault("train", {}).update({int(i): (v[0], v[1]) for i, v in failed.items()})
+
+    def _train_progress(self) -> TrainProgress:
+        """Batches of the current epoch the training loop has trained on: the counter Lightning itself
+        resumes ``batch_idx`` from (not the loader's, which runs ahead by the prefetched batches)."""
+        trainer = self._trainer_or_none()
+        if trainer is None:
+            return TrainProgress(0, False)
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return TrainProgress(done, done >= trainer.num_training_batches)
 
     def _eval_loaders(self, split_name: str) -> list[DataLoader]:
         split = self.splits[split_name]
-        return [self._loader(TextDataset(split, self._text_sources[split_name]), self.eval_batch_size, False,
-                             collate_texts),
-                self._loader(VideoDataset(split, self._video_sources[split_name]), self.eval_batch_size, False,
+        return [self._loader(TextDataset(split, self._text_sources[split_name]), self.eval_batch_size, collate_texts),
+                self._loader(VideoDataset(split, self._video_sources[split_name]), self.eval_batch_size,
                              collate_videos)]
 
     def predict_dataloader(self) -> DataLoader:
@@ -823,14 +879,26 @@ class VideoTextDataModule(L.LightningDataModule):
         videos and their texts are left out of the scores and ``describe`` reports them.
         """
         name = "val" if stage in ("val", "validate") else "test"
-        mask = torch.zeros(len(self.splits[name].videos), dtype=torch.float32)
-        for index in self.decode_failures.get(name, {}):
+        failed = self._failures_on_any_rank(name)
+        self._eval_failed[name] = failed
+        if "train" in self.splits:  # the same collective point tells rank 0 (which writes metrics.json) about
+            self._failures_on_any_rank("train")  # the training videos every rank failed to decode
+        return failed
+
+    def _failures_on_any_rank(self, split_name: str) -> list[int]:
+        """Dataset indices of the split's videos that failed to decode on any rank (a collective under DDP);
+        the ones other ranks saw are added to this process's ``decode_failures``."""
+        videos = self.splits[split_name].videos
+        seen = self.decode_failures.setdefault(split_name, {})
+        mask = torch.zeros(len(videos), dtype=torch.float32)
+        for index in seen:
             mask[index] = 1.0
         trainer = self._trainer_or_none()
         if trainer is not None and trainer.world_size > 1:
             mask = trainer.strategy.reduce(mask.to(trainer.strategy.root_device), reduce_op="sum").cpu()
         failed = torch.nonzero(mask > 0).flatten().tolist()
-        self._eval_failed[name] = failed
+        for index in failed:
+            seen.setdefault(index, (videos[index].video_id, "failed to decode on another rank"))
         return failed
 
     def describe(self, stage: str) -> dict[str, Any]:

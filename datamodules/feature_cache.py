@@ -81,8 +81,10 @@ def _encode_videos(dm: VideoTextDataModule, split_name: str, backbone: Any, devi
 
     split = dm.splits[split_name]
     source = _VideoSource(split, dm.reader, dm.image_size, dm.num_frames)
+    # a private generator: building the cache must not consume the global torch RNG, or the first run of a
+    # config (which builds it) would train with another dropout stream than every later run (which loads it)
     loader = DataLoader(VideoDataset(split, source), batch_size=max(1, dm.eval_batch_size // 2),
-                        num_workers=dm.num_workers, collate_fn=collate_videos)
+                        num_workers=dm.num_workers, collate_fn=collate_videos, generator=torch.Generator())
     mean = torch.tensor(backbone.image_mean, device=device).view(1, 1, 3, 1, 1)
     std = torch.tensor(backbone.image_std, device=device).view(1, 1, 3, 1, 1)
     feats: list[np.ndarray] = []

@@ -243,10 +243,31 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         Each rank then computes the loss of the global batch; the gathered copies route gradients back
         to the rank that produced them, so DDP's gradient averaging reproduces the single-process
         gradient of the global batch.
+
+        Ranks may hold different numbers of rows (``on_decode_error: skip`` drops the videos that failed
+        to decode), while ``all_gather`` needs equal shapes on every rank: the row counts are gathered
+        first, every rank pads to the largest, and the padding rows are cut out of the gathered tensors
+        (they never reach the loss, so they get no gradient).
         """
         if self._trainer is None or self.trainer.world_size == 1:
             return feats
-        return {k: self.all_gather(v, sync_grads=True).flatten(0, 1) for k, v in feats.items()}
+        local_rows = next(iter(feats.values())).shape[0]
+        rows = self.all_gather(torch.tensor(local_rows, device=self.device)).flatten()
+        largest = int(rows.max())
+        real = (torch.arange(largest, device=self.device)[None, :] < rows[:, None]).flatten()
+        gathered = {}
+        for key, value in feats.items():
+            if local_rows < largest:
+                value = torch.cat([value, value.new_zeros((largest - local_rows, *value.shape[1:]))])
+            gathered[key] = self.all_gather(value, sync_grads=True).flatten(0, 1)[real]
+        return gathered
+
+    def _any_rank_without_rows(self, local_rows: int) -> bool:
+        """Whether this step's batch is empty on *any* rank (a collective under DDP: every rank asks)."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return local_rows == 0
+        rows = self.all_gather(torch.tensor(local_rows, device=self.device))
+        return bool((rows == 0).any())
 
     # ================================================================== training
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -281,8 +302,22 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         dm.use_feature_cache(cache, info)
 
     def training_step(self, batch: PairBatch, batch_idx: int) -> Tensor | None:
-        if len(batch) == 0:  # every video of the batch failed to decode (on_decode_error: skip): no step
-            return None
+        # videos that failed to decode (on_decode_error: skip) were dropped from the batch; the epoch's total
+        # over every rank goes to the logs (each rank logs every step, so the epoch-end sum lines up)
+        self.log("train/num_videos_failed", float(len(batch.video.failed)), on_step=False, on_epoch=True,
+                 reduce_fx="sum", sync_dist=True, batch_size=1)
+        # A rank whose whole batch failed has no features to gather, and running the encoders on zero rows is
+        # not something every method and tokenizer supports; under DDP its peers would then wait in the
+        # all_gather / gradient all-reduce forever. So *every* rank skips such a step together: the surviving
+        # items of the other ranks are lost for this one step, which is what a single process does with an
+        # all-failed batch too. Uneven non-empty batches do train: gather_for_loss pads and trims.
+        if self._any_rank_without_rows(len(batch)):
+            if self.trainer.world_size == 1:
+                return None
+            # Lightning refuses None under DDP. A loss on a fresh leaf backpropagates into no parameter: no
+            # rank's DDP reducer sees a gradient hook or starts an all-reduce, and the optimiser finds no
+            # gradient to apply, on every rank alike.
+            return torch.zeros((), device=self.device, requires_grad=True)
         loss, logs = self.training_loss(batch)
         size = len(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=size)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.base import collate_pairs
 from lightning_modules.backbones import OpenCLIPBackbone
@@ -17,47 +18,61 @@ GLOBAL_BATCH = 8
 
 
 class FixedPairs(Dataset):
-    """Eight fixed (text, video) pairs; the same tensors in every process."""
+    """Eight fixed (text, video) pairs; the same tensors in every process.
 
-    def __init__(self) -> None:
+    The items in ``failed`` come back as the data module's decode-failure markers (``on_decode_error:
+    skip``), which ``collate_pairs`` drops from the batch.
+    """
+
+    def __init__(self, failed: frozenset[int] = frozenset()) -> None:
         g = torch.Generator().manual_seed(0)
         self.frames = torch.randint(0, 256, (GLOBAL_BATCH, 4, 3, 64, 64), generator=g, dtype=torch.uint8)
         self.texts = [f"clip number {i} shows a {c} thing" for i, c in enumerate("abcdefgh")]
+        self.failed = failed
 
     def __len__(self) -> int:
         return GLOBAL_BATCH
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"text_index": i, "video_index": i, "text": self.texts[i], "video_id": f"v{i}",
-                "frames": self.frames[i], "mask": torch.ones(4, dtype=torch.bool)}
+        item = {"text_index": i, "video_index": i, "text": self.texts[i], "video_id": f"v{i}"}
+        if i in self.failed:
+            return {**item, "failed": "VideoDecodeError: corrupt", "empty_shape": (4, 3, 64, 64)}
+        return {**item, "frames": self.frames[i], "mask": torch.ones(4, dtype=torch.bool)}
 
 
 class RecordingCLIP4Clip(CLIP4Clip):
-    """Writes the first step's loss and the (DDP-averaged) gradients of every rank to ``out_dir``."""
+    """Writes the first step's loss (None when the step was skipped) and the (DDP-averaged) gradients of every
+    rank to ``out_dir``."""
 
     def __init__(self, out_dir: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.out_dir = out_dir
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = super().training_step(batch, batch_idx)
-        self._loss = loss.detach()
-        return loss
-
-    def on_before_optimizer_step(self, optimizer: Any) -> None:
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
+        loss = outputs["loss"].detach() if outputs else None
         grads = {n: p.grad.detach().clone() for n, p in self.named_parameters() if p.grad is not None}
-        torch.save({"loss": self._loss, "grads": grads, "rank": self.global_rank},
+        torch.save({"loss": loss, "grads": grads, "rank": self.global_rank, "rows": len(batch)},
                    Path(self.out_dir) / f"rank{self.global_rank}_ws{self.trainer.world_size}.pt")
 
 
-def run_one_step(out_dir: str, devices: int) -> None:
+def items_of_rank(rank: int, world_size: int = 2) -> list[int]:
+    """The ``FixedPairs`` items Lightning's injected ``DistributedSampler`` gives ``rank`` (epoch 0)."""
+    seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # what Lightning seeds it with, in the spawned workers too
+    return list(DistributedSampler(range(GLOBAL_BATCH), num_replicas=world_size, rank=rank, shuffle=True,  # type: ignore[arg-type]
+                                   seed=seed))
+
+
+def run_one_step(out_dir: str, devices: int, failed: frozenset[int] = frozenset()) -> None:
     torch.manual_seed(0)
     backbone = OpenCLIPBackbone("vtr-tiny-clip", pretrained=None, max_words=16)
     model = RecordingCLIP4Clip(out_dir=out_dir, backbone=backbone, sim_header="seqTransf", temporal_layers=1,
                                temporal_heads=2, lr=1e-3, write_artifacts=False)
     per_device = GLOBAL_BATCH // devices
-    loader = DataLoader(FixedPairs(), batch_size=per_device, shuffle=False, collate_fn=collate_pairs)
+    # under DDP Lightning shards training data with a shuffling DistributedSampler: see ``items_of_rank``
+    loader = DataLoader(FixedPairs(failed), batch_size=per_device, shuffle=False, collate_fn=collate_pairs)
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
-                        max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+                        max_steps=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0)
     trainer.fit(model, train_dataloaders=loader)

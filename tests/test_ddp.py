@@ -1,16 +1,23 @@
 """Two CPU processes (gloo): the gathered loss and gradients equal the single-process global batch, and
-evaluation de-duplicates DistributedSampler padding to the split's exact counts."""
+evaluation de-duplicates DistributedSampler padding to the split's exact counts. With ``on_decode_error:
+skip``, ranks holding different numbers of videos still compute the global loss, and a rank whose whole
+batch failed to decode does not stall the others."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from datamodules.sampling import ResumableSampler
 from tests.conftest import make_fake_msrvtt
-from tests.ddp_helpers import run_one_step
+from tests.ddp_helpers import items_of_rank, run_one_step
 
 pytestmark = pytest.mark.slow
 
@@ -40,3 +47,107 @@ def test_ddp_evaluation_counts_are_exact(tmp_path: Path) -> None:
     record = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
     assert record["num_texts"] == 15 and record["num_videos"] == 5 and record["complete"]
     assert record["world_size"] == 2
+
+
+def test_ddp_uneven_batches_match_single_process_of_surviving_items(tmp_path: Path) -> None:
+    failed = frozenset(items_of_rank(1)[:1])  # one of rank 1's items fails: it trains on 3 rows, rank 0 on 4
+    run_one_step(str(tmp_path), devices=1, failed=failed)
+    run_one_step(str(tmp_path), devices=2, failed=failed)
+    single = torch.load(tmp_path / "rank0_ws1.pt")
+    ranks = [torch.load(tmp_path / f"rank{r}_ws2.pt") for r in range(2)]
+    assert single["rows"] == 7 and [r["rows"] for r in ranks] == [4, 3]
+    for rank in ranks:
+        assert rank["loss"].item() == pytest.approx(single["loss"].item(), abs=1e-5)
+        assert rank["grads"].keys() == single["grads"].keys()
+        for name, grad in single["grads"].items():
+            torch.testing.assert_close(rank["grads"][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_ddp_rank_with_empty_batch_skips_the_step_on_every_rank(tmp_path: Path) -> None:
+    run_one_step(str(tmp_path), devices=2, failed=frozenset(items_of_rank(1)))  # all of rank 1's items fail
+    ranks = [torch.load(tmp_path / f"rank{r}_ws2.pt") for r in range(2)]
+    assert [r["rows"] for r in ranks] == [4, 0]
+    assert all(r["loss"] == 0 and not r["grads"] for r in ranks)  # no parameter got a gradient: no update
+
+
+def _corrupt_first_batch_of_rank(root: Path, rank: int, world_size: int, batch_size: int) -> list[str]:
+    """Overwrite the video files of ``rank``'s first training batch with bytes no decoder reads."""
+    train_ids = [f"video{i}" for i in range(12)]  # make_fake_msrvtt: one item per video (one caption each)
+    sampler = ResumableSampler(train_ids, num_replicas=world_size, rank=rank, seed=0)  # type: ignore[arg-type]
+    victims = [train_ids[key.index] for key in list(sampler)[:batch_size]]
+    for video_id in victims:
+        (root / "videos" / "all" / f"{video_id}.mp4").write_bytes(b"not a video " * 64)
+    return victims
+
+
+def test_ddp_whole_rank_batch_failing_to_decode_finishes_and_is_counted(tmp_path: Path) -> None:
+    root = make_fake_msrvtt(tmp_path / "data")
+    victims = _corrupt_first_batch_of_rank(root, rank=1, world_size=2, batch_size=2)
+    logger = json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                          "init_args": {"save_dir": str(tmp_path / "runs"), "name": "skip"}}])
+    conf = Path(__file__).parent / "conf" / "clip4clip_tiny.yaml"
+    args = ["fit", "--config", str(conf), "--data.init_args.root", str(root), "--trainer.devices", "2",
+            "--trainer.strategy", "ddp_spawn", "--trainer.max_epochs", "1", "--trainer.logger", logger,
+            "--data.init_args.on_decode_error", "skip", "--data.init_args.one_caption_per_video", "true",
+            "--data.init_args.batch_size", "2", "--trainer.enable_progress_bar", "false"]
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(repo)}
+    try:  # a stalled collective would wait forever: the subprocess gets a deadline
+        done = subprocess.run([sys.executable, "main.py", *args], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=300)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"DDP run with an all-failed rank batch stalled:\n{exc.stdout}\n{exc.stderr}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    # under ddp_spawn the final test opens its own logger version: find each file where it is
+    record = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
+    run_dir = next((tmp_path / "runs").rglob("checkpoints")).parent
+    assert record["world_size"] == 2
+    assert record["data"]["train_decode_failures"] == len(victims) == 2  # seen by rank 1, reported by rank 0
+    assert sorted(record["data"]["train_failed_video_ids"]) == sorted(victims)
+    with (run_dir / "metrics.csv").open(newline="") as fh:
+        counted = [float(r["train/num_videos_failed"]) for r in csv.DictReader(fh) if r.get("train/num_videos_failed")]
+    assert counted == [2.0]  # the epoch's sum over both ranks
+
+
+def test_ddp_crash_mid_epoch_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    """Two ranks, each with its own shard, data position and RNG stream, resumed from a step checkpoint."""
+    root = make_fake_msrvtt(tmp_path / "data")
+    conf = Path(__file__).parent / "conf" / "clip4clip_tiny.yaml"
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(repo)}
+
+    def fit(name: str, *extra: str) -> subprocess.CompletedProcess:
+        logger = json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                              "init_args": {"save_dir": str(tmp_path / name), "name": "r"}}])
+        args = ["fit", "--config", str(conf), "--data.init_args.root", str(root), "--trainer.devices", "2",
+                "--trainer.strategy", "ddp_spawn", "--model.class_path", "tests.resume_helpers.DropoutCLIP4Clip",
+                "--data.init_args.batch_size", "2", "--checkpoint_every_n_train_steps", "3",
+                "--trainer.enable_progress_bar", "false", "--trainer.logger", logger,
+                "--trainer.callbacks+=tests.resume_helpers.SaveFinalWeights",
+                f"--trainer.callbacks.path={tmp_path / name}.pt", *extra]
+        return subprocess.run([sys.executable, "main.py", *args], cwd=repo, env=env, capture_output=True, text=True,
+                              timeout=600)
+
+    # 36 pairs, 2 ranks x batch 2: 9 steps per epoch; the crash comes 2 steps after the step-12 checkpoint
+    straight = fit("straight")
+    assert straight.returncode == 0, straight.stderr[-5000:]
+    crashed = fit("resumed", "--trainer.callbacks+=tests.resume_helpers.CrashAtStep", "--trainer.callbacks.step=14")
+    assert crashed.returncode != 0 and "simulated crash before step 14" in crashed.stderr
+    run_dir = tmp_path / "resumed" / "r" / "version_0"
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 12 and len(ckpt["callbacks"]["ExactResume"]["rng"]) == 2
+    resumed = fit("resumed", "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"))
+    assert resumed.returncode == 0, resumed.stderr[-5000:]
+
+    def values(run: Path) -> list[tuple]:
+        with (run / "metrics.csv").open(newline="") as fh:
+            return sorted((r["epoch"], r["step"], k, v) for r in csv.DictReader(fh) for k, v in r.items()
+                          if v and k not in ("epoch", "step") and "eval_seconds" not in k and not k.startswith("test/"))
+
+    # (under ddp_spawn the uninterrupted run's final test opens a new logger version; the resumed run's logger
+    # version is pinned, so its test rows land in the fit directory: test rows are left out)
+    reference = next((tmp_path / "straight").rglob("checkpoints")).parent
+    assert values(run_dir) == values(reference)
+    final = torch.load(tmp_path / "resumed.pt", weights_only=True)
+    expected = torch.load(tmp_path / "straight.pt", weights_only=True)
+    assert all(torch.equal(final[k], expected[k]) for k in expected), "final weights differ"
