@@ -77,10 +77,11 @@ class CachedFeatures:
 @torch.no_grad()
 def _encode_videos(dm: VideoTextDataModule, split_name: str, backbone: Any, device: torch.device,
                    ) -> tuple[np.ndarray, np.ndarray]:
-    from datamodules.base import VideoDataset, _VideoSource, collate_videos
+    from datamodules.collate import collate_videos
+    from datamodules.datasets import VideoDataset, VideoSource
 
     split = dm.splits[split_name]
-    source = _VideoSource(split, dm.reader, dm.image_size, dm.num_frames)
+    source = VideoSource(split, dm.reader, dm.image_size, dm.num_frames)
     # a private generator: building the cache must not consume the global torch RNG, or the first run of a
     # config (which builds it) would train with another dropout stream than every later run (which loads it)
     loader = DataLoader(VideoDataset(split, source), batch_size=max(1, dm.eval_batch_size // 2),

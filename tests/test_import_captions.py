@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from datamodules import MSRVTT, CaptionStore
-from datamodules.base import align_narration
+from datamodules.datasets import align_narration
 from datamodules.readers import sample_frame_indices
 from experiments import import_captions, prepare
 from experiments.import_captions import CaptionImportError
