@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from datamodules.batch import PairBatch, TextBatch, VideoBatch
+from datamodules.batch import AUX_CAPTION_TYPES, AuxCaptions, PairBatch, SupplementCaptions, TextBatch, VideoBatch
 
 
 def _stack(items: list[dict[str, Any]], key: str) -> Tensor | None:
@@ -38,16 +38,35 @@ def collate_videos(items: list[dict[str, Any]]) -> VideoBatch:
     else:  # every video of the batch failed: an empty batch the model skips
         t, c, h, w = items[0]["empty_shape"]
         frames, mask = torch.zeros((0, t, c, h, w), dtype=torch.uint8), torch.zeros((0, t), dtype=torch.bool)
-    aux: dict[str, list[list[str]]] = {}
+    aux: dict[str, AuxCaptions] = {}
     if good and "aux" in good[0]:
-        aux = {name: [it["aux"][name] for it in good] for name in good[0]["aux"]}
-    if good and "aux_cached" in good[0]:  # frozen text trunk: per-frame caption states from the cache
-        for name in good[0]["aux_cached"]:
-            aux[f"{name}_cached_tokens"] = torch.stack([it["aux_cached"][name][0] for it in good])
-            aux[f"{name}_cached_mask"] = torch.stack([it["aux_cached"][name][1] for it in good])
+        aux = {name: collate_aux(name, good) for name in good[0]["aux"]}
     return VideoBatch(index=torch.tensor([it["video_index"] for it in good], dtype=torch.long), mask=mask,
                       video_ids=[it["video_id"] for it in good], frames=frames,
                       cached_frames=_stack(good, "cached_frames"), aux=aux, failed=failed)
+
+
+def _pad_stack(rows: list[Tensor]) -> Tensor:
+    """Stack ``[N_i, ...]`` tensors into ``[B, max N_i, ...]``, zero rows after each one's end."""
+    longest = max(r.shape[0] for r in rows)
+    if all(r.shape[0] == longest for r in rows):
+        return torch.stack(rows)
+    out = rows[0].new_zeros((len(rows), longest, *rows[0].shape[1:]))
+    for i, r in enumerate(rows):
+        out[i, :r.shape[0]] = r
+    return out
+
+
+def collate_aux(kind: str, items: list[dict[str, Any]]) -> AuxCaptions:
+    """The ``kind`` captions of the items as their typed ``AuxCaptions`` (with cached trunk states if present)."""
+    tokens = mask = None
+    if "aux_cached" in items[0]:  # frozen text trunk: the captions' states from the cache
+        tokens = _pad_stack([it["aux_cached"][kind][0] for it in items])
+        mask = _pad_stack([it["aux_cached"][kind][1] for it in items])
+    captions = [it["aux"][kind] for it in items]
+    if kind == SupplementCaptions.kind:
+        return SupplementCaptions(captions, tokens, mask, prompts=[it["aux_prompt"][kind] for it in items])
+    return AUX_CAPTION_TYPES[kind](captions, tokens, mask)
 
 
 def collate_pairs(items: list[dict[str, Any]]) -> PairBatch:

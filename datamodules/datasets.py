@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from datamodules.annotations import Split, VideoEntry
+from datamodules.batch import AUX_CAPTION_TYPES
 from datamodules.captions import CaptionRecord, CaptionStore
 from datamodules.readers import (
     ReaderName,
@@ -56,7 +57,7 @@ class VideoSource:
         self.narration_match = narration_match
         self._reader = None
         self.cache: Any | None = None  # datamodules.feature_cache.CachedFeatures
-        self.text_cache: Any | None = None  # cached text-trunk states, also used for narration captions
+        self.text_cache: Any | None = None  # cached text-trunk states, also used for the aux captions
 
     def load(self, video: int, mode: SamplingMode, rng: np.random.Generator | None = None) -> dict[str, Any]:
         """One video's item. ``rng`` (the training sampler's per-item generator) draws the random frame
@@ -92,15 +93,18 @@ class VideoSource:
         if self.aux:
             item["aux"] = {name: self._aux_captions(name, store, entry.video_id, indices, int(item["mask"].sum()))
                            for name, store in self.aux.items()}
-            if self.text_cache is not None and "narration" in item["aux"]:
-                item["aux_cached"] = {"narration": self._cached_rows(item["aux"]["narration"])}
+            item["aux_prompt"] = {name: store[entry.video_id].prompt for name, store in self.aux.items()}
+            if self.text_cache is not None:  # frozen text trunk: every kind's caption states from the cache
+                item["aux_cached"] = {name: self._cached_rows(captions, AUX_CAPTION_TYPES[name].per_frame)
+                                      for name, captions in item["aux"].items()}
         return item
 
-    def _cached_rows(self, captions: list[str]) -> tuple[Tensor, Tensor]:
-        """Cached text-trunk states of one caption per frame, padded to ``num_frames`` rows: ``[T, L, H]``."""
+    def _cached_rows(self, captions: list[str], per_frame: bool) -> tuple[Tensor, Tensor]:
+        """Cached text-trunk states of the captions, ``[N, L, H]`` and mask ``[N, L]``; per-frame captions are
+        padded with zero rows to ``num_frames``."""
         rows = [self.text_cache.text(c) for c in captions]
         tokens, masks = torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
-        pad = self.num_frames - len(rows)
+        pad = self.num_frames - len(rows) if per_frame else 0
         if pad > 0:
             tokens = torch.cat([tokens, tokens.new_zeros((pad, *tokens.shape[1:]))])
             masks = torch.cat([masks, masks.new_zeros((pad, *masks.shape[1:]))])
@@ -112,7 +116,7 @@ class VideoSource:
         if record is None:  # setup() checked every id; this is a store swapped under us
             store.require([video_id])
         assert record is not None
-        if name != "narration":
+        if not AUX_CAPTION_TYPES[name].per_frame:
             return list(record.captions)
         return align_narration(record, indices, num_real, self.narration_match, store.path)
 
