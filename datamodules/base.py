@@ -233,7 +233,7 @@ class VideoTextDataModule(L.LightningDataModule):
                 self._text_sources[name] = TextSource()
         if stage == "fit" and not self.feature_cache:
             # with the feature cache the model may serve uniformly sampled cached frames instead; decided in
-            # the model's setup, so that case is checked in train_dataloader (still before the first item)
+            # the cache callback's setup, so that case is checked in train_dataloader (still before the first item)
             self._check_narration_sampling()
         if stage == "predict":
             seen: set[str] = set()
@@ -519,8 +519,9 @@ class VideoTextDataModule(L.LightningDataModule):
     def use_feature_cache(self, cache: Any, info: dict[str, Any]) -> None:
         """Serve cached trunk outputs (``datamodules.feature_cache``) instead of frames/texts.
 
-        The model builds the cache in its ``setup`` (it owns the backbone, and under DDP only rank 0
-        builds); only trunks that are frozen are cached, a trainable trunk keeps reading frames/texts.
+        ``callbacks.feature_cache.FeatureCacheCallback`` builds the cache with the model's backbone in its
+        ``setup`` (under DDP only rank 0 builds); only trunks that are frozen are cached, a trainable trunk keeps
+        reading frames/texts.
         """
         self.cache_info = info
         for name in self.splits:

@@ -315,20 +315,16 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         size = getattr(dm, "image_size", None)
         if size is not None and size != self.backbone.image_size and not getattr(dm, "feature_cache", False):
             log.warning("data image_size=%s differs from the backbone's image_size=%s", size, self.backbone.image_size)
-        if getattr(dm, "feature_cache", False) and hasattr(dm, "use_feature_cache"):
-            self._attach_cache(dm)
 
-    def _attach_cache(self, dm: Any) -> None:
-        from datamodules.feature_cache import build_or_load_cache
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The frozen-feature cache callback (``callbacks/feature_cache.py``) when the data module asks for the cache
+        (``data.init_args.feature_cache: true``); it builds the cache before this module's ``setup``."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if not getattr(dm, "feature_cache", False):
+            return []
+        from callbacks.feature_cache import FeatureCacheCallback
 
-        device = self.trainer.strategy.root_device
-        self.backbone.to(device)
-        if self.trainer.is_global_zero:
-            cache, info = build_or_load_cache(dm, self.backbone, device, build=True)
-        self.trainer.strategy.barrier("vtr_feature_cache")
-        if not self.trainer.is_global_zero:
-            cache, info = build_or_load_cache(dm, self.backbone, device, build=False)
-        dm.use_feature_cache(cache, info)
+        return [FeatureCacheCallback()]
 
     def training_step(self, batch: PairBatch, batch_idx: int) -> Tensor | None:
         # videos that failed to decode (on_decode_error: skip) were dropped from the batch; the epoch's total
