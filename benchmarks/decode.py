@@ -68,14 +68,16 @@ def time_reader(video_dir: Path, reader: str, workers: int, num_frames: int, ima
     import torch
     from torch.utils.data import DataLoader
 
-    from datamodules.base import Split, VideoDataset, VideoEntry, _VideoSource, collate_videos
+    from datamodules.annotations import Split, VideoEntry
+    from datamodules.collate import collate_videos
+    from datamodules.datasets import VideoDataset, VideoSource
 
     if reader == "frames":
         entries = sorted(p for p in video_dir.iterdir() if p.is_dir())
     else:
         entries = sorted(video_dir.glob("*.mp4"))
     split = Split("bench", [VideoEntry(p.stem, p) for p in entries], [])
-    source = _VideoSource(split, reader, image_size, num_frames)  # type: ignore[arg-type]
+    source = VideoSource(split, reader, image_size, num_frames)  # type: ignore[arg-type]
     loader = DataLoader(VideoDataset(split, source), batch_size=4, num_workers=workers, collate_fn=collate_videos,
                         persistent_workers=workers > 0)
     torch.set_num_threads(1)

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from datamodules.batch import PairBatch, TextBatch, VideoBatch
+    from datamodules.batch import NarrationCaptions, PairBatch, TextBatch, VideoBatch
     from lightning_modules import CLIP4Clip, NarVid, PretrainedTwoTower
 
     dev = torch.device(args.device)
@@ -44,8 +44,9 @@ def main() -> None:
                      cached_tokens=torch.randn(b, words, 384, generator=g), cached_mask=mask)
     video = VideoBatch(index=torch.arange(b), mask=torch.ones(b, t, dtype=torch.bool), video_ids=[""] * b,
                        cached_frames=torch.randn(b, t, 1280, generator=g),
-                       aux={"narration_cached_tokens": torch.randn(b, t, words, 384, generator=g),
-                            "narration_cached_mask": narr_mask})
+                       aux={"narration": NarrationCaptions([[""] * t for _ in range(b)],
+                                                           tokens=torch.randn(b, t, words, 384, generator=g),
+                                                           mask=narr_mask)})
     batch = PairBatch(text=text, video=video).to(dev)
 
     def backbone() -> PretrainedTwoTower:

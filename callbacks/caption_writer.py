@@ -30,6 +30,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from datamodules.jsonl import read_jsonl_lines
+
 
 def repair_jsonl(path: Path) -> int:
     """Truncate a torn last line away; returns the number of bytes dropped. Raises on a bad middle line."""
@@ -58,21 +60,9 @@ def repair_jsonl(path: Path) -> int:
 
 
 def read_jsonl(path: Path, tolerant_tail: bool = True) -> Iterator[dict[str, Any]]:
-    """Records of a JSONL file; a torn last line is skipped, a bad line elsewhere raises naming the file."""
-    if not path.is_file():
-        return
-    with path.open("rb") as fh:
-        lines = fh.read().split(b"\n")
-    for n, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as exc:
-            if tolerant_tail and n >= len(lines) - 2 and not any(x.strip() for x in lines[n + 1:]):
-                return
-            raise ValueError(f"{path}: line {n + 1} is not valid JSON ({exc.msg}); the caption store is corrupt "
-                             "in the middle (not a torn last line), fix or remove that line") from exc
+    """Records of a JSONL file (none if it does not exist); the torn-last-line rule of ``datamodules/jsonl.py``."""
+    if path.is_file():
+        yield from (record for _, record in read_jsonl_lines(path, tolerate_torn_tail=tolerant_tail))
 
 
 def append_records(fd: int, records: Sequence[dict[str, Any]]) -> None:

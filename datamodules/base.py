@@ -10,469 +10,38 @@ Evaluation uses *two* loaders, texts and videos, so a video with 40 captions (MS
 
 from __future__ import annotations
 
-import builtins
-import collections
-import csv
 import json
 import logging
-import pickle
-import random
-from abc import abstractmethod
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-import numpy as np
 import torch
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.batch import PairBatch, TextBatch, VideoBatch
-from datamodules.captions import KINDS, CaptionRecord, CaptionStore
-from datamodules.readers import (
-    VIDEO_EXTENSIONS,
-    ReaderName,
-    SamplingMode,
-    VideoDecodeError,
-    VideoReader,
-    build_reader,
-    sample_frame_indices,
+from datamodules.annotations import EvalIndex, Split, TextEntry, VideoEntry, eval_split, read_id_list, stage_split
+from datamodules.batch import PairBatch, VideoBatch
+from datamodules.captions import KINDS, CaptionStore
+from datamodules.collate import collate_pairs, collate_predict, collate_texts, collate_videos
+from datamodules.datasets import (
+    DecodeErrorPolicy,
+    NarrationMatch,
+    PairDataset,
+    PredictVideoDataset,
+    TextDataset,
+    TextSource,
+    VideoDataset,
+    VideoSource,
 )
-from datamodules.sampling import ResumableDataLoader, ResumableSampler, SampleKey, TrainProgress, default_seed
+from datamodules.readers import VIDEO_EXTENSIONS, ReaderName, SamplingMode
+from datamodules.sampling import ResumableDataLoader, ResumableSampler, TrainProgress, default_seed
 
 log = logging.getLogger(__name__)
 
-Stage = Literal["fit", "validate", "test", "predict"]
-DecodeErrorPolicy = Literal["raise", "skip"]
-NarrationMatch = Literal["exact", "nearest"]
 MANIFEST_NAME = "vtr_manifest.json"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
-@dataclass
-class VideoEntry:
-    """One video of a split: its public id and where its file (or frame folder) is."""
-
-    video_id: str
-    path: Path
-
-
-@dataclass
-class TextEntry:
-    """One text of a split: a stable id, the sentence and the index of its video in ``Split.videos``."""
-
-    text_id: str
-    text: str
-    video: int
-
-
-@dataclass
-class Split:
-    """A split as the protocol defines it: the videos, the texts, and how they map."""
-
-    name: str
-    videos: list[VideoEntry]
-    texts: list[TextEntry]
-    protocol: str = ""
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self, source: str) -> None:
-        """Empty captions and dangling video references are annotation errors: fail loudly."""
-        if not self.videos:
-            raise ValueError(f"{source}: split '{self.name}' has no videos")
-        ids = [v.video_id for v in self.videos]
-        if len(set(ids)) != len(ids):
-            dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-            raise ValueError(f"{source}: split '{self.name}' lists videos more than once: {dup}")
-        for t in self.texts:
-            if not t.text or not t.text.strip():
-                raise ValueError(f"{source}: empty caption {t.text_id!r} (video "
-                                 f"{self.videos[t.video].video_id}) in split '{self.name}'; fix or remove it")
-            if not 0 <= t.video < len(self.videos):
-                raise ValueError(f"{source}: text {t.text_id!r} points at video index {t.video} outside the split")
-        has_text = np.zeros(len(self.videos), dtype=bool)
-        has_text[[t.video for t in self.texts]] = True
-        if not has_text.all():
-            missing = [self.videos[i].video_id for i in np.flatnonzero(~has_text)[:5]]
-            raise ValueError(f"{source}: {int((~has_text).sum())} video(s) of split '{self.name}' have no "
-                             f"caption, e.g. {missing}")
-
-    def texts_of_video(self) -> list[list[int]]:
-        """For each video, the indices of its texts."""
-        groups: list[list[int]] = [[] for _ in self.videos]
-        for i, t in enumerate(self.texts):
-            groups[t.video].append(i)
-        return groups
-
-
-@dataclass
-class EvalIndex:
-    """What the model needs to score an evaluation split and write its artifacts."""
-
-    text_ids: list[str]
-    texts: list[str]
-    text_to_video: list[int]
-    video_ids: list[str]
-
-
-# --------------------------------------------------------------------------------------------- file formats
-def read_json(path: Path) -> Any:
-    """JSON with an error that names the file and the position of a syntax error."""
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-
-
-def read_csv_rows(path: Path, required: list[str]) -> list[dict[str, str]]:
-    """CSV rows as dicts; fails naming the file and the missing column(s)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"split file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in required if c not in columns]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; found {columns}")
-        return [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
-
-
-def read_id_list(path: Path) -> list[str]:
-    """A split list (``train_list.txt``): one video id per line, blank lines ignored, duplicates an error."""
-    if not path.is_file():
-        raise FileNotFoundError(f"split file not found: {path}")
-    ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not ids:
-        raise ValueError(f"{path}: split list is empty")
-    seen: set[str] = set()
-    dup = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
-    if dup:
-        raise ValueError(f"{path}: video ids listed more than once: {dup[:5]}")
-    return ids
-
-
-_PICKLE_ALLOWED = {("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "int")}
-_PICKLE_ALLOWED |= {("collections", "OrderedDict"), ("__builtin__", "unicode"), ("__builtin__", "str")}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Admits only builtin containers and strings: an annotation pickle has no business running code."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _PICKLE_ALLOWED:
-            return getattr(builtins, name, None) or getattr(collections, name, str)
-        raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
-
-
-def load_restricted_pickle(path: Path) -> Any:
-    """Unpickle an annotation file (MSVD ``raw-captions.pkl``) admitting only containers and strings."""
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    try:
-        with path.open("rb") as fh:
-            return _RestrictedUnpickler(fh, encoding="latin1").load()
-    except pickle.UnpicklingError as exc:
-        raise ValueError(f"{path}: refused to unpickle: {exc}; this file may hold only dicts, lists and strings "
-                         "(an annotation pickle that references other globals is not a dataset file)") from exc
-    except (EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
-
-
-# --------------------------------------------------------------------------------------------- datasets
-class _VideoSource:
-    """Frames (decoded now) or cached trunk features for one split's videos, plus their aux captions.
-
-    With ``on_decode_error="skip"`` a video that fails to decode yields a *failure marker* instead of an
-    item; the collate functions drop it from the batch and record it in ``VideoBatch.failed`` (never a
-    zero clip). With ``"raise"`` the ``VideoDecodeError`` (naming the file) stops the run.
-    """
-
-    def __init__(self, split: Split, reader: ReaderName, image_size: int, num_frames: int,
-                 on_decode_error: DecodeErrorPolicy = "raise", aux: dict[str, CaptionStore] | None = None,
-                 narration_match: NarrationMatch = "exact") -> None:
-        self.split = split
-        self.reader_name = reader
-        self.image_size = image_size
-        self.num_frames = num_frames
-        self.on_decode_error = on_decode_error
-        self.aux = aux or {}
-        self.narration_match = narration_match
-        self._reader = None
-        self.cache: Any | None = None  # datamodules.feature_cache.CachedFeatures
-        self.text_cache: Any | None = None  # cached text-trunk states, also used for narration captions
-
-    def load(self, video: int, mode: SamplingMode, rng: np.random.Generator | None = None) -> dict[str, Any]:
-        """One video's item. ``rng`` (the training sampler's per-item generator) draws the random frame
-        offsets; without it they come from the worker's RNG, which a resumed run cannot reproduce."""
-        entry = self.split.videos[video]
-        if self.cache is not None:
-            feats, mask = self.cache.video(entry.video_id)
-            item = {"cached_frames": feats, "mask": mask}
-            indices = None
-        else:
-            if self._reader is None:  # built lazily inside the worker process
-                self._reader = build_reader(self.reader_name, self.image_size)
-            if rng is None and mode != "uniform":
-                rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
-            try:
-                frames, indices = self._reader.read_sampled(entry.path, self.num_frames, mode, rng)
-            except (VideoDecodeError, FileNotFoundError) as exc:
-                if self.on_decode_error == "raise":
-                    raise VideoDecodeError(f"{exc} [video {entry.video_id!r} of split '{self.split.name}'; set "
-                                           "data.init_args.on_decode_error=skip to count and skip such videos, "
-                                           "or re-run the preparation command to list them in the manifest]"
-                                           ) from exc
-                log.warning("decode failure (skipped, counted): %s", exc)
-                return {"failed": f"{type(exc).__name__}: {exc}",
-                        "empty_shape": (self.num_frames, 3, self.image_size, self.image_size)}
-            t = frames.shape[0]
-            mask = torch.zeros(self.num_frames, dtype=torch.bool)
-            mask[:t] = True
-            if t < self.num_frames:
-                pad = frames.new_zeros((self.num_frames - t, *frames.shape[1:]))
-                frames = torch.cat([frames, pad])
-            item = {"frames": frames, "mask": mask}
-        if self.aux:
-            item["aux"] = {name: self._aux_captions(name, store, entry.video_id, indices, int(item["mask"].sum()))
-                           for name, store in self.aux.items()}
-            if self.text_cache is not None and "narration" in item["aux"]:
-                item["aux_cached"] = {"narration": self._cached_rows(item["aux"]["narration"])}
-        return item
-
-    def _cached_rows(self, captions: list[str]) -> tuple[Tensor, Tensor]:
-        """Cached text-trunk states of one caption per frame, padded to ``num_frames`` rows: ``[T, L, H]``."""
-        rows = [self.text_cache.text(c) for c in captions]
-        tokens, masks = torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
-        pad = self.num_frames - len(rows)
-        if pad > 0:
-            tokens = torch.cat([tokens, tokens.new_zeros((pad, *tokens.shape[1:]))])
-            masks = torch.cat([masks, masks.new_zeros((pad, *masks.shape[1:]))])
-        return tokens, masks
-
-    def _aux_captions(self, name: str, store: CaptionStore, video_id: str, indices: np.ndarray | None,
-                      num_real: int) -> list[str]:
-        record = store.get(video_id)
-        if record is None:  # setup() checked every id; this is a store swapped under us
-            store.require([video_id])
-        assert record is not None
-        if name != "narration":
-            return list(record.captions)
-        return align_narration(record, indices, num_real, self.narration_match, store.path)
-
-
-def align_narration(record: CaptionRecord, indices: np.ndarray | None, num_real: int, match: NarrationMatch,
-                    path: Path) -> list[str]:
-    """Per-frame narration aligned to the frames fed to the model (one caption per real frame).
-
-    With ``frame_indices`` in the record, each fed frame index must be one of them (``exact``), or takes
-    the caption of the nearest narrated frame (``nearest``, for random-offset training). Without them, the
-    record must hold exactly one caption per fed frame, used in order.
-    """
-    if record.frame_indices is None or indices is None:
-        if len(record.captions) != num_real:
-            raise ValueError(f"{path}: narration of video {record.video_id!r} has {len(record.captions)} captions "
-                             f"but {num_real} frames are fed and the record has no frame_indices to align them; "
-                             "regenerate the narration with the data's num_frames")
-        return list(record.captions)
-    narrated = np.asarray(record.frame_indices)
-    fed = np.asarray(indices)
-    if match == "exact":
-        position = {int(f): k for k, f in enumerate(narrated)}
-        absent = [int(i) for i in fed if int(i) not in position]
-        if absent:
-            raise ValueError(f"{path}: narration of video {record.video_id!r} covers frames {narrated.tolist()} "
-                             f"but frames {fed.tolist()} are fed ({absent[:5]} not narrated). Use the narration's "
-                             "sampling (num_frames, train_sampling: uniform) or narration_match: nearest")
-        return [record.captions[position[int(i)]] for i in fed]
-    nearest = np.abs(fed[:, None] - narrated[None, :]).argmin(1)
-    return [record.captions[int(k)] for k in nearest]
-
-
-class _TextSource:
-    def __init__(self) -> None:
-        self.cache: Any | None = None
-
-    def load(self, text: str) -> dict[str, Any]:
-        if self.cache is None:
-            return {}
-        tokens, mask = self.cache.text(text)
-        return {"cached_tokens": tokens, "cached_mask": mask}
-
-
-class PairDataset(Dataset):
-    """Training pairs: one sample per caption, or one sample per video with a random caption."""
-
-    def __init__(self, split: Split, videos: _VideoSource, texts: _TextSource, one_caption_per_video: bool,
-                 sampling: SamplingMode) -> None:
-        self.split, self.videos, self.texts = split, videos, texts
-        self.one_caption_per_video = one_caption_per_video
-        self.sampling = sampling
-        self.groups = split.texts_of_video()
-
-    def __len__(self) -> int:
-        return len(self.split.videos) if self.one_caption_per_video else len(self.split.texts)
-
-    def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
-        # a SampleKey (ResumableSampler) carries the item's own RNG: the caption choice and the frame offsets
-        # are then a function of (seed, epoch, position), identical in an uninterrupted and a resumed run
-        rng = key.rng() if isinstance(key, SampleKey) else None
-        i = int(key.index) if isinstance(key, SampleKey) else int(key)
-        if not self.one_caption_per_video:
-            text_index = i
-        elif rng is not None:
-            text_index = self.groups[i][int(rng.integers(len(self.groups[i])))]
-        else:
-            text_index = random.choice(self.groups[i])
-        entry = self.split.texts[text_index]
-        return {"text_index": text_index, "video_index": entry.video, "text": entry.text,
-                "video_id": self.split.videos[entry.video].video_id,
-                **self.videos.load(entry.video, self.sampling, rng), **self.texts.load(entry.text)}
-
-
-class TextDataset(Dataset):
-    """Evaluation texts, in split order."""
-
-    def __init__(self, split: Split, texts: _TextSource) -> None:
-        self.split, self.texts = split, texts
-
-    def __len__(self) -> int:
-        return len(self.split.texts)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        entry = self.split.texts[i]
-        return {"text_index": i, "video_index": entry.video, "text": entry.text, **self.texts.load(entry.text)}
-
-
-class VideoDataset(Dataset):
-    """Evaluation videos, in split order, uniformly sampled."""
-
-    def __init__(self, split: Split, videos: _VideoSource) -> None:
-        self.split, self.videos = split, videos
-
-    def __len__(self) -> int:
-        return len(self.split.videos)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"video_index": i, "video_id": self.split.videos[i].video_id, **self.videos.load(i, "uniform")}
-
-
-def _stack(items: list[dict[str, Any]], key: str) -> Tensor | None:
-    if not items or key not in items[0]:
-        return None
-    return torch.stack([it[key] for it in items])
-
-
-def _split_failed(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[int, str, str]]]:
-    good = [it for it in items if "failed" not in it]
-    failed = [(int(it["video_index"]), str(it["video_id"]), str(it["failed"])) for it in items if "failed" in it]
-    return good, failed
-
-
-def collate_texts(items: list[dict[str, Any]]) -> TextBatch:
-    """List of text items -> ``TextBatch``."""
-    return TextBatch(index=torch.tensor([it["text_index"] for it in items], dtype=torch.long),
-                     video_index=torch.tensor([it["video_index"] for it in items], dtype=torch.long),
-                     texts=[it["text"] for it in items],
-                     cached_tokens=_stack(items, "cached_tokens"), cached_mask=_stack(items, "cached_mask"))
-
-
-def collate_videos(items: list[dict[str, Any]]) -> VideoBatch:
-    """List of video items -> ``VideoBatch``; items that failed to decode are dropped and listed in ``failed``."""
-    good, failed = _split_failed(items)
-    if good:
-        frames, mask = _stack(good, "frames"), _stack(good, "mask")
-    else:  # every video of the batch failed: an empty batch the model skips
-        t, c, h, w = items[0]["empty_shape"]
-        frames, mask = torch.zeros((0, t, c, h, w), dtype=torch.uint8), torch.zeros((0, t), dtype=torch.bool)
-    aux: dict[str, list[list[str]]] = {}
-    if good and "aux" in good[0]:
-        aux = {name: [it["aux"][name] for it in good] for name in good[0]["aux"]}
-    if good and "aux_cached" in good[0]:  # frozen text trunk: per-frame caption states from the cache
-        for name in good[0]["aux_cached"]:
-            aux[f"{name}_cached_tokens"] = torch.stack([it["aux_cached"][name][0] for it in good])
-            aux[f"{name}_cached_mask"] = torch.stack([it["aux_cached"][name][1] for it in good])
-    return VideoBatch(index=torch.tensor([it["video_index"] for it in good], dtype=torch.long), mask=mask,
-                      video_ids=[it["video_id"] for it in good], frames=frames,
-                      cached_frames=_stack(good, "cached_frames"), aux=aux, failed=failed)
-
-
-def collate_pairs(items: list[dict[str, Any]]) -> PairBatch:
-    """List of pair items -> ``PairBatch`` (a pair whose video failed to decode is dropped from both sides)."""
-    good = [it for it in items if "failed" not in it]
-    video = collate_videos(items)
-    return PairBatch(text=collate_texts(good), video=video)
-
-
-def read_with_indices(reader: VideoReader, path: Path, num_frames: int) -> tuple[Tensor, np.ndarray]:
-    """Uniformly sampled ``uint8 [T, 3, S, S]`` frames *and* the indices they were taken at (one decode)."""
-    chosen: dict[str, np.ndarray] = {}
-
-    def choose(n: int) -> np.ndarray:
-        chosen["idx"] = sample_frame_indices(n, num_frames, "uniform")
-        return chosen["idx"]
-
-    try:
-        frames = reader.read(path, choose)
-    except (VideoDecodeError, FileNotFoundError):
-        raise
-    except Exception as exc:  # decoder libraries raise many types; name the file either way
-        raise VideoDecodeError(f"could not decode {path}: {type(exc).__name__}: {exc}") from exc
-    return frames, chosen["idx"]
-
-
-class PredictVideoDataset(Dataset):
-    """Videos to caption (``predict``): uniformly sampled frames and the frame index of each.
-
-    With ``decode=False`` only the frame count is read (the simulated captioner needs indices, not pixels).
-    """
-
-    def __init__(self, videos: list[VideoEntry], reader: ReaderName, image_size: int, num_frames: int,
-                 decode: bool = True) -> None:
-        self.videos, self.reader_name, self.image_size = videos, reader, image_size
-        self.num_frames, self.decode = num_frames, decode
-        self._reader: VideoReader | None = None
-
-    def __len__(self) -> int:
-        return len(self.videos)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        entry = self.videos[i]
-        if self._reader is None:  # built lazily inside the worker process
-            self._reader = build_reader(self.reader_name, self.image_size)
-        item: dict[str, Any] = {"video_index": i, "video_id": entry.video_id}
-        if self.decode:
-            frames, idx = read_with_indices(self._reader, entry.path, self.num_frames)
-            item["frames"] = frames
-        else:
-            if not entry.path.exists():
-                raise FileNotFoundError(f"video file not found: {entry.path}")
-            idx = sample_frame_indices(self._reader.num_frames(entry.path), self.num_frames, "uniform")
-        item["frame_indices"] = [int(k) for k in idx]
-        return item
-
-
-def collate_predict(items: list[dict[str, Any]]) -> VideoBatch:
-    """Predict items -> ``VideoBatch`` (frames padded + masked; ``aux["frame_indices"]`` per video)."""
-    lengths = [len(it["frame_indices"]) for it in items]
-    t_max = max(lengths)
-    mask = torch.zeros(len(items), t_max, dtype=torch.bool)
-    for row, n in enumerate(lengths):
-        mask[row, :n] = True
-    frames = None
-    if "frames" in items[0]:
-        first = items[0]["frames"]
-        frames = first.new_zeros((len(items), t_max, *first.shape[1:]))
-        for row, it in enumerate(items):
-            frames[row, :it["frames"].shape[0]] = it["frames"]
-    return VideoBatch(index=torch.tensor([it["video_index"] for it in items]), mask=mask,
-                      video_ids=[it["video_id"] for it in items], frames=frames,
-                      aux={"frame_indices": [it["frame_indices"] for it in items]})
-
-
-# --------------------------------------------------------------------------------------------- datamodule
 class VideoTextDataModule(L.LightningDataModule):
     """Base data module for text-video retrieval.
 
@@ -518,6 +87,9 @@ class VideoTextDataModule(L.LightningDataModule):
     """
 
     name: str = "dataset"
+    title: str = "dataset"  # how the dataset is named in metrics.json (``model_selection``)
+    # split -> video-id list file (relative to ``root``), for data modules whose splits are id lists
+    lists: dict[str, str]
 
     def __init__(self, root: str, video_dir: str = "videos", num_frames: int = 12, image_size: int = 224,
                  max_words: int = 32, reader: ReaderName = "decord", batch_size: int = 64,
@@ -553,8 +125,8 @@ class VideoTextDataModule(L.LightningDataModule):
         self.feature_cache = feature_cache
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".vtr_cache"
         self.splits: dict[str, Split] = {}
-        self._video_sources: dict[str, _VideoSource] = {}
-        self._text_sources: dict[str, _TextSource] = {}
+        self._video_sources: dict[str, VideoSource] = {}
+        self._text_sources: dict[str, TextSource] = {}
         self._aux_stores: dict[str, CaptionStore] = {}
         self._manifest: dict[str, Any] | None = None
         self.cache_info: dict[str, Any] = {}
@@ -577,13 +149,26 @@ class VideoTextDataModule(L.LightningDataModule):
         return p if p.is_absolute() else self.root / p
 
     # ---------------------------------------------------------------- for subclasses
-    @abstractmethod
     def load_split(self, split: str) -> Split:
-        """Parse the public annotation files for ``split`` in ``{"train", "val", "test"}``."""
+        """Parse the public annotation files for ``split`` in ``{"train", "val", "test"}``.
 
-    def split_for_stage(self, stage: str) -> str:
-        """Which split a Lightning stage evaluates on (``val`` may be the test split, see subclasses)."""
-        return {"fit": "train", "validate": "val", "test": "test", "predict": "test"}[stage]
+        The default is a template for data modules whose splits are video-id lists (``self.lists``, e.g.
+        ``datamodules/msvd.py``): it checks the name, reads the list and hands it to ``parse_listed_split``,
+        then records the validation split as the model-selection split. Others override it
+        (``datamodules/msrvtt.py``).
+        """
+        lists = getattr(self, "lists", {})
+        if split not in lists:
+            raise ValueError(f"unknown split {split!r}")
+        list_file = self.root / lists[split]
+        result = self.parse_listed_split(split, read_id_list(list_file), list_file)
+        if split == "val":
+            result.info["model_selection"] = f"{self.title} validation split ({lists['val']})"
+        return result
+
+    def parse_listed_split(self, split: str, video_ids: list[str], list_file: Path) -> Split:
+        """The split of the ids listed in ``list_file`` (see ``load_split``); subclasses with ``lists`` define it."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither load_split nor parse_listed_split")
 
     def video_path(self, video_id: str) -> Path:
         """File (or frame folder) of a video id: ``<video_dir>/<id>`` with a known extension."""
@@ -643,12 +228,12 @@ class VideoTextDataModule(L.LightningDataModule):
                 split = self._drop_missing(self.load_split(name))
                 aux = self._aux_for(split)
                 self.splits[name] = split
-                self._video_sources[name] = _VideoSource(split, self.reader, self.image_size, self.num_frames,
+                self._video_sources[name] = VideoSource(split, self.reader, self.image_size, self.num_frames,
                                                          self.on_decode_error, aux, self.narration_match)
-                self._text_sources[name] = _TextSource()
+                self._text_sources[name] = TextSource()
         if stage == "fit" and not self.feature_cache:
             # with the feature cache the model may serve uniformly sampled cached frames instead; decided in
-            # the model's setup, so that case is checked in train_dataloader (still before the first item)
+            # the cache callback's setup, so that case is checked in train_dataloader (still before the first item)
             self._check_narration_sampling()
         if stage == "predict":
             seen: set[str] = set()
@@ -848,8 +433,7 @@ class VideoTextDataModule(L.LightningDataModule):
         video = batch.video if isinstance(batch, PairBatch) else batch
         if isinstance(video, VideoBatch) and video.failed:
             stage = getattr(getattr(self._trainer_or_none(), "state", None), "stage", None)
-            split = {"train": "train", "sanity_check": "val", "validate": "val", "test": "test"}.get(
-                getattr(stage, "value", str(stage)), "test")
+            split = stage_split(getattr(stage, "value", str(stage)))
             seen = self.decode_failures.setdefault(split, {})
             for index, video_id, error in video.failed:
                 if index not in seen:
@@ -867,7 +451,7 @@ class VideoTextDataModule(L.LightningDataModule):
     # ---------------------------------------------------------------- for the model
     def eval_index(self, stage: str) -> EvalIndex:
         """Ids and the text->video map of the split evaluated in ``stage`` (``val`` or ``test``)."""
-        split = self.splits["val" if stage in ("val", "validate") else "test"]
+        split = self.splits[eval_split(stage)]
         return EvalIndex(text_ids=[t.text_id for t in split.texts], texts=[t.text for t in split.texts],
                          text_to_video=[t.video for t in split.texts],
                          video_ids=[v.video_id for v in split.videos])
@@ -878,7 +462,7 @@ class VideoTextDataModule(L.LightningDataModule):
         The model calls this at the end of evaluation (every rank: it is a collective under DDP); those
         videos and their texts are left out of the scores and ``describe`` reports them.
         """
-        name = "val" if stage in ("val", "validate") else "test"
+        name = eval_split(stage)
         failed = self._failures_on_any_rank(name)
         self._eval_failed[name] = failed
         if "train" in self.splits:  # the same collective point tells rank 0 (which writes metrics.json) about
@@ -903,7 +487,7 @@ class VideoTextDataModule(L.LightningDataModule):
 
     def describe(self, stage: str) -> dict[str, Any]:
         """Facts recorded in metrics.json next to the numbers (protocol, split sizes, missing/failed videos)."""
-        name = "val" if stage in ("val", "validate") else "test"
+        name = eval_split(stage)
         split = self.splits[name]
         val = self.splits.get("val")
         if val is not None:
@@ -935,8 +519,9 @@ class VideoTextDataModule(L.LightningDataModule):
     def use_feature_cache(self, cache: Any, info: dict[str, Any]) -> None:
         """Serve cached trunk outputs (``datamodules.feature_cache``) instead of frames/texts.
 
-        The model builds the cache in its ``setup`` (it owns the backbone, and under DDP only rank 0
-        builds); only trunks that are frozen are cached, a trainable trunk keeps reading frames/texts.
+        ``callbacks.feature_cache.FeatureCacheCallback`` builds the cache with the model's backbone in its
+        ``setup`` (under DDP only rank 0 builds); only trunks that are frozen are cached, a trainable trunk keeps
+        reading frames/texts.
         """
         self.cache_info = info
         for name in self.splits:

@@ -3,19 +3,23 @@
 Every row carries the dataset index it came from, so evaluation can gather across ranks, drop the
 rows that ``DistributedSampler`` duplicates for padding, and restore dataset order exactly.
 
-Videos travel as ``uint8`` frames (normalisation happens on the device, see
+Videos travel as ``uint8`` frames (normalised on the device by ``normalize_frames``, see
 ``BaseRetrievalModule.on_after_batch_transfer``) or, when the frozen-feature cache is active, as
 pre-computed per-frame trunk features. Texts travel as strings (the method's backbone tokenises on
-the device side) or as cached trunk token states.
+the device side) or as cached trunk token states. Auxiliary captions of a video (``datamodules/captions.py``)
+travel as one typed ``AuxCaptions`` per kind, with their cached trunk states when the text trunk is frozen.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+
+from datamodules.captions import CaptionKind
 
 
 def _move(value: Any, device: torch.device) -> Any:
@@ -38,6 +42,83 @@ class _Movable:
         for f in fields(self):  # type: ignore[arg-type]
             setattr(self, f.name, _move(getattr(self, f.name), device))
         return self
+
+
+def normalize_frames(frames: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """``uint8 [..., T, 3, H, W]`` frames -> float32 ``(x / 255 - mean) / std`` per channel, on ``frames``' device.
+
+    The one place frames are normalised: the model on the device (``BaseRetrievalModule.on_after_batch_transfer``)
+    and the frozen-feature cache builder (``datamodules/feature_cache.py``) both call it.
+    """
+    mean_t = torch.tensor(mean, device=frames.device).view(1, 1, 3, 1, 1)
+    std_t = torch.tensor(std, device=frames.device).view(1, 1, 3, 1, 1)
+    return (frames.float() / 255.0 - mean_t) / std_t
+
+
+@dataclass
+class AuxCaptions(_Movable):
+    """Auxiliary captions of one kind (``datamodules/captions.py``) for the videos of a batch.
+
+    Attributes:
+        captions: ``[B][N_b]`` raw strings, one list per video (the method's backbone tokenises them).
+        tokens: ``[B, N, L, H]`` frozen text-trunk states of each caption when the feature cache is used
+            (``N`` the longest list of the batch; absent captions are zero rows), else None.
+        mask: ``[B, N, L]`` bool token mask of ``tokens`` (all False for an absent caption).
+    """
+
+    kind: ClassVar[CaptionKind]
+    per_frame: ClassVar[bool] = False  # one caption per fed frame, aligned to the sampled frames
+    captions: list[list[str]]
+    tokens: Tensor | None = None
+    mask: Tensor | None = None
+
+    def slots(self, num_frames: int) -> int:
+        """``N``, the caption slots per video: the ``T`` frame slots for per-frame captions, else the longest
+        list of the batch (or the cached rows)."""
+        if self.per_frame:
+            return num_frames
+        if self.tokens is not None:
+            return int(self.tokens.shape[1])
+        return max((len(row) for row in self.captions), default=0)
+
+    def present(self, slots: int, device: torch.device | None = None) -> Tensor:
+        """``[B, N]`` bool: slot ``n`` of video ``b`` holds a caption."""
+        out = torch.zeros(len(self.captions), slots, dtype=torch.bool, device=device)
+        for row, captions in enumerate(self.captions):
+            out[row, :len(captions)] = True
+        return out
+
+
+@dataclass
+class NarrationCaptions(AuxCaptions):
+    """NarVid's narration: one caption per real fed frame, aligned to the sampled frames
+    (``datamodules.datasets.align_narration``); the slots are the batch's ``T`` frame slots."""
+
+    kind: ClassVar[CaptionKind] = "narration"
+    per_frame: ClassVar[bool] = True
+
+
+@dataclass
+class MultiCaptions(AuxCaptions):
+    """K generated captions per video (ExCae's caption set, ``kind: multi``)."""
+
+    kind: ClassVar[CaptionKind] = "multi"
+
+
+@dataclass
+class SupplementCaptions(AuxCaptions):
+    """Supplementary caption(s) of each video for one prompt (``kind: supplement``).
+
+    Attributes:
+        prompts: the prompt (id) each video's captions answer, one per video.
+    """
+
+    kind: ClassVar[CaptionKind] = "supplement"
+    prompts: list[str] = field(default_factory=list)
+
+
+AUX_CAPTION_TYPES: dict[str, type[AuxCaptions]] = {t.kind: t for t in (NarrationCaptions, MultiCaptions,
+                                                                       SupplementCaptions)}
 
 
 @dataclass
@@ -72,10 +153,10 @@ class VideoBatch(_Movable):
         frames: ``[B, T, 3, H, W]`` uint8 frames, or None when ``cached_frames`` is given.
         cached_frames: ``[B, T, F]`` frozen video-trunk features when the feature cache is used.
         video_ids: the dataset's string ids (for artifacts and error messages).
-        aux: auxiliary text attached by the data module (narration per frame, K captions, a
-            supplement); keys are the configured aux names (``narration``, ``multi``, ``supplement``),
-            values are lists aligned with the batch, one ``list[str]`` per video (narration: one caption
-            per real frame, aligned to the sampled frames; raw strings, the method tokenises).
+        aux: auxiliary captions attached by the data module, by kind (``narration``, ``multi``,
+            ``supplement``): one typed ``AuxCaptions`` each (``NarrationCaptions``, ``MultiCaptions``,
+            ``SupplementCaptions``), rows aligned with the batch. A ``predict`` batch carries the captioned
+            ``frame_indices`` (one ``list[int]`` per video) under ``"frame_indices"`` instead.
         failed: ``(dataset index, video id, error)`` of the videos dropped from this batch because they
             failed to decode (``on_decode_error: skip``); the data module counts them.
     """

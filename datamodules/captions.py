@@ -14,12 +14,13 @@ error naming the file and the line number.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
+
+from datamodules.jsonl import read_jsonl_lines
 
 log = logging.getLogger(__name__)
 
@@ -106,29 +107,16 @@ class CaptionStore(dict[str, CaptionRecord]):
         if not path.is_file():
             raise FileNotFoundError(f"auxiliary caption file not found: {path}. Generate it with: "
                                     f"{generate_command(kind)}")
-        lines = path.read_text(encoding="utf-8").splitlines()
-        last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
         records: list[CaptionRecord] = []
         seen: dict[tuple[str, str], int] = {}
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            where = f"{path}:{i + 1}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                if i == last:
-                    log.warning("%s: ignoring a torn last line (a writer stopped mid-line; it is redone on "
-                                "resume): %.60r", where, line)
-                    continue
-                raise ValueError(f"{where}: malformed JSON line ({exc.msg} at column {exc.colno}); only a torn "
-                                 "last line is tolerated") from exc
+        for line_number, obj in read_jsonl_lines(path):
+            where = f"{path}:{line_number}"
             record = _parse_record(obj, where)
             key = (record.video_id, record.kind)
             if key in seen:
                 raise ValueError(f"{where}: second {record.kind!r} record for video {record.video_id!r} (first "
                                  f"at line {seen[key]}); a video may have one record per kind")
-            seen[key] = i + 1
+            seen[key] = line_number
             records.append(record)
         return records
 

@@ -10,9 +10,11 @@ space in file order into one query per video. Longer budgets by default (32 fram
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from datamodules.base import Split, VideoTextDataModule, read_id_list, read_json
+from datamodules.annotations import Split, read_json
+from datamodules.base import VideoTextDataModule
 
 
 class DiDeMo(VideoTextDataModule):
@@ -31,6 +33,7 @@ class DiDeMo(VideoTextDataModule):
     """
 
     name = "didemo"
+    title = "DiDeMo"
 
     def __init__(self, train_json: str = "train_data.json", val_json: str = "val_data.json",
                  test_json: str = "test_data.json", train_list: str = "train_list.txt",
@@ -40,9 +43,7 @@ class DiDeMo(VideoTextDataModule):
         self.jsons = {"train": train_json, "val": val_json, "test": test_json}
         self.lists = {"train": train_list, "val": val_list, "test": test_list}
 
-    def load_split(self, split: str) -> Split:
-        if split not in self.lists:
-            raise ValueError(f"unknown split {split!r}")
+    def parse_listed_split(self, split: str, video_ids: list[str], list_file: Path) -> Split:
         source = self.root / self.jsons[split]
         data = read_json(source)
         if not isinstance(data, list):
@@ -52,9 +53,5 @@ class DiDeMo(VideoTextDataModule):
             if not isinstance(entry, dict) or "video" not in entry or "description" not in entry:
                 raise ValueError(f"{source}: entry {k} lacks 'video' or 'description'")
             descriptions.setdefault(str(entry["video"]), []).append(entry["description"])
-        list_file = self.root / self.lists[split]
-        result = self.caption_split(split, read_id_list(list_file), descriptions, source, list_file,
-                                    "paragraph (descriptions joined)", paragraph=True)
-        if split == "val":
-            result.info["model_selection"] = f"DiDeMo validation split ({self.lists['val']})"
-        return result
+        return self.caption_split(split, video_ids, descriptions, source, list_file,
+                                  "paragraph (descriptions joined)", paragraph=True)

@@ -25,6 +25,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from datamodules.batch import normalize_frames
+
 if TYPE_CHECKING:
     from datamodules.base import VideoTextDataModule
 
@@ -77,20 +79,19 @@ class CachedFeatures:
 @torch.no_grad()
 def _encode_videos(dm: VideoTextDataModule, split_name: str, backbone: Any, device: torch.device,
                    ) -> tuple[np.ndarray, np.ndarray]:
-    from datamodules.base import VideoDataset, _VideoSource, collate_videos
+    from datamodules.collate import collate_videos
+    from datamodules.datasets import VideoDataset, VideoSource
 
     split = dm.splits[split_name]
-    source = _VideoSource(split, dm.reader, dm.image_size, dm.num_frames)
+    source = VideoSource(split, dm.reader, dm.image_size, dm.num_frames)
     # a private generator: building the cache must not consume the global torch RNG, or the first run of a
     # config (which builds it) would train with another dropout stream than every later run (which loads it)
     loader = DataLoader(VideoDataset(split, source), batch_size=max(1, dm.eval_batch_size // 2),
                         num_workers=dm.num_workers, collate_fn=collate_videos, generator=torch.Generator())
-    mean = torch.tensor(backbone.image_mean, device=device).view(1, 1, 3, 1, 1)
-    std = torch.tensor(backbone.image_std, device=device).view(1, 1, 3, 1, 1)
     feats: list[np.ndarray] = []
     masks: list[np.ndarray] = []
     for batch in _progress(loader, f"caching {split_name} video features"):
-        frames = (batch.frames.to(device).float() / 255.0 - mean) / std
+        frames = normalize_frames(batch.frames.to(device), backbone.image_mean, backbone.image_std)
         b, t = frames.shape[:2]
         out = backbone.frame_trunk(frames.flatten(0, 1)).view(b, t, -1)
         out = out * batch.mask.to(device).unsqueeze(-1)

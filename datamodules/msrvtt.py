@@ -19,7 +19,8 @@ from __future__ import annotations
 import random
 from typing import Any, Literal
 
-from datamodules.base import Split, TextEntry, VideoEntry, VideoTextDataModule, read_csv_rows, read_json
+from datamodules.annotations import Split, TextEntry, VideoEntry, read_csv_rows, read_json
+from datamodules.base import VideoTextDataModule
 
 
 class MSRVTT(VideoTextDataModule):

@@ -11,9 +11,11 @@ against all test videos; v2t counts a hit when any caption of the video ranks wi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from datamodules.base import Split, VideoTextDataModule, load_restricted_pickle, read_id_list
+from datamodules.annotations import Split, load_restricted_pickle
+from datamodules.base import VideoTextDataModule
 
 
 class MSVD(VideoTextDataModule):
@@ -29,6 +31,7 @@ class MSVD(VideoTextDataModule):
     """
 
     name = "msvd"
+    title = "MSVD"
 
     def __init__(self, captions_pkl: str = "raw-captions.pkl", train_list: str = "train_list.txt",
                  val_list: str = "val_list.txt", test_list: str = "test_list.txt", video_dir: str = "YouTubeClips",
@@ -53,12 +56,6 @@ class MSVD(VideoTextDataModule):
             self._captions = captions
         return self._captions
 
-    def load_split(self, split: str) -> Split:
-        if split not in self.lists:
-            raise ValueError(f"unknown split {split!r}")
-        list_file = self.root / self.lists[split]
-        result = self.caption_split(split, read_id_list(list_file), self._load_captions(),
-                                    self.root / self.captions_pkl, list_file, "all captions (multi-caption)")
-        if split == "val":
-            result.info["model_selection"] = f"MSVD validation split ({self.lists['val']})"
-        return result
+    def parse_listed_split(self, split: str, video_ids: list[str], list_file: Path) -> Split:
+        return self.caption_split(split, video_ids, self._load_captions(), self.root / self.captions_pkl, list_file,
+                                  "all captions (multi-caption)")

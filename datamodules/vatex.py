@@ -17,7 +17,8 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from datamodules.base import Split, VideoTextDataModule, read_id_list, read_json
+from datamodules.annotations import Split, read_json
+from datamodules.base import VideoTextDataModule
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class VATEX(VideoTextDataModule):
     """
 
     name = "vatex"
+    title = "VATEX"
 
     def __init__(self, annotation_layout: Literal["auto", "vatex_data", "official"] = "auto",
                  data_json: str = "vatex_data.json", official_jsons: list[str] | None = None,
@@ -90,14 +92,9 @@ class VATEX(VideoTextDataModule):
         self._captions = (captions, source)
         return self._captions
 
-    def load_split(self, split: str) -> Split:
-        if split not in self.lists:
-            raise ValueError(f"unknown split {split!r}")
+    def parse_listed_split(self, split: str, video_ids: list[str], list_file: Path) -> Split:
         captions, source = self._load_captions()
-        list_file = self.root / self.lists[split]
-        result = self.caption_split(split, read_id_list(list_file), captions, source, list_file,
+        result = self.caption_split(split, video_ids, captions, source, list_file,
                                     "all English captions (multi-caption)")
         result.info["annotations"] = source.name
-        if split == "val":
-            result.info["model_selection"] = f"VATEX validation split ({self.lists['val']})"
         return result

@@ -69,7 +69,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from callbacks.caption_writer import append_records  # noqa: E402
-from datamodules.base import MANIFEST_NAME, VideoTextDataModule, read_json  # noqa: E402
+from datamodules.annotations import read_json  # noqa: E402
+from datamodules.base import MANIFEST_NAME, VideoTextDataModule  # noqa: E402
 from datamodules.captions import CaptionStore  # noqa: E402
 from datamodules.readers import VIDEO_EXTENSIONS, FrameFolderReader, VideoDecodeError  # noqa: E402
 from experiments.prepare import DATASETS, SPLITS, linspace_positions, probe  # noqa: E402

@@ -42,7 +42,8 @@ import torch
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 
-from datamodules.batch import PairBatch, TextBatch, VideoBatch
+from datamodules.batch import AuxCaptions, PairBatch, TextBatch, VideoBatch, normalize_frames
+from datamodules.captions import CaptionKind
 from lightning_modules.backbones.base import TextFeatures, VideoTextBackbone
 from lightning_modules.components.losses import symmetric_infonce
 from lightning_modules.metrics import retrieval_metrics
@@ -234,6 +235,35 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         assert batch.frames is not None, "VideoBatch has neither frames nor cached features"
         return self.backbone.encode_frames(batch.frames)
 
+    def aux_caption_embeddings(self, batch: VideoBatch, kind: CaptionKind) -> tuple[Tensor, Tensor]:
+        """Sentence embedding of each auxiliary caption of ``kind`` through the backbone's text side.
+
+        Returns ``embeddings [B, N, D]`` and ``mask [B, N]`` (slot holds a caption). ``N`` is ``T`` for
+        per-frame captions (narration, NarVid §3.2: one caption per sampled frame), else the longest caption
+        list of the batch (``MultiCaptions``: K per video). From the cached trunk states when the data module
+        provides them (frozen text trunk), else encoded live; an absent slot is the empty string live and a
+        zero row cached (masked either way).
+        """
+        aux = batch.aux.get(kind)
+        if not isinstance(aux, AuxCaptions):
+            raise KeyError(f"{type(self).__name__} needs {kind!r} captions in the batch under aux[{kind!r}]: set "
+                           f"data.init_args.aux_captions: {{{kind}: <{kind}.jsonl>}}")
+        b, t = batch.mask.shape
+        slots = aux.slots(t)
+        if aux.tokens is not None:
+            assert aux.mask is not None
+            feats = self.backbone.text_head(aux.tokens.flatten(0, 1).to(self.dtype_for_heads()),
+                                            aux.mask.flatten(0, 1).bool())
+            return feats.sentence.view(b, slots, -1), aux.present(slots, batch.mask.device)
+        if aux.per_frame:
+            real = batch.mask.sum(1).tolist()
+            for i, row in enumerate(aux.captions):
+                if len(row) not in (real[i], t):
+                    raise ValueError(f"video {batch.video_ids[i]} has {len(row)} {kind} captions for {real[i]} "
+                                     f"frames; {kind} must be aligned 1:1 with the sampled frames")
+        flat = [caption for row in aux.captions for caption in list(row) + [""] * (slots - len(row))]
+        return self.backbone.encode_text(flat).sentence.view(b, slots, -1), aux.present(slots, batch.mask.device)
+
     def dtype_for_heads(self) -> torch.dtype:
         return next(self.backbone.parameters()).dtype
 
@@ -274,9 +304,8 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         """uint8 frames -> normalised float on the device (workers ship 4x less data as uint8)."""
         video = batch.video if isinstance(batch, PairBatch) else batch
         if isinstance(video, VideoBatch) and video.frames is not None and video.frames.dtype == torch.uint8:
-            mean = torch.tensor(self.backbone.image_mean, device=video.frames.device).view(1, 1, 3, 1, 1)
-            std = torch.tensor(self.backbone.image_std, device=video.frames.device).view(1, 1, 3, 1, 1)
-            video.frames = ((video.frames.float() / 255.0 - mean) / std).to(self.dtype_for_heads())
+            video.frames = normalize_frames(video.frames, self.backbone.image_mean, self.backbone.image_std).to(
+                self.dtype_for_heads())
         return batch
 
     def setup(self, stage: str) -> None:
@@ -286,20 +315,16 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         size = getattr(dm, "image_size", None)
         if size is not None and size != self.backbone.image_size and not getattr(dm, "feature_cache", False):
             log.warning("data image_size=%s differs from the backbone's image_size=%s", size, self.backbone.image_size)
-        if getattr(dm, "feature_cache", False) and hasattr(dm, "use_feature_cache"):
-            self._attach_cache(dm)
 
-    def _attach_cache(self, dm: Any) -> None:
-        from datamodules.feature_cache import build_or_load_cache
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The frozen-feature cache callback (``callbacks/feature_cache.py``) when the data module asks for the cache
+        (``data.init_args.feature_cache: true``); it builds the cache before this module's ``setup``."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if not getattr(dm, "feature_cache", False):
+            return []
+        from callbacks.feature_cache import FeatureCacheCallback
 
-        device = self.trainer.strategy.root_device
-        self.backbone.to(device)
-        if self.trainer.is_global_zero:
-            cache, info = build_or_load_cache(dm, self.backbone, device, build=True)
-        self.trainer.strategy.barrier("vtr_feature_cache")
-        if not self.trainer.is_global_zero:
-            cache, info = build_or_load_cache(dm, self.backbone, device, build=False)
-        dm.use_feature_cache(cache, info)
+        return [FeatureCacheCallback()]
 
     def training_step(self, batch: PairBatch, batch_idx: int) -> Tensor | None:
         # videos that failed to decode (on_decode_error: skip) were dropped from the batch; the epoch's total

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from datamodules.batch import PairBatch, TextBatch, VideoBatch
+from datamodules.captions import CaptionKind
 from lightning_modules.base import BaseRetrievalModule, Features
 from lightning_modules.components import (
     CoAttention,
@@ -49,7 +50,7 @@ class NarVid(BaseRetrievalModule):
     """NarVid on any ``VideoTextBackbone``.
 
     Args:
-        narration_key: name of the per-frame captions in ``VideoBatch.aux`` (the data module's aux store).
+        narration_key: kind of the per-frame captions in ``VideoBatch.aux`` (the data module's aux store).
         filter_mode: ``nucleus`` (the paper), ``topk`` (Table 4 comparison) or ``none`` (QAF off).
         filter_temperature: softmax temperature tau of the filtering scores (0.1).
         nucleus_p: cumulative-mass threshold p (MSR-VTT B/32: 0.4; B/16 runs: 0.5).
@@ -74,7 +75,7 @@ class NarVid(BaseRetrievalModule):
         **kwargs: ``BaseRetrievalModule`` arguments (backbone, lr, coef_lr, ...).
     """
 
-    def __init__(self, narration_key: str = "narration", filter_mode: FilterMode = "nucleus",
+    def __init__(self, narration_key: CaptionKind = "narration", filter_mode: FilterMode = "nucleus",
                  filter_temperature: float = 0.1, nucleus_p: float = 0.4, topk: int = 3, alpha: float = 0.7,
                  beta: float = 1.8, hn_weight: float = 1.0, use_co_attention: bool = True,
                  use_narration_matching: bool = True, use_hard_negatives: bool = True, fusion: Fusion = "zscore",
@@ -102,25 +103,13 @@ class NarVid(BaseRetrievalModule):
         return {"sentence": feats.sentence, "words": feats.tokens, "word_mask": feats.mask, "word_weights": weights}
 
     def narration_embeddings(self, batch: VideoBatch) -> Tensor:
-        """Sentence embedding of each frame's caption: ``[B, T, D]`` (EOT/pooled, as NarVid's narration)."""
-        b, t = batch.mask.shape
-        cached = batch.aux.get(f"{self.narration_key}_cached_tokens")
-        if cached is not None:
-            mask = batch.aux[f"{self.narration_key}_cached_mask"].bool()
-            feats = self.backbone.text_head(cached.flatten(0, 1).to(self.dtype_for_heads()), mask.flatten(0, 1))
-            return feats.sentence.view(b, t, -1)
-        narration = batch.aux.get(self.narration_key)
-        if narration is None:
-            raise KeyError(f"NarVid needs per-frame captions in the batch under aux[{self.narration_key!r}]: set "
-                           f"data.init_args.aux_captions: {{{self.narration_key}: <narration.jsonl>}}")
-        real = batch.mask.sum(1).tolist()
-        for i, row in enumerate(narration):
-            if len(row) not in (real[i], t):
-                raise ValueError(f"video {batch.video_ids[i]} has {len(row)} narration captions for {real[i]} "
-                                 "frames; narration must be aligned 1:1 with the sampled frames")
-        # padded frame slots get an empty caption; the frame mask keeps them out of every score
-        flat = [caption for row in narration for caption in list(row) + [""] * (t - len(row))]
-        return self.backbone.encode_text(flat).sentence.view(b, t, -1)
+        """Sentence embedding of each frame's caption: ``[B, T, D]`` (EOT/pooled, as NarVid's narration, §3.2).
+
+        Padded frame slots get an empty caption (a zero row when cached); the frame mask keeps them out of
+        every score.
+        """
+        embeddings, _ = self.aux_caption_embeddings(batch, self.narration_key)
+        return embeddings
 
     def encode_video(self, batch: VideoBatch) -> Features:
         frames = self.backbone_frames(batch)

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from datamodules.base import collate_pairs
+from datamodules.collate import collate_pairs
 from lightning_modules.backbones import OpenCLIPBackbone
 from lightning_modules.clip4clip import CLIP4Clip
 

@@ -45,7 +45,7 @@ def test_repair_drops_torn_last_line_only(tmp_path: Path):
     assert only.read_bytes() == b""
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(json.dumps(_rec("a")).encode() + b"\nnot json\n" + json.dumps(_rec("b")).encode() + b"\n")
-    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+    with pytest.raises(ValueError, match=r":2: malformed JSON line"):
         list(read_jsonl(bad))
 
 

@@ -103,8 +103,8 @@ def test_batches_carry_aux_captions_aligned_to_frames(msvd_with_aux: Path) -> No
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()[1]))
     assert batch.video_ids == ["clip06_42_47", "clip07_49_54"]
-    assert batch.aux["multi"] == [[f"{v} view {k}" for k in range(3)] for v in batch.video_ids]
-    assert batch.aux["narration"][0] == [f"clip06_42_47 frame {i}" for i in (2, 6, 10, 14)]
+    assert batch.aux["multi"].captions == [[f"{v} view {k}" for k in range(3)] for v in batch.video_ids]
+    assert batch.aux["narration"].captions[0] == [f"clip06_42_47 frame {i}" for i in (2, 6, 10, 14)]
     assert dm.describe("test")["aux_captions"]["multi"].endswith("aux/multi.jsonl")
 
 
@@ -118,7 +118,7 @@ def test_narration_that_does_not_match_the_fed_frames_is_an_error(msvd_with_aux:
                    aux_captions={"narration": "aux/narration.jsonl"}, narration_match="nearest")
     nearest.setup("fit")  # random offsets at train time take the nearest narrated frame
     batch = next(iter(nearest.train_dataloader()))
-    assert all(len(n) == 3 for n in batch.video.aux["narration"])
+    assert all(len(n) == 3 for n in batch.video.aux["narration"].captions)
 
 
 def test_random_offset_training_with_exactly_matched_narration_fails_at_setup(msvd_with_aux: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from datamodules.base import collate_texts, collate_videos
+from datamodules.collate import collate_texts, collate_videos
 from datamodules.feature_cache import build_or_load_cache
 from datamodules.msrvtt import MSRVTT
 from lightning_modules.backbones import OpenCLIPBackbone

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from datamodules import MSRVTT, CaptionStore
-from datamodules.base import align_narration
+from datamodules.datasets import align_narration
 from datamodules.readers import sample_frame_indices
 from experiments import import_captions, prepare
 from experiments.import_captions import CaptionImportError
@@ -117,7 +117,7 @@ def test_narvid_frames_index_space_end_to_end(narrated: dict[str, Any], tmp_path
         for row, vid in enumerate(video.video_ids):
             count = len(narrated["raw"][vid])
             fed = sample_frame_indices(count, 3, "uniform")
-            assert video.aux["narration"][row] == [narrated["captions"][vid][i] for i in fed]
+            assert video.aux["narration"].captions[row] == [narrated["captions"][vid][i] for i in fed]
             assert int(video.mask[row].sum()) == len(fed)
             seen.add(vid)
     assert seen == set(narrated["captions"])
@@ -140,7 +140,7 @@ def test_narvid_video_index_space_end_to_end(narrated: dict[str, Any], tmp_path:
         raw = np.asarray(narrated["raw"][vid])
         fed = sample_frame_indices(narrated["lengths"][vid], 4, "uniform")
         expected = [f"{vid} raw frame {raw[np.abs(raw - f).argmin()]}" for f in fed]
-        assert batch.aux["narration"][row] == expected
+        assert batch.aux["narration"].captions[row] == expected
     # exact matching refuses raw-video indices that were never narrated, and says what to use
     with pytest.raises(ValueError, match="narration_match: nearest"):
         align_narration(store["video5"], np.array([1, 2]), 2, "exact", out)

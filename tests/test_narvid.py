@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from datamodules.batch import PairBatch, TextBatch, VideoBatch
+from datamodules.batch import NarrationCaptions, PairBatch, TextBatch, VideoBatch
 from lightning_modules.backbones import OpenCLIPBackbone
 from lightning_modules.base import score_tiles
 from lightning_modules.components import (
@@ -111,8 +111,9 @@ def batches(n_videos: int = 5, n_texts: int = 7, frames: int = 4) -> tuple[TextB
     video = VideoBatch(index=torch.arange(n_videos), mask=torch.ones(n_videos, frames, dtype=torch.bool),
                        video_ids=[f"v{i}" for i in range(n_videos)],
                        frames=torch.randn(n_videos, frames, 3, 64, 64, generator=g),
-                       aux={"narration": [[f"frame {t} of video {i} shows a {'red' if i % 2 else 'blue'} ball"
-                                           for t in range(frames)] for i in range(n_videos)]})
+                       aux={"narration": NarrationCaptions(
+                           [[f"frame {t} of video {i} shows a {'red' if i % 2 else 'blue'} ball" for t in range(frames)]
+                            for i in range(n_videos)])})
     video.mask[0, 3:] = False
     text = TextBatch(index=torch.arange(n_texts), video_index=torch.arange(n_texts) % n_videos,
                      texts=[f"query {i} about a {'red' if i % 2 else 'blue'} ball" for i in range(n_texts)])
@@ -161,7 +162,7 @@ def test_missing_narration_is_a_clear_error() -> None:
     with pytest.raises(KeyError, match="aux_captions"):
         model.encode_video(video)
     _, video = batches()
-    video.aux["narration"][2] = video.aux["narration"][2][:2]
+    video.aux["narration"].captions[2] = video.aux["narration"].captions[2][:2]
     with pytest.raises(ValueError, match="v2 has 2 narration captions for 4 frames"):
         model.encode_video(video)
 

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from datamodules.jsonl import read_jsonl_lines
 from datamodules.synthvtr.captions import frame_metadata
 from datamodules.synthvtr.config import GENERATOR_VERSION, SynthVTRConfig
 from datamodules.synthvtr.oracle import CaptionFacts, SynthVTRData, build_synthvtr
@@ -179,10 +180,9 @@ def _meta_dir(root: str | Path) -> Path:
 
 
 def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
+    # written whole (``_atomic_write``): no torn line to tolerate
+    for _, record in read_jsonl_lines(path, tolerate_torn_tail=False):
+        yield record
 
 
 def load_frame_metadata(root: str | Path) -> dict[str, list[dict[str, Any]]]:

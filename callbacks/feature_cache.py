@@ -1,0 +1,33 @@
+"""``FeatureCacheCallback``: builds or loads the frozen-feature cache (``datamodules/feature_cache.py``) and hands
+it to the data module (``VideoTextDataModule.use_feature_cache``).
+
+Added by ``BaseRetrievalModule.configure_callbacks`` when the data module sets ``feature_cache: true``, so the
+YAML configs stay as they are. Lightning runs the data module's ``setup`` (splits are known), then this
+``setup`` (the cache is built on rank 0, the other ranks wait at a barrier and read it), then the model's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+from datamodules.feature_cache import build_or_load_cache
+
+
+class FeatureCacheCallback(L.Callback):
+    """Serve cached trunk outputs of the model's frozen trunks to the data module (see the module docstring)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        dm: Any = trainer.datamodule
+        if dm is None or not getattr(dm, "feature_cache", False) or not hasattr(dm, "use_feature_cache"):
+            return
+        backbone = pl_module.backbone
+        device = trainer.strategy.root_device
+        backbone.to(device)
+        if trainer.is_global_zero:
+            cache, info = build_or_load_cache(dm, backbone, device, build=True)
+        trainer.strategy.barrier("vtr_feature_cache")
+        if not trainer.is_global_zero:
+            cache, info = build_or_load_cache(dm, backbone, device, build=False)
+        dm.use_feature_cache(cache, info)
