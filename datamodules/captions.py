@@ -23,6 +23,7 @@ from typing import Literal, get_args
 
 log = logging.getLogger(__name__)
 
+# the one declaration of the caption kinds: the captioning package (lightning_modules/captioning) imports it
 CaptionKind = Literal["narration", "multi", "supplement"]
 KINDS: tuple[str, ...] = get_args(CaptionKind)
 
