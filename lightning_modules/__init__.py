@@ -1,5 +1,5 @@
 """Retrieval methods: one LightningModule per paper on top of ``BaseRetrievalModule``; ``captioning/``: the
-``Captioner`` that ``predict`` runs, and its backends."""
+``Captioner`` that ``predict`` runs, its backends and the trainable ``PrefixCaptioner``."""
 
 from lightning_modules.backbones import OpenCLIPBackbone, PretrainedTwoTower, VideoTextBackbone
 from lightning_modules.base import BaseRetrievalModule
@@ -7,6 +7,7 @@ from lightning_modules.captioning import (
     CaptionBackend,
     Captioner,
     OpenAICompatible,
+    PrefixCaptioner,
     Simulated,
     SmolLM2,
     TransformersTextLM,
@@ -16,5 +17,5 @@ from lightning_modules.clip4clip import CLIP4Clip
 from lightning_modules.narvid import NarVid
 
 __all__ = ["BaseRetrievalModule", "CLIP4Clip", "CaptionBackend", "Captioner", "NarVid", "OpenAICompatible",
-           "OpenCLIPBackbone", "PretrainedTwoTower", "Simulated", "SmolLM2", "TransformersTextLM",
+           "OpenCLIPBackbone", "PrefixCaptioner", "PretrainedTwoTower", "Simulated", "SmolLM2", "TransformersTextLM",
            "TransformersVLM", "VideoTextBackbone"]

@@ -10,7 +10,8 @@ of a data module's ``predict_split`` (frames sampled uniformly, ``predict_num_fr
 Kinds: ``narration`` (NarVid) captions every sampled frame on its own; ``multi`` (ExCae) asks for
 ``num_captions`` captions of the whole video from one prompt; ``supplement`` (conical embedding
 optimisation) asks for one caption of the whole video. The backend (``TransformersVLM``,
-``OpenAICompatible``, ``Simulated``) only generates text; this module trains nothing.
+``OpenAICompatible``, ``Simulated``) only generates text; this module trains nothing (the trainable
+captioner is :class:`~lightning_modules.captioning.trainable.PrefixCaptioner`).
 """
 
 from __future__ import annotations
