@@ -1,4 +1,4 @@
-"""Low-rank adapters (LoRA; Hu et al., 2021, Eq. 3) for the linear layers of a frozen language model.
+"""Low-rank adapters (LoRA; Hu et al., 2021, §4.1) for the linear layers of a frozen language model.
 
 ``h = W0 x + (alpha / r) * B A x`` with ``A`` ``[r, in]`` (Kaiming-uniform) and ``B`` ``[out, r]`` (zeros), so an
 adapted model starts out computing exactly what the frozen one computes and only ``A`` and ``B`` train. The

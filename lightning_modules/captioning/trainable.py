@@ -7,7 +7,7 @@ masked out). That sum is the policy term of the DPO loss (Rafailov et al., 2023,
 method (CaRe-DPO) computes for the chosen and the rejected caption of a pair.
 
 :class:`PrefixCaptioner` implements it on any transformers causal LM (``AutoModelForCausalLM.from_pretrained``)
-with a visual prefix, in the manner of ClipCap (Mokady et al., 2021, §3.1): per-frame features ``[B, T, F]``
+with a visual prefix, in the manner of ClipCap (Mokady et al., 2021, §3): per-frame features ``[B, T, F]``
 from a frozen video tower (a :class:`~lightning_modules.backbones.base.VideoTextBackbone`'s ``frame_trunk``),
 or the same features precomputed (what ``datamodules/feature_cache.py`` stores for a frozen trunk), go
 through a small :class:`VisualProjector` to ``k`` embeddings in the LM's input space, which are prepended to
