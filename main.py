@@ -2,7 +2,8 @@
 
 LightningCLI in subclass mode: ``model`` is any ``LightningModule`` subclass (the retrieval methods, all
 ``BaseRetrievalModule`` subclasses, and the ``Captioner`` that ``predict`` runs to generate captions) and
-``data`` any ``VideoTextDataModule`` subclass, named by class name in YAML (``class_path: CLIP4Clip``).
+``data`` any ``LightningDataModule`` subclass (the shipped datasets are ``VideoTextDataModule`` subclasses), named
+by class name in YAML (``class_path: CLIP4Clip``, ``class_path: MSRVTT``).
 ``fit`` ends with a test of the best checkpoint (``--test_after_fit false`` turns it off), so a training
 run leaves its test artifacts in ``<trainer.default_root_dir>/test``.
 
@@ -29,7 +30,6 @@ import datamodules.registry  # noqa: F401  (registers the data modules for short
 import lightning_modules  # noqa: F401  (registers the methods for short class names)
 from callbacks import LoggerSaveConfigCallback
 from callbacks.exact_resume import ExactResume, keep_csv_rows_before, read_resume_info, resume_logger_overrides
-from datamodules.base import VideoTextDataModule
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _add_step_checkpoints(trainer_config: Namespace, every_n_train_steps: int) -
 def main(args: ArgsType = None) -> VTRCLI:
     """Entry point; ``args`` lets tests run the CLI in-process (``main(["fit", "--config", ...])``)."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    cli = VTRCLI(L.LightningModule, VideoTextDataModule, subclass_mode_model=True, subclass_mode_data=True,
+    cli = VTRCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                  save_config_callback=LoggerSaveConfigCallback, save_config_kwargs={"overwrite": True},
                  trainer_defaults={"callbacks": [ExactResume()]}, seed_everything_default=0, args=args)
     _finish_wandb()

@@ -19,6 +19,7 @@ leftover rank files as done and merges again. A single process appends to ``<out
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -31,6 +32,28 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from datamodules.jsonl import read_jsonl_lines
+
+
+class _CurrentStderr(logging.Handler):
+    """Writes to ``sys.stderr`` as it is when a record is emitted (as ``logging.lastResort`` does), so a redirected
+    or captured stderr receives the messages."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+# The writer's progress (videos already captioned, records written) is for the person running ``predict``: shown on
+# stderr at INFO, as Lightning shows its own logger's messages; reconfigure the ``callbacks.caption_writer`` logger
+# to route it elsewhere.
+log = logging.getLogger(__name__)
+if not log.handlers:
+    log.addHandler(_CurrentStderr())
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def repair_jsonl(path: Path) -> int:
@@ -162,7 +185,7 @@ class CaptionWriter(BasePredictionWriter):
             for path in [self.output, *rank_files(self.output)]:
                 dropped = repair_jsonl(path)
                 if dropped:
-                    _say(f"caption writer: dropped a torn last line ({dropped} bytes) of {path}")
+                    log.warning(f"caption writer: dropped a torn last line ({dropped} bytes) of {path}")
             for p in self.output.parent.glob(self.output.name + ".rank*.done"):
                 p.unlink(missing_ok=True)
             done = sorted(self._existing_ids(pl_module))
@@ -176,8 +199,8 @@ class CaptionWriter(BasePredictionWriter):
             total = len(getattr(dm, "predict_videos", []))
             if trainer.is_global_zero:
                 todo = sum(v.video_id not in dm.predict_exclude for v in dm.predict_videos)
-                _say(f"caption writer: {self.output} ({self.kind}); {total - todo} of {total} videos already "
-                     f"captioned, {todo} to go")
+                log.info(f"caption writer: {self.output} ({self.kind}); {total - todo} of {total} videos already "
+                         f"captioned, {todo} to go")
         self._written = set(done)
         self._t0 = time.perf_counter()
 
@@ -192,8 +215,8 @@ class CaptionWriter(BasePredictionWriter):
                     prompts.add(rec.get("prompt", ""))
         prompt = getattr(pl_module, "prompt", None)
         if prompt is not None and prompts - {prompt}:
-            _say(f"caption writer: warning: {self.output} holds records made with another prompt; they are kept "
-                 "and their videos skipped (write to a new file to caption them again)")
+            log.warning(f"caption writer: warning: {self.output} holds records made with another prompt; they are "
+                        "kept and their videos skipped (write to a new file to caption them again)")
         return ids
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
@@ -226,8 +249,9 @@ class CaptionWriter(BasePredictionWriter):
             for r in range(self._world):
                 self._marker(r).unlink(missing_ok=True)
             rate = self._num_written / elapsed if elapsed > 0 else 0.0
-            _say(f"caption writer: rank 0 wrote {self._num_written} records in {elapsed:.1f} s ({rate:.2f} videos/s)"
-                 + (f"; merged {added} records from rank files" if added else "") + f" -> {self.output}")
+            merged = f"; merged {added} records from rank files" if added else ""
+            log.info(f"caption writer: rank 0 wrote {self._num_written} records in {elapsed:.1f} s "
+                     f"({rate:.2f} videos/s){merged} -> {self.output}")
 
     def _wait_for_ranks(self) -> bool:
         deadline = time.monotonic() + self.merge_timeout_s
@@ -237,10 +261,6 @@ class CaptionWriter(BasePredictionWriter):
             if ok:
                 return True
             time.sleep(0.2)
-        _say(f"caption writer: not every rank finished within {self.merge_timeout_s} s; the rank files are left "
-             "in place and the next run merges them")
+        log.warning(f"caption writer: not every rank finished within {self.merge_timeout_s} s; the rank files are "
+                    "left in place and the next run merges them")
         return False
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

@@ -24,6 +24,7 @@ from datamodules.jsonl import read_jsonl_lines
 
 log = logging.getLogger(__name__)
 
+# the one declaration of the caption kinds: the captioning package (lightning_modules/captioning) imports it
 CaptionKind = Literal["narration", "multi", "supplement"]
 KINDS: tuple[str, ...] = get_args(CaptionKind)
 

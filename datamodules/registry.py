@@ -1,6 +1,6 @@
 """Loads every data module, so that LightningCLI finds each by its short class name (``class_path: SynthVTR``).
 
-jsonargparse resolves a short ``class_path`` among the *imported* subclasses of ``VideoTextDataModule``;
+jsonargparse resolves a short ``class_path`` among the *imported* subclasses of ``LightningDataModule``;
 ``datamodules`` loads its classes lazily (so that the torch-free generator ``datamodules.synthvtr`` stays
 torch-free), hence ``main.py`` imports this module. A new data module is added here and to
 ``datamodules/__init__.py``.

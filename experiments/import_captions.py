@@ -78,7 +78,7 @@ from experiments.prepare import DATASETS, SPLITS, linspace_positions, probe  # n
 Format = Literal["narvid", "cap4video"]
 IndexSpace = Literal["frames", "video"]
 
-# the authors' LLaVA prompt (research/methods.md §1.1); the same string as lightning_modules.captioner.NARVID_PROMPT
+# the authors' LLaVA prompt (NarVid's released code), as lightning_modules.captioning.captioner.NARVID_PROMPT
 NARVID_PROMPT = "Please describe this image for image-captioning task."
 NARVID_MODEL = "narvid-release (LLaVA-1.5-7B)"
 CAP4VIDEO_MODEL = "cap4video-release (Video ZeroCap, CLIP ViT-B/32)"

@@ -1,19 +1,21 @@
-"""Retrieval methods: one LightningModule per paper on top of ``BaseRetrievalModule``; captioners for ``predict``."""
+"""Retrieval methods: one LightningModule per paper on top of ``BaseRetrievalModule``; ``captioning/``: the
+``Captioner`` that ``predict`` runs, its backends and the trainable ``PrefixCaptioner``."""
 
 from lightning_modules.backbones import OpenCLIPBackbone, PretrainedTwoTower, VideoTextBackbone
 from lightning_modules.base import BaseRetrievalModule
-from lightning_modules.caption_backends import (
+from lightning_modules.captioning import (
     CaptionBackend,
+    Captioner,
     OpenAICompatible,
+    PrefixCaptioner,
     Simulated,
     SmolLM2,
     TransformersTextLM,
     TransformersVLM,
 )
-from lightning_modules.captioner import Captioner
 from lightning_modules.clip4clip import CLIP4Clip
 from lightning_modules.narvid import NarVid
 
 __all__ = ["BaseRetrievalModule", "CLIP4Clip", "CaptionBackend", "Captioner", "NarVid", "OpenAICompatible",
-           "OpenCLIPBackbone", "PretrainedTwoTower", "Simulated", "SmolLM2", "TransformersTextLM", "TransformersVLM",
-           "VideoTextBackbone"]
+           "OpenCLIPBackbone", "PrefixCaptioner", "PretrainedTwoTower", "Simulated", "SmolLM2", "TransformersTextLM",
+           "TransformersVLM", "VideoTextBackbone"]

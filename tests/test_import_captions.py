@@ -329,5 +329,5 @@ def test_cli_error_is_one_clear_line(fake_msrvtt: Path, tmp_path: Path, monkeypa
 
 def test_prompt_is_the_captioners() -> None:
     # the captioner's constant, read from its source (importing lightning_modules would load every backbone)
-    source = (ROOT / "lightning_modules" / "captioner.py").read_text()
+    source = (ROOT / "lightning_modules" / "captioning" / "captioner.py").read_text()
     assert f'NARVID_PROMPT = "{import_captions.NARVID_PROMPT}"' in source

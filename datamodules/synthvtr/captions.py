@@ -2,7 +2,7 @@
 
 * **Frame metadata** (:func:`frame_metadata`): per frame the background and the visible objects (colour
   after any change, shape, normalised x / y / radius, a 3x3 position word, motion); the renderer draws
-  from the same states, and the simulated captioner (``lightning_modules/caption_backends/simulated.py``)
+  from the same states, and the simulated captioner (``lightning_modules/captioning/backends/simulated.py``)
   reads them instead of pixels.
 * **Facts** (:func:`video_facts`): every atomic statement a caption may make about the video.
 * **Captions** (:func:`make_captions`): template captions with synonyms, each describing only *part* of

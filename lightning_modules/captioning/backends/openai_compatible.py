@@ -35,7 +35,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
-from lightning_modules.caption_backends.base import (
+from lightning_modules.captioning.backends.base import (
     CaptionBackend,
     CaptionOutput,
     CaptionRequest,
