@@ -25,10 +25,10 @@ from lightning_modules.captioning.backends import (
     parse_caption_list,
 )
 from lightning_modules.captioning.captioner import EXCAE_PROMPT, NARVID_PROMPT, Captioner
-from lightning_modules.captioning.lora import LoRALinear, add_lora
+from lightning_modules.captioning.lora import adapters_disabled, add_lora
 from lightning_modules.captioning.trainable import PrefixCaptioner, TrainableCaptioner, VisualProjector
 
 __all__ = ["EXCAE_PROMPT", "NARVID_PROMPT", "CaptionBackend", "CaptionOutput", "CaptionRequest", "Captioner",
-           "LoRALinear", "OpenAICompatible", "PrefixCaptioner", "Simulated", "SmolLM2", "TextGenerator",
-           "TrainableCaptioner", "TransformersTextLM", "TransformersVLM", "VisualProjector", "add_lora",
-           "parse_caption_list"]
+           "OpenAICompatible", "PrefixCaptioner", "Simulated", "SmolLM2", "TextGenerator",
+           "TrainableCaptioner", "TransformersTextLM", "TransformersVLM", "VisualProjector", "adapters_disabled",
+           "add_lora", "parse_caption_list"]

@@ -18,7 +18,7 @@ the prompt's token embeddings (``inputs_embeds``). One row of the LM input::
 (``BOS`` when the tokenizer has one, ``EOS`` after the target when ``append_eos``). Scoring pads on the right,
 generation on the left; position ids follow the attention mask, so padding changes no score. What trains:
 the projector always; the LM not at all (``lm_training: frozen``), through low-rank adapters
-(``lora``, ``lightning_modules/captioning/lora.py``) or entirely (``full``); the video tower never.
+(``lora``, through ``peft``: ``lightning_modules/captioning/lora.py``) or entirely (``full``); the video tower never.
 """
 
 from __future__ import annotations
