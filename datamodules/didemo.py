@@ -1,4 +1,4 @@
-"""DiDeMo paragraph retrieval in the CLIP4Clip layout (research/methods.md §5.3).
+"""DiDeMo paragraph retrieval in the CLIP4Clip layout (README "Data preparation", DiDeMo).
 
 Files under ``root``: ``train_data.json`` / ``val_data.json`` / ``test_data.json`` (lists of
 ``{"video": id, "description": str, "times": [[s, e], ...], ...}``) and ``train_list.txt`` /

@@ -1,4 +1,4 @@
-"""MSR-VTT in the CLIP4Clip file layout (research/methods.md §5.1).
+"""MSR-VTT in the CLIP4Clip file layout (README "Data preparation", MSR-VTT).
 
 Files under ``root``: ``MSRVTT_data.json`` (``sentences`` and ``videos``), ``MSRVTT_train.9k.csv`` (or
 ``MSRVTT_train.7k.csv``; column ``video_id``) and ``MSRVTT_JSFUSION_test.csv`` (1k-A: columns

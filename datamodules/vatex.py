@@ -1,4 +1,4 @@
-"""VATEX in the HGR split used by Cap4Video/NarVid/TS2-Net (research/methods.md §5.4).
+"""VATEX in the HGR split used by Cap4Video/NarVid/TS2-Net (README "Data preparation", VATEX).
 
 Two annotation layouts under ``root``:
 

@@ -26,7 +26,7 @@ MAX_FRAMES = 4  # the narration's max_frames in these tests (the authors use 12,
 
 
 def authors_raw_frames(num_frames: int, fps: int = FPS, max_frames: int = MAX_FRAMES) -> list[int]:
-    """Raw frames NarVid's extractor saves, written out from its description (research/methods.md §1.1): the
+    """Raw frames NarVid's extractor saves, written out from its description (README "Reproduce NarVid with the authors' narration files"): the
     decoded frame s * int(fps) of every second s, then linspace(0, n-1, max_frames) of them when more."""
     seconds = math.ceil(num_frames / int(fps))
     positions = np.linspace(0, seconds - 1, max_frames, dtype=int) if seconds > max_frames else np.arange(seconds)
