@@ -489,7 +489,10 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "test"
 
     def write_test_artifacts(self, metrics: dict[str, Any], out: Path) -> Path:
-        """Write what a test run leaves behind (README "What a run leaves behind"); the report and re-scoring read these files."""
+        """Write what a test run leaves behind (README "What a run leaves behind").
+
+        The report and re-scoring read these files.
+        """
         out.mkdir(parents=True, exist_ok=True)
         ev = self._last_eval
         index = ev["index"]

@@ -11,7 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "captioners"
+from tests.run_helpers import REPO
+
+CONFIGS = REPO / "configs" / "captioners"
 # 4 families of 2 videos, 16 frames of 32 px: 8 videos, rendered in a couple of seconds
 TINY_SYNTH = {"video_dir": "videos", "num_families": 4, "family_size": 2, "test_families": 1, "val_families": 1,
               "video_size": 32, "video_frames": 16, "num_frames": 4, "image_size": 32, "num_workers": 0,

@@ -15,7 +15,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.run_helpers import REPO
+
 CONFIGS = REPO / "configs"
 COMMAND_START = "python main.py"
 

@@ -18,6 +18,7 @@ import torch
 from datamodules.sampling import ResumableSampler
 from tests.conftest import make_fake_msrvtt
 from tests.ddp_helpers import items_of_rank, run_one_step
+from tests.run_helpers import REPO, TINY_CLIP4CLIP
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def test_ddp_evaluation_counts_are_exact(tmp_path: Path) -> None:
     root = make_fake_msrvtt(tmp_path / "data", num_train=8, num_test=5)  # 5 is odd: the sampler pads
     logger = json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",
                           "init_args": {"save_dir": str(tmp_path / "runs"), "name": "ddp"}}])
-    conf = Path(__file__).parent / "conf" / "clip4clip_tiny.yaml"
+    conf = TINY_CLIP4CLIP
     main(["fit", "--config", str(conf), "--data.init_args.root", str(root), "--trainer.devices", "2",
           "--trainer.strategy", "ddp_spawn", "--trainer.max_epochs", "1", "--data.init_args.test_protocol",
           "all_captions", "--trainer.logger", logger])
@@ -85,12 +86,12 @@ def test_ddp_whole_rank_batch_failing_to_decode_finishes_and_is_counted(tmp_path
     victims = _corrupt_first_batch_of_rank(root, rank=1, world_size=2, batch_size=2)
     logger = json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",
                           "init_args": {"save_dir": str(tmp_path / "runs"), "name": "skip"}}])
-    conf = Path(__file__).parent / "conf" / "clip4clip_tiny.yaml"
+    conf = TINY_CLIP4CLIP
     args = ["fit", "--config", str(conf), "--data.init_args.root", str(root), "--trainer.devices", "2",
             "--trainer.strategy", "ddp_spawn", "--trainer.max_epochs", "1", "--trainer.logger", logger,
             "--data.init_args.on_decode_error", "skip", "--data.init_args.one_caption_per_video", "true",
             "--data.init_args.batch_size", "2", "--trainer.enable_progress_bar", "false"]
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(repo)}
     try:  # a stalled collective would wait forever: the subprocess gets a deadline
         done = subprocess.run([sys.executable, "main.py", *args], cwd=repo, env=env, capture_output=True,
@@ -112,8 +113,8 @@ def test_ddp_whole_rank_batch_failing_to_decode_finishes_and_is_counted(tmp_path
 def test_ddp_crash_mid_epoch_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     """Two ranks, each with its own shard, data position and RNG stream, resumed from a step checkpoint."""
     root = make_fake_msrvtt(tmp_path / "data")
-    conf = Path(__file__).parent / "conf" / "clip4clip_tiny.yaml"
-    repo = Path(__file__).resolve().parents[1]
+    conf = TINY_CLIP4CLIP
+    repo = REPO
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(repo)}
 
     def fit(name: str, *extra: str) -> subprocess.CompletedProcess:

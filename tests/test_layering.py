@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.run_helpers import REPO as ROOT
 
 
 def private_datamodule_imports(package: str) -> list[str]:

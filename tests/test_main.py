@@ -17,8 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from main import main
-
-TINY_CLIP4CLIP = Path(__file__).resolve().parent / "conf" / "clip4clip_tiny.yaml"
+from tests.run_helpers import TINY_CLIP4CLIP
 
 
 class TinyPairs(L.LightningDataModule):

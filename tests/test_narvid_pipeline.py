@@ -10,25 +10,7 @@ import pytest
 
 from lightning_modules.metrics import retrieval_metrics
 from main import main
-
-CONF = Path(__file__).parent / "conf" / "clip4clip_tiny.yaml"
-
-
-def narvid_args(root: Path, out: Path, name: str) -> list[str]:
-    logger = json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",
-                          "init_args": {"save_dir": str(out), "name": name}}])
-    model = json.dumps({"class_path": "NarVid", "init_args": {
-        "backbone": {"class_path": "OpenCLIPBackbone",
-                     "init_args": {"model_name": "vtr-tiny-clip", "pretrained": None, "max_words": 16,
-                                   "freeze_video": True, "freeze_text": True}},
-        "temporal_layers": 1, "temporal_heads": 8, "nucleus_p": 0.5, "lr": 1e-3, "eval_text_chunk": 4,
-        "eval_video_chunk": 5}})
-    # the data settings here are CLIP4Clip's test twin (tests/conf/clip4clip_tiny.yaml), so NarVid's uniform training
-    # sampling (configs/experiments/narvid_*.yaml) is set by hand; tests/test_shipped_configs.py runs the shipped ones
-    return ["fit", "--config", str(CONF), "--model", model, "--data.init_args.root", str(root),
-            "--data.init_args.train_sampling", "uniform",
-            "--data.init_args.aux_captions", json.dumps({"narration": "captions/narration_test.jsonl"}),
-            "--trainer.max_epochs", "1", "--trainer.logger", logger]
+from tests.run_helpers import narvid_args
 
 
 @pytest.mark.parametrize("cached", [False, True])

@@ -9,29 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from lightning_modules.metrics import retrieval_metrics
 from main import main
-
-CONF = Path(__file__).parent / "conf" / "clip4clip_tiny.yaml"
-
-
-def csv_logger(save_dir: Path, name: str) -> str:
-    return json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",
-                        "init_args": {"save_dir": str(save_dir), "name": name}}])
-
-
-def recompute(test_dir: Path) -> dict[str, float]:
-    sim = np.load(test_dir / "sim_t2v.npy")
-    gt = json.loads((test_dir / "text_to_video.json").read_text())
-    return retrieval_metrics(sim, gt)
-
-
-def assert_metrics_match_artifacts(test_dir: Path) -> dict:
-    record = json.loads((test_dir / "metrics.json").read_text())
-    again = recompute(test_dir)
-    for key, value in again.items():
-        assert abs(record["metrics"][key] - value) < 1e-4, key
-    return record
+from tests.run_helpers import TINY_CLIP4CLIP as CONF
+from tests.run_helpers import assert_metrics_match_artifacts, csv_logger
 
 
 @pytest.fixture(scope="module")

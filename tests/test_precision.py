@@ -10,21 +10,15 @@ import numpy as np
 import pytest
 
 from main import main
-from tests.test_narvid_pipeline import narvid_args
-
-CONF = Path(__file__).parent / "conf" / "clip4clip_tiny.yaml"
-
-
-def _logger(out: Path, name: str) -> str:
-    return json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",
-                        "init_args": {"save_dir": str(out), "name": name}}])
+from tests.run_helpers import TINY_CLIP4CLIP as CONF
+from tests.run_helpers import csv_logger, narvid_args
 
 
 def _args(method: str, root: Path, out: Path) -> list[str]:
     if method == "NarVid":
         return narvid_args(root, out, "bf16")
     return ["fit", "--config", str(CONF), "--data.init_args.root", str(root), "--trainer.max_epochs", "1",
-            "--trainer.logger", _logger(out, "bf16")]
+            "--trainer.logger", csv_logger(out, "bf16")]
 
 
 @pytest.mark.parametrize("method", ["CLIP4Clip", "NarVid"])

@@ -18,9 +18,9 @@ import torch
 
 from datamodules.sampling import ResumableSampler, SampleKey
 from main import main
+from tests.run_helpers import REPO
+from tests.run_helpers import TINY_CLIP4CLIP as CONF
 
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "tests" / "conf" / "clip4clip_tiny.yaml"
 STEPS_PER_EPOCH = 9  # 12 training videos x 3 captions, batch 4
 
 

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 from main import main
-
-CONF = Path(__file__).parent / "conf" / "clip4clip_tiny.yaml"
+from tests.run_helpers import TINY_CLIP4CLIP as CONF
 
 
 def test_wandb_offline_run_gets_full_config(fake_msrvtt: Path, tmp_path: Path) -> None:

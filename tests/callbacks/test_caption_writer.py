@@ -16,8 +16,7 @@ import pytest
 from callbacks.caption_writer import merge_rank_files, read_jsonl, repair_jsonl
 from main import main
 from tests.caption_helpers import CONFIGS, read_store, synth_args, tiny_synth
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.run_helpers import REPO
 
 
 def _rec(vid: str, kind: str = "narration", text: str = "x") -> dict:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from datamodules.synthvtr.cli import main
-
-REPO = Path(__file__).resolve().parents[3]
+from tests.run_helpers import REPO
 
 
 def test_cli_specs_only(capsys: pytest.CaptureFixture[str]):

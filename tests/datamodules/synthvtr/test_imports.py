@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
+from tests.run_helpers import REPO
+
 GENERATOR_MODULES = ("datamodules.synthvtr", "datamodules.synthvtr.lexicon", "datamodules.synthvtr.config",
                      "datamodules.synthvtr.specs", "datamodules.synthvtr.captions", "datamodules.synthvtr.oracle",
                      "datamodules.synthvtr.render", "datamodules.synthvtr.store", "datamodules.synthvtr.cli")

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
+from tests.run_helpers import REPO
+
 PACKAGE = REPO / "lightning_modules" / "captioning"
 
 

@@ -11,6 +11,7 @@ import pytest
 from datamodules import MSVD, CaptionStore
 from datamodules.captions import CAPTIONER_CONFIGS, MissingCaptionsError
 from tests.fake_datasets import make_fake_msvd
+from tests.run_helpers import REPO
 
 
 def record(video_id: str, kind: str, captions: list[str], **extra: object) -> dict:
@@ -72,7 +73,7 @@ def test_require_names_file_count_ids_and_command(tmp_path: Path) -> None:
 
 
 def test_the_named_generators_are_shipped_configs() -> None:
-    captioners = Path(__file__).resolve().parents[1] / "configs" / "captioners"
+    captioners = REPO / "configs" / "captioners"
     for kind, names in CAPTIONER_CONFIGS.items():
         for name in names:
             assert (captioners / name).is_file(), (kind, name)

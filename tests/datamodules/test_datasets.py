@@ -12,7 +12,8 @@ import pytest
 from datamodules import MSVD, VATEX, DiDeMo
 from main import main
 from tests.fake_datasets import make_fake_didemo, make_fake_msvd, make_fake_vatex
-from tests.test_pipeline import CONF, assert_metrics_match_artifacts, csv_logger
+from tests.run_helpers import TINY_CLIP4CLIP as CONF
+from tests.run_helpers import assert_metrics_match_artifacts, csv_logger
 
 CASES = {
     "msvd": ("MSVD", make_fake_msvd, "YouTubeClips", []),

@@ -13,8 +13,7 @@ import pytest
 from datamodules import MSVD, DiDeMo
 from experiments import prepare
 from tests.fake_datasets import make_fake_didemo, make_fake_msvd
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.run_helpers import REPO
 
 
 def test_manifest_compress_and_frames(tmp_path: Path) -> None:
@@ -56,7 +55,7 @@ def test_didemo_ids_with_extension_and_cli(tmp_path: Path) -> None:
     make_fake_didemo(tmp_path)
     out = subprocess.run([sys.executable, "-m", "experiments.prepare", "didemo", "--videos", str(tmp_path / "videos"),
                           "--annotations", str(tmp_path), "--extract-frames", "--fps", "4", "--short-side", "16"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "| test | 3 | 3 | 0 | 0 | 1004 |" in out.stdout
     manifest = json.loads((tmp_path / "vtr_manifest.json").read_text())

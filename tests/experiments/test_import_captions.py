@@ -19,15 +19,16 @@ from experiments import import_captions, prepare
 from experiments.import_captions import CaptionImportError
 from tests.conftest import COLOURS, make_fake_msrvtt, write_video
 from tests.fake_datasets import make_fake_didemo, make_fake_vatex
+from tests.run_helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
 FPS = 8  # write_video's frame rate
 MAX_FRAMES = 4  # the narration's max_frames in these tests (the authors use 12, 32 for DiDeMo)
 
 
 def authors_raw_frames(num_frames: int, fps: int = FPS, max_frames: int = MAX_FRAMES) -> list[int]:
-    """Raw frames NarVid's extractor saves, written out from its description (README "Reproduce NarVid with the authors' narration files"): the
-    decoded frame s * int(fps) of every second s, then linspace(0, n-1, max_frames) of them when more."""
+    """Raw frames NarVid's extractor saves, written out from its description (README "Reproduce NarVid with the
+    authors' narration files"): the decoded frame s * int(fps) of every second s, then linspace(0, n-1, max_frames)
+    of them when more."""
     seconds = math.ceil(num_frames / int(fps))
     positions = np.linspace(0, seconds - 1, max_frames, dtype=int) if seconds > max_frames else np.arange(seconds)
     return [int(p) * int(fps) for p in positions]
@@ -329,5 +330,5 @@ def test_cli_error_is_one_clear_line(fake_msrvtt: Path, tmp_path: Path, monkeypa
 
 def test_prompt_is_the_captioners() -> None:
     # the captioner's constant, read from its source (importing lightning_modules would load every backbone)
-    source = (ROOT / "lightning_modules" / "captioning" / "captioner.py").read_text()
+    source = (REPO / "lightning_modules" / "captioning" / "captioner.py").read_text()
     assert f'NARVID_PROMPT = "{import_captions.NARVID_PROMPT}"' in source

@@ -16,7 +16,8 @@ from datamodules.readers import VideoDecodeError
 from main import main
 from tests.conftest import make_fake_msrvtt
 from tests.fake_datasets import make_fake_didemo, make_fake_msvd, make_fake_vatex
-from tests.test_pipeline import CONF, csv_logger
+from tests.run_helpers import TINY_CLIP4CLIP as CONF
+from tests.run_helpers import csv_logger
 
 CopyOf = Callable[[str], Path]
 SMALL = {"num_frames": 4, "image_size": 32, "num_workers": 0, "eval_batch_size": 2}

@@ -9,7 +9,7 @@ import torch
 from datamodules.batch import MultiCaptions, NarrationCaptions, SupplementCaptions, VideoBatch
 from datamodules.collate import collate_aux
 from datamodules.feature_cache import CachedFeatures, _encode_texts
-from tests.test_narvid import tiny_narvid
+from tests.lightning_modules.test_narvid import tiny_narvid
 
 NARRATION = [["a red ball rolls", "the red ball stops", "a hand appears"], ["a blue cube", "the cube turns"]]
 MULTI = [["a red ball on a table", "someone rolls a ball"], ["a blue cube", "a cube turns", "a toy", "a box"]]

@@ -10,9 +10,9 @@ import yaml
 
 from experiments.sweep import command_for, expand_grid
 from main import main
+from tests.run_helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-SWEEPS = sorted((ROOT / "experiments" / "sweeps").glob("*.yaml"))
+SWEEPS = sorted((REPO / "experiments" / "sweeps").glob("*.yaml"))
 
 
 def test_expand_grid_and_command() -> None:
@@ -35,7 +35,7 @@ def test_sweep_runs_parse(path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     grid = expand_grid(sweep)
     for params in grid:
         if "config" in params:
-            assert (ROOT / params["config"]).is_file(), params["config"]
+            assert (REPO / params["config"]).is_file(), params["config"]
     cmd = command_for(sweep, grid[-1], [])
     subcommand_at = cmd.index("fit")
     with pytest.raises(SystemExit) as exit_info:

@@ -12,8 +12,7 @@ from datamodules.feature_cache import build_or_load_cache
 from datamodules.msrvtt import MSRVTT
 from lightning_modules.backbones import OpenCLIPBackbone
 from main import main
-
-CONF = Path(__file__).parent / "conf" / "clip4clip_tiny.yaml"
+from tests.run_helpers import TINY_CLIP4CLIP as CONF
 
 
 def make_dm(root: Path, cache_dir: Path) -> MSRVTT:
