@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from datamodules.synthvtr.lexicon import ASPECTS, MUTATIONS
 
 # Enters every fingerprint: bump it when a change alters what a given config generates.
-GENERATOR_VERSION = "synthvtr-1.0"
+GENERATOR_VERSION = "synthvtr-1.1"  # 1.1: repeatable colour conversion (render.rgb_to_yuv420p)
 
 
 @dataclass

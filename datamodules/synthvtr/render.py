@@ -152,11 +152,32 @@ def render_frames(spec: VideoSpec, config: SynthVTRConfig) -> np.ndarray:
     return out
 
 
+# BT.601 limited-range RGB -> YCbCr (rows: Y, Cb, Cr), the conversion FFmpeg applies to untagged RGB input
+_BT601 = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
+_BT601_OFFSET = np.array([16.0, 128.0, 128.0])
+
+
+def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB -> the ``[H * 3 / 2, W]`` uint8 planar yuv420p layout PyAV takes.
+
+    Done here rather than by FFmpeg's swscale, whose RGB -> yuv420p conversion is not repeatable: the same frame
+    converted 300 times in one process gave 2-3 different outputs (FFmpeg 8 / swscale 9.5 through PyAV 18), so
+    ~11 % of SynthVTR's videos came out different from one generation to the next. Chroma is the mean of each
+    2 x 2 block (H and W are even: ``SynthVTRConfig`` checks it).
+    """
+    h, w, _ = frame.shape
+    ycc = frame.astype(np.float64) @ _BT601.T + _BT601_OFFSET
+    chroma = ycc[..., 1:].reshape(h // 2, 2, w // 2, 2, 2).mean(axis=(1, 3))
+    planes = [ycc[..., 0], chroma[..., 0], chroma[..., 1]]
+    return np.concatenate([np.clip(np.rint(p), 0, 255).astype(np.uint8).reshape(-1, w) for p in planes])
+
+
 def write_mp4(frames: np.ndarray, path: str | Path, fps: int, crf: int = 23,
               preset: str = "veryfast") -> None:
     """Encode RGB frames as H.264 (libx264, yuv420p) into ``path``, atomically (tmp file + rename).
 
-    One x264 thread: the generator parallelises across videos, and single-threaded x264 is deterministic.
+    Repeatable byte for byte: the colour conversion is :func:`rgb_to_yuv420p` (not swscale), and x264 runs one
+    thread (the generator parallelises across videos instead).
     """
     import av  # local: the specs-only path should not pay for it
 
@@ -168,7 +189,7 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: int, crf: int = 23,
                                       options={"crf": str(crf), "preset": preset, "threads": "1"})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for arr in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420p(arr), format="yuv420p")))
         container.mux(stream.encode(None))
     os.replace(tmp, path)
 
