@@ -79,7 +79,7 @@ def sweep_plots(groups: list[Group], params: list[str], metric: str = "t2v_R1") 
         others = [p for p in params if p != param]
         lines: dict[str, list[tuple[float, float, float]]] = {}
         for g in groups:
-            key = ", ".join(f"{short_key(p)}={fmt_value(g.config.get(p))}" for p in others) or g.method
+            key = ", ".join(f"{short_key(p)}={fmt_value(g.config.get(p))}" for p in others) or "all runs"
             mean, std = mean_std(g.values(metric))
             lines.setdefault(key, []).append((float(g.config[param]), mean, std or 0.0))
         fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -87,6 +87,9 @@ def sweep_plots(groups: list[Group], params: list[str], metric: str = "t2v_R1") 
             points.sort()
             xs, ys, es = zip(*points, strict=True)
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=key)
+        xs_all = [float(v) for v in values]
+        if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 10:
+            ax.set_xscale("log")
         ax.set(xlabel=short_key(param), ylabel=f"test {metric} (%)",
                title=f"{metric} vs {short_key(param)} (mean ± std over seeds)")
         if len(lines) > 1:

@@ -132,6 +132,19 @@ def test_sweep_table_rows_are_the_swept_parameter(built: dict, runs: Path, tmp_p
     assert "2 runs launched, 1 failed: `broken`" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_numeric_swept_parameter_gets_a_plot(runs: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "lr_sweep"
+    shutil.copytree(runs, sweep)
+    for path in sweep.rglob("test/config.yaml"):
+        config = yaml.safe_load(path.read_text())
+        config["model"]["init_args"]["lr"] = 1e-3 if config["model"]["init_args"]["sim_header"] == "meanP" else 1e-2
+        path.write_text(yaml.safe_dump(config))
+    report([str(sweep), "--out", str(tmp_path / "out"), "--no-matrices"])
+    rows = table((tmp_path / "out" / "report.md").read_text(), "Sweep lr_sweep")
+    assert sorted((r["sim_header"], r["lr"]) for r in rows) == [("meanP", "0.001"), ("seqTransf", "0.01")]
+    assert (tmp_path / "out" / "plots" / "sweep_lr_sweep_lr.png").stat().st_size > 1000
+
+
 def test_explicit_compare_and_an_unknown_group(runs: Path, tmp_path: Path) -> None:
     report([str(runs / "meanP_s0"), str(runs / "seqTransf_s*"), "--out", str(tmp_path / "a"),
             "--compare", "seqTransf", "meanP", "--resamples", "500"])
