@@ -1,0 +1,331 @@
+"""``python -m experiments.report <run dirs | sweep dirs | globs> --out reports/<name>``: see the package docstring."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.report import plots
+from experiments.report.papers import PAPER_CSV, PaperRow, load_papers, match_papers, paper_cell
+from experiments.report.render import Figure, Section, Table, write
+from experiments.report.runs import Group, ReportError, Run, discover, fmt_value, group_runs, short_key, sweep_summary
+from experiments.report.stats import Comparison, compare, fmt_mean_std, same_test_set
+
+MAIN_METRICS = (("T2V R@1", "t2v_R1"), ("T2V R@5", "t2v_R5"), ("T2V R@10", "t2v_R10"), ("T2V MdR", "t2v_MdR"),
+                ("T2V MnR", "t2v_MnR"), ("V2T R@1", "v2t_R1"), ("V2T R@5", "v2t_R5"), ("V2T R@10", "v2t_R10"),
+                ("rsum", "rsum"))
+SWEEP_METRICS = (("T2V R@1", "t2v_R1"), ("T2V R@5", "t2v_R5"), ("T2V R@10", "t2v_R10"), ("V2T R@1", "v2t_R1"),
+                 ("rsum", "rsum"))
+MAX_SWEEP_COLUMNS = 8
+
+
+# ---------------------------------------------------------------- provenance
+def _find_keys(value: Any, needle: str, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every (dotted key, value) whose key contains ``needle``, anywhere in nested dicts/lists."""
+    found = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            path = f"{prefix}{k}"
+            if needle in str(k).lower() and not isinstance(v, (dict, list)):
+                found.append((path, v))
+            found += _find_keys(v, needle, path + ".")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found += _find_keys(v, needle, f"{prefix}{i}.")
+    return found
+
+
+def _backbone(run: Run) -> str:
+    spec = run.config.get("model", {}).get("init_args", {}).get("backbone")
+    if not isinstance(spec, dict):
+        return "?"
+    args = spec.get("init_args") or {}
+    parts = [str(spec.get("class_path", "?")).rsplit(".", 1)[-1]]
+    for key in ("model_name", "pretrained"):
+        if args.get(key):
+            parts.append(str(args[key]))
+    if "embed_dim" in args and "model_name" not in args:
+        parts.append(f"dim {args['embed_dim']}")
+    return " ".join(parts)
+
+
+def _captions(run: Run) -> str:
+    aux = run.record.get("data", {}).get("aux_captions")
+    if aux is None:
+        aux = run.config.get("data", {}).get("init_args", {}).get("aux_captions")
+    if not aux:
+        return "none"
+    text = ", ".join(f"{k}: {v}" for k, v in aux.items()) if isinstance(aux, dict) else str(aux)
+    rates = {v for _, v in _find_keys(run.record, "hallucination") + _find_keys(run.config, "hallucination")}
+    if rates:
+        text += " (hallucination " + "/".join(fmt_value(r) for r in sorted(rates, key=str)) + ")"
+    elif run.dataset == "synthvtr":
+        text += " (hallucination rate not recorded in the run's artifacts)"
+    return text
+
+
+def _leakage(run: Run) -> str:
+    flag = run.record.get("leakage")
+    if flag in (None, "", [], {}, False):
+        return "none"
+    if isinstance(flag, dict):
+        return ", ".join(f"{k}={fmt_value(v)}" for k, v in flag.items())
+    if isinstance(flag, list):
+        return ", ".join(str(v) for v in flag)
+    return str(flag)
+
+
+PROVENANCE = {
+    "seeds": lambda r: str(r.seed),
+    "backbone": _backbone,
+    "frames": lambda r: fmt_value(r.record.get("data", {}).get("num_frames", "?")),
+    "devices": lambda r: fmt_value(r.record.get("world_size", "?")),
+    "precision": lambda r: fmt_value(r.record.get("precision", "?")),
+    "model selection": lambda r: str(r.record.get("data", {}).get("model_selection", "?")),
+    "caption source": _captions,
+    "post-processing": lambda r: str(r.record.get("postprocess") or "none"),
+    "leakage": _leakage,
+    "test set": lambda r: f"{r.record.get('num_texts', '?')} × {r.record.get('num_videos', '?')}, "
+                          f"{r.record.get('data', {}).get('protocol', '?')}",
+}
+
+
+def provenance(group: Group, column: str) -> str:
+    values = [PROVENANCE[column](r) for r in group.runs]
+    if column == "seeds":
+        return ",".join(values)
+    return " / ".join(dict.fromkeys(values))
+
+
+# ---------------------------------------------------------------- sections
+def main_section(groups: list[Group], papers: list[PaperRow]) -> Section:
+    header = ["group", "method", "dataset", "configuration", "runs", *(h for h, _ in MAIN_METRICS),
+              "paper T2V R@1", *PROVENANCE]
+    rows = []
+    for g in groups:
+        found = match_papers(g, papers, provenance(g, "backbone"))
+        rows.append([g.ident, g.method, g.dataset, g.variant or "—", str(len(g.runs)),
+                     *(fmt_mean_std(g.values(k)) for _, k in MAIN_METRICS), paper_cell(found),
+                     *(provenance(g, c) for c in PROVENANCE)])
+    return Section("Main table", [
+        "One row per group of runs that differ only in seed: mean ± sample std over the seeds (no ± with one "
+        "seed). Metrics in percent (MdR/MnR: 1-based ranks), read from each run's `test/metrics.json`. "
+        "`paper T2V R@1` is the published number for the same method and dataset (`configs/paper_results.csv`), "
+        "never ours.", Table(header, rows)])
+
+
+def paper_section(groups: list[Group], papers: list[PaperRow]) -> Section:
+    keys = ("t2v_R1", "t2v_R5", "t2v_R10", "t2v_MnR", "v2t_R1", "v2t_R5", "v2t_R10")
+    rows = []
+    for g in groups:
+        found = match_papers(g, papers, provenance(g, "backbone"))
+        setups: dict[tuple[str, str, str, str], dict[str, PaperRow]] = {}
+        for r in found:
+            setups.setdefault((r.method, r.backbone, r.split, r.source), {})[r.metric] = r
+        for (method, backbone, split, source), values in setups.items():
+            rows.append([g.ident, g.label, "ours: " + fmt_mean_std(g.values("t2v_R1")), method, backbone, split,
+                         *(f"{values[k].value:g}" if k in values else "—" for k in keys), source])
+    blocks: list[Any] = ["Published numbers next to ours, matched by method and dataset; a paper row naming only "
+                         "the class (`CLIP4Clip`) matches every variant of it. Our backbone, data and training "
+                         "budget may differ completely (see the provenance columns)."]
+    if rows:
+        blocks.append(Table(["group", "ours", "ours T2V R@1", "paper method", "paper backbone", "paper split",
+                             *(f"paper {k}" for k in keys), "source"], rows))
+    else:
+        blocks.append("No group matches a paper row (SynthVTR, for one, has no published numbers).")
+    return Section("Papers' numbers", blocks)
+
+
+def comparison_section(comparisons: list[Comparison], skipped: list[str], resamples: int) -> Section:
+    blocks: list[Any] = [
+        f"ΔR@1 (T2V, points) = A − B on the same queries. 95 % percentile interval of a paired bootstrap over "
+        f"queries ({resamples:,} resamples, seeded): per seed pair (seeds matched by value) and pooled (the same "
+        "resampled queries for every seed pair, Δ averaged over the pairs). The interval covers test-set "
+        "sampling only; the per-seed spread shows training noise."]
+    rows = []
+    for c in comparisons:
+        per_seed = "; ".join(f"s{s}: {iv.text()}" for s, iv in zip(c.seeds, c.per_seed, strict=True))
+        spread = fmt_mean_std([iv.delta for iv in c.per_seed])
+        verdict = "A better" if c.pooled.low > 0 else "B better" if c.pooled.high < 0 else "not resolved"
+        rows.append([f"{c.a.ident} {c.a.label}", f"{c.b.ident} {c.b.label}", str(c.num_queries), per_seed, spread,
+                     c.pooled.text(), verdict + (f" ({c.note})" if c.note else "")])
+    if rows:
+        blocks.append(Table(["A", "B", "queries", "ΔR@1 per seed [95 % CI]", "per-seed Δ mean ± std",
+                             "pooled ΔR@1 [95 % CI]", "verdict"], rows))
+    else:
+        blocks.append("No pair of groups to compare (pass `--compare A B`; by default every pair sharing a test "
+                      "set is compared when there are at most 4 groups).")
+    blocks += skipped
+    return Section("Paired comparison (bootstrap over queries)", blocks)
+
+
+def sweep_section(path: Path, groups: list[Group]) -> Section:
+    members = [g for g in groups if all(path.resolve() in r.path.resolve().parents for r in g.runs)]
+    blocks: list[Any] = []
+    keys = sorted(set().union(*(g.config for g in members))) if members else []
+    swept = [k for k in keys if len({repr(g.config.get(k, "<unset>")) for g in members}) > 1]
+    shared = [k for k in swept if all(k in g.config for g in members)]
+    shown = (shared or swept)[:MAX_SWEEP_COLUMNS]
+    hidden = len(swept) - len(shown)
+    rows = [[g.ident, g.method, *(fmt_value(g.config.get(k, "<unset>")) for k in shown), g.variant or "—",
+             ",".join(str(s) for s in g.seeds()), *(fmt_mean_std(g.values(m)) for _, m in SWEEP_METRICS)]
+            for g in members]
+    blocks.append(f"`{path}`: {len(members)} settings, {sum(len(g.runs) for g in members)} runs. Swept parameters "
+                  f"are the config values that differ between the runs (seed and bookkeeping left out)"
+                  + (f"; {hidden} more differ (they are in the configuration column)." if hidden else "."))
+    blocks.append(Table(["group", "method", *(short_key(k) for k in shown), "configuration", "seeds",
+                         *(h for h, _ in SWEEP_METRICS)], rows))
+    summary = sweep_summary(path)
+    if summary is not None:
+        failed = [s.get("run", "?") for s in summary if s.get("returncode") not in (0, None) or not s.get("metrics")]
+        blocks.append(f"`sweep_summary.json`: {len(summary)} runs launched, {len(failed)} failed"
+                      + (": " + ", ".join(f"`{f}`" for f in failed) if failed else "."))
+    for param, png in plots.sweep_plots(members, shown):
+        name = f"sweep_{path.name}_{short_key(param)}.png".replace("/", "_")
+        blocks.append(Figure(name, png, f"{path.name}: test T2V R@1 against {short_key(param)}, "
+                                        "mean ± sample std over seeds"))
+    return Section(f"Sweep {path.name}", blocks)
+
+
+def checks_section(groups: list[Group], matrices: bool) -> Section:
+    notes = []
+    for g in groups:
+        seeds = g.seeds()
+        dupes = sorted({s for s in seeds if seeds.count(s) > 1}, key=str)
+        if dupes:
+            notes.append(f"{g.ident} {g.label}: seed {dupes} appears more than once (a re-test of one checkpoint?); "
+                         "the mean counts every run.")
+        if len(g.runs) == 1:
+            notes.append(f"{g.ident} {g.label}: one seed only, no spread.")
+        if matrices:
+            for r in g.runs:
+                r1 = float(np.mean(r.test.ranks == 1) * 100.0)
+                if abs(r1 - float(r.metrics["t2v_R1"])) > 1e-3:
+                    notes.append(f"{r.path}: T2V R@1 recomputed from sim_t2v.npy is {r1:.3f}, metrics.json says "
+                                 f"{float(r.metrics['t2v_R1']):.3f}.")
+    if matrices:
+        mismatches = sum("recomputed from sim_t2v.npy" in n for n in notes)
+        notes.insert(0, "T2V R@1 of every run was recomputed from `sim_t2v.npy` + `text_to_video.json` "
+                        f"(ties pessimistic): {mismatches or 'no'} mismatch(es) with metrics.json.")
+    return Section("Checks", notes or ["Nothing to report."])
+
+
+def qualitative_section(groups: list[Group], seed: int, per_kind: int = 5) -> Section:
+    blocks: list[Any] = ["Per group, its lowest-seed run: the 5 worst, 5 best and 5 random queries (seeded) by "
+                         "ground-truth rank; top-5 videos with the ground truth in **bold**. Queries are shown "
+                         "by text id (the run artifacts hold no query text)."]
+    for g in groups:
+        run = g.runs[0]
+        test = run.test
+        order = np.lexsort((np.arange(len(test.ranks)), test.ranks)).tolist()
+        k = min(per_kind, len(order) // 3) if len(order) < 3 * per_kind else per_kind
+        best, worst = order[:k], order[::-1][:k]
+        rest = [i for i in order if i not in set(best) | set(worst)]
+        rng = np.random.default_rng(seed)
+        sample = sorted(rng.choice(rest, size=min(per_kind, len(rest)), replace=False).tolist()) if rest else []
+        rows = []
+        for kind, rows_idx in (("worst", worst), ("best", best), ("random", sample)):
+            for i in rows_idx:
+                top = [f"**{test.video_ids[j]}**" if j == test.gt[i] else test.video_ids[j] for j in test.top(i)]
+                rows.append([kind, test.text_ids[i], str(int(test.ranks[i])), test.video_ids[test.gt[i]],
+                             ", ".join(top)])
+        blocks.append(f"{g.ident} {g.label}, seed {run.seed} (`{run.path}`)")
+        blocks.append(Table(["kind", "text id", "GT rank", "GT video", "top-5 videos"], rows))
+    return Section("Qualitative: sample queries", blocks)
+
+
+# ---------------------------------------------------------------- CLI
+def resolve(name: str, groups: list[Group]) -> Group:
+    for test in (lambda g: g.ident == name, lambda g: g.label == name, lambda g: g.method == name,
+                 lambda g: name.lower() in g.label.lower()):
+        hits = [g for g in groups if test(g)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise ReportError(f"--compare {name!r} matches several groups: "
+                              + "; ".join(f"{g.ident} {g.label}" for g in hits) + ". Use the group id (G1, ...).")
+    raise ReportError(f"--compare {name!r} matches no group; groups: "
+                      + "; ".join(f"{g.ident} {g.label}" for g in groups))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m experiments.report",
+                                     description="Comparison report from run artifacts (README 'Comparison report').")
+    parser.add_argument("inputs", nargs="+", help="run folders, sweep folders or glob patterns")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (report.md, index.html, plots/)")
+    parser.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"), default=[],
+                        help="paired bootstrap of group A vs B (id G1, label, method or unique substring); repeatable")
+    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10,000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of the query sample")
+    parser.add_argument("--papers", type=Path, default=PAPER_CSV, help="paper numbers CSV")
+    parser.add_argument("--merge-commits", action="store_true",
+                        help="group runs of the same config across code versions (git sha); default keeps them apart")
+    parser.add_argument("--no-matrices", action="store_true",
+                        help="read metrics.json/config only: no bootstrap, rank plots, checks or sample queries")
+    parser.add_argument("--title", default="vtr comparison report")
+    return parser.parse_args(argv)
+
+
+def build(args: argparse.Namespace) -> list[Section]:
+    runs, sweeps = discover(args.inputs)
+    groups = group_runs(runs, merge_commits=args.merge_commits)
+    papers = load_papers(args.papers)
+    matrices = not args.no_matrices
+    intro = Section("Inputs", [
+        f"{len(runs)} runs in {len(groups)} groups from " + ", ".join(f"`{p}`" for p in args.inputs)
+        + f"; generated {time.strftime('%Y-%m-%d %H:%M')} by `python -m experiments.report`. Groups: "
+        + "; ".join(f"**{g.ident}** {g.label} ({g.dataset}, {len(g.runs)} runs)" for g in groups) + "."])
+    sections = [intro, main_section(groups, papers), paper_section(groups, papers)]
+    if matrices:
+        pairs = [(resolve(a, groups), resolve(b, groups)) for a, b in args.compare]
+        skipped = []
+        if not args.compare and len(groups) <= 4:
+            for a, b in itertools.combinations(groups, 2):
+                if a.dataset == b.dataset and same_test_set(a, b):
+                    pairs.append((a, b))
+                else:
+                    skipped.append(f"{a.ident} and {b.ident} were tested on different test sets: not compared.")
+        comparisons = [compare(a, b, args.resamples, args.seed) for a, b in pairs]
+        sections.append(comparison_section(comparisons, skipped, args.resamples))
+    sections += [sweep_section(p, groups) for p in sweeps]
+    figures: list[Any] = []
+    curves = plots.training_curves(groups)
+    if curves:
+        figures.append(Figure("training_curves.png", curves, "train/loss per step and val/t2v_R1 per epoch "
+                                                             "(metrics.csv), one line per run"))
+    if matrices:
+        hist = plots.rank_histograms(groups)
+        if hist:
+            figures.append(Figure("gt_rank_hist.png", hist, "rank of the ground-truth video, per group"))
+    sections.append(Section("Plots", figures or ["No metrics.csv or similarity matrices to plot."]))
+    sections.append(checks_section(groups, matrices))
+    if matrices:
+        sections.append(qualitative_section(groups, args.seed))
+    return sections
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Write ``<out>/report.md`` and ``<out>/index.html``; returns the output folder."""
+    args = parse_args(argv)
+    started = time.perf_counter()
+    sections = build(args)
+    write(args.out, args.title, sections)
+    print(f"report written to {args.out}/index.html and report.md ({time.perf_counter() - started:.1f} s)")
+    return args.out
+
+
+def cli() -> None:
+    try:
+        main()
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+

@@ -1,0 +1,335 @@
+"""Finding runs, loading their test artifacts, and grouping runs that differ only in seed.
+
+A run is any folder holding ``test/metrics.json`` (README "What a run leaves behind"). Only the artifacts are
+read: ``test/metrics.json``, ``test/config.yaml`` (or ``config.yaml``), ``test/sim_t2v.npy`` with its id files,
+``metrics.csv`` and, for a sweep folder, ``sweep_summary.json``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+# metrics.json keys the main table needs; a record without them is malformed
+REQUIRED_METRICS = ("t2v_R1", "t2v_R5", "t2v_R10", "t2v_MdR", "t2v_MnR", "v2t_R1", "v2t_R5", "v2t_R10", "rsum")
+
+# flat config keys that never change a result (paths, logging, evaluation tiling, workers) or that identify the
+# seed; left out when deciding which runs belong together and which parameters a sweep varied
+BOOKKEEPING = (
+    "seed_everything", "ckpt_path", "weights_only", "trainer.logger*", "trainer.default_root_dir",
+    "trainer.callbacks.*.init_args.dirpath", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.log_every_n_steps", "data.init_args.root", "data.init_args.cache_dir", "data.init_args.num_workers",
+    "data.init_args.generator_workers", "data.init_args.eval_batch_size", "data.init_args.predict_*",
+    "model.init_args.eval_text_chunk", "model.init_args.eval_video_chunk", "model.init_args.write_artifacts",
+)
+
+
+class ReportError(ValueError):
+    """Bad input to the report: the message names the file and what to do about it."""
+
+
+def _load_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"{path}: cannot read {what} ({err}). Re-run `python main.py test` for this run "
+                          "(it rewrites the test/ folder) or leave the run out of the report's inputs.") from err
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts/lists -> ``{"a.b.0.c": leaf}``; empty containers are kept as leaves."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+        return out
+    if isinstance(value, list) and value and any(isinstance(v, (dict, list)) for v in value):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}{i}."))
+        return out
+    return {prefix[:-1]: tuple(value) if isinstance(value, list) else value}
+
+
+def is_bookkeeping(key: str) -> bool:
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in BOOKKEEPING)
+
+
+def short_key(key: str) -> str:
+    """``model.init_args.sim_header`` -> ``sim_header``; ``data.init_args.aux_captions.narration`` ->
+    ``aux_captions.narration``."""
+    return key.split("init_args.", 1)[1] if "init_args." in key else key
+
+
+def fmt_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return "[" + ",".join(fmt_value(v) for v in value) + "]"
+    return str(value)
+
+
+@dataclass
+class TestSet:
+    """What a run was tested on: row and column ids, the ground-truth column of every row, the scores."""
+
+    text_ids: list[str]
+    video_ids: list[str]
+    gt: np.ndarray
+    sim: np.ndarray
+
+    @cached_property
+    def ranks(self) -> np.ndarray:
+        """1-based rank of each text's ground-truth video; ties pessimistic (lightning_modules/metrics.py)."""
+        sim = self.sim.astype(np.float32, copy=False)
+        target = sim[np.arange(len(self.gt)), self.gt][:, None]
+        return (sim >= target).sum(axis=1)
+
+    def top(self, row: int, k: int = 5) -> list[int]:
+        return [int(i) for i in np.argsort(-self.sim[row], kind="stable")[:k]]
+
+
+@dataclass
+class Run:
+    path: Path                      # the run folder (holds test/)
+    record: dict[str, Any]          # test/metrics.json
+    config: dict[str, Any]          # test/config.yaml or config.yaml ({} when neither exists)
+    config_path: Path | None
+    _test: TestSet | None = field(default=None, repr=False)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.record["metrics"]
+
+    @property
+    def name(self) -> str:
+        return self.path.parent.name if re.fullmatch(r"version_\d+", self.path.name) else self.path.name
+
+    @property
+    def seed(self) -> int | None:
+        seed = self.record.get("seed")
+        if seed is None:
+            seed = self.config.get("seed_everything")
+        return int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
+
+    @property
+    def dataset(self) -> str:
+        return str(self.record.get("data", {}).get("dataset") or self.config.get("data", {}).get("class_path", "?")
+                   .rsplit(".", 1)[-1].lower())
+
+    @property
+    def model_class(self) -> str:
+        path = self.config.get("model", {}).get("class_path") or self.record.get("method") or "?"
+        return str(path).rsplit(".", 1)[-1]
+
+    @cached_property
+    def flat_config(self) -> dict[str, Any]:
+        return {k: v for k, v in flatten(self.config).items() if not is_bookkeeping(k)}
+
+    @property
+    def test(self) -> TestSet:
+        if self._test is None:
+            self._test = load_test_set(self.path / "test")
+        return self._test
+
+
+def load_test_set(test_dir: Path) -> TestSet:
+    """The similarity matrix with its ids, checked against each other."""
+    sim_path = test_dir / "sim_t2v.npy"
+    if not sim_path.is_file():
+        raise ReportError(f"{sim_path}: missing; the paired comparison and the rank plots need it. Re-run "
+                          "`python main.py test` with write_artifacts: true, or pass --no-matrices.")
+    try:
+        sim = np.load(sim_path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ReportError(f"{sim_path}: not a readable .npy matrix ({err}); re-run `python main.py test`.") from err
+    text_ids = _load_json(test_dir / "text_ids.json", "the row ids")
+    video_ids = _load_json(test_dir / "video_ids.json", "the column ids")
+    gt = _load_json(test_dir / "text_to_video.json", "the ground-truth columns")
+    if sim.ndim != 2 or sim.shape != (len(text_ids), len(video_ids)):
+        raise ReportError(f"{sim_path}: shape {sim.shape} disagrees with text_ids.json ({len(text_ids)} texts) and "
+                          f"video_ids.json ({len(video_ids)} videos) in {test_dir}; the files come from different "
+                          "test runs or were truncated. Re-run `python main.py test` for this run.")
+    gt_arr = np.asarray(gt, dtype=np.int64)
+    if gt_arr.shape != (len(text_ids),) or (len(gt_arr) and (gt_arr.min() < 0 or gt_arr.max() >= len(video_ids))):
+        raise ReportError(f"{test_dir / 'text_to_video.json'}: needs one column index in [0, {len(video_ids)}) per "
+                          f"text ({len(text_ids)}); re-run `python main.py test` for this run.")
+    if np.isnan(sim).any():
+        raise ReportError(f"{sim_path}: contains NaN scores; ranks are undefined. Re-test a checkpoint that did "
+                          "not diverge.")
+    return TestSet([str(t) for t in text_ids], [str(v) for v in video_ids], gt_arr, sim)
+
+
+def load_run(metrics_path: Path) -> Run:
+    record = _load_json(metrics_path, "the test metrics")
+    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+        raise ReportError(f"{metrics_path}: has no 'metrics' object, so it was not written by vtr's test step "
+                          "(lightning_modules/base.py write_test_artifacts). Re-run `python main.py test` for "
+                          "this run or leave it out.")
+    missing = [k for k in REQUIRED_METRICS if not isinstance(record["metrics"].get(k), (int, float))]
+    if missing:
+        raise ReportError(f"{metrics_path}: 'metrics' lacks numeric {', '.join(missing)}. Re-run `python main.py "
+                          "test` for this run or leave it out.")
+    run_dir = metrics_path.parent.parent
+    config: dict[str, Any] = {}
+    config_path = None
+    for candidate in (metrics_path.parent / "config.yaml", run_dir / "config.yaml"):
+        if candidate.is_file():
+            try:
+                loaded = yaml.safe_load(candidate.read_text())
+            except (OSError, yaml.YAMLError) as err:
+                raise ReportError(f"{candidate}: not valid YAML ({err}); restore it from the run or delete it so "
+                                  "the report falls back to the other config file.") from err
+            if not isinstance(loaded, dict):
+                raise ReportError(f"{candidate}: expected a mapping (LightningCLI's resolved config).")
+            config, config_path = loaded, candidate
+            break
+    return Run(run_dir, record, config, config_path)
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Paths and glob patterns -> existing paths (a pattern or path that matches nothing is an error)."""
+    paths: list[Path] = []
+    for item in inputs:
+        if glob.has_magic(item):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
+            if not matches:
+                raise ReportError(f"{item}: the pattern matches nothing; check the path (quote it so the shell "
+                                  "does not expand it first).")
+            paths.extend(matches)
+        else:
+            path = Path(item)
+            if not path.exists():
+                raise ReportError(f"{path}: no such file or folder; pass run folders, sweep folders or globs.")
+            paths.append(path)
+    return paths
+
+
+def find_metrics(path: Path) -> list[Path]:
+    if path.is_file():
+        if path.name == "metrics.json" and path.parent.name == "test":
+            return [path]
+        raise ReportError(f"{path}: is a file; pass a run folder (holding test/metrics.json) or a folder of runs.")
+    found = sorted(path.rglob("test/metrics.json"))
+    if not found:
+        raise ReportError(f"{path}: no run found (no test/metrics.json below it). A run is the folder `main.py fit` "
+                          "or `main.py test` logs to (runs/<name>/version_N/); pass such folders, a sweep's --out "
+                          "folder, or a glob of them.")
+    return found
+
+
+def discover(inputs: list[str]) -> tuple[list[Run], list[Path]]:
+    """Every run below the inputs (each once) and the input folders that are sweeps."""
+    runs: dict[Path, Run] = {}
+    sweeps: list[Path] = []
+    for path in expand_inputs(inputs):
+        found = find_metrics(path)
+        for metrics_path in found:
+            run = load_run(metrics_path)
+            runs.setdefault(run.path.resolve(), run)
+        if path.is_dir() and ((path / "sweep_summary.json").is_file() or len(found) > 1):
+            sweeps.append(path)
+    return list(runs.values()), sweeps
+
+
+def sweep_summary(path: Path) -> list[dict[str, Any]] | None:
+    summary = path / "sweep_summary.json"
+    if not summary.is_file():
+        return None
+    data = _load_json(summary, "the sweep summary")
+    if not isinstance(data, list):
+        raise ReportError(f"{summary}: expected a list of runs (experiments/sweep.py writes one).")
+    return data
+
+
+@dataclass
+class Group:
+    """Runs that differ only in seed."""
+
+    key: tuple
+    runs: list[Run]
+    ident: str = ""        # G1, G2, ...
+    method: str = ""
+    variant: str = ""      # the configuration differences that are not part of the method
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} [{self.variant}]" if self.variant else self.method
+
+    @property
+    def dataset(self) -> str:
+        return self.runs[0].dataset
+
+    @property
+    def model_class(self) -> str:
+        return self.runs[0].model_class
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.runs[0].flat_config
+
+    def seeds(self) -> list[int | None]:
+        return [r.seed for r in self.runs]
+
+    def values(self, metric: str) -> list[float]:
+        return [float(r.metrics[metric]) for r in self.runs if r.metrics.get(metric) is not None]
+
+
+def _code_version(run: Run) -> str:
+    return str(run.record.get("git_sha") or "unknown")[:7]
+
+
+def group_runs(runs: list[Run], merge_commits: bool = False) -> list[Group]:
+    """Group by (class, dataset, test protocol, config without seed and bookkeeping, code version) and label
+    each group: method = class (+ CLIP4Clip's sim_header) + the model arguments that tell groups of the same class
+    and dataset apart; variant = the other differing settings."""
+    by_key: dict[tuple, list[Run]] = {}
+    for run in sorted(runs, key=lambda r: (str(r.path))):
+        cfg = tuple(sorted((k, repr(v)) for k, v in run.flat_config.items()))
+        code = "" if merge_commits else _code_version(run)
+        protocol = str(run.record.get("data", {}).get("protocol", ""))
+        by_key.setdefault((run.model_class, run.dataset, protocol, cfg, code), []).append(run)
+    groups = [Group(key, sorted(members, key=lambda r: (r.seed is None, r.seed or 0, str(r.path))))
+              for key, members in by_key.items()]
+    families: dict[tuple[str, str], list[Group]] = {}
+    for g in groups:
+        families.setdefault((g.model_class, g.dataset), []).append(g)
+    for family in families.values():
+        keys = sorted(set().union(*(g.config for g in family)))
+        differing = [k for k in keys if len({repr(g.config.get(k, "<unset>")) for g in family}) > 1]
+        codes = {g.key[4] for g in family}
+        protocols = {g.key[2] for g in family}
+        for g in family:
+            method = [g.model_class]
+            header = g.config.get("model.init_args.sim_header")
+            if header is not None:
+                method.append(str(header))
+            variant = []
+            for k in differing:
+                if k == "model.init_args.sim_header" or k not in g.config:  # unset: an argument its code lacked
+                    continue
+                text = f"{short_key(k)}={fmt_value(g.config.get(k, '<unset>'))}"
+                is_method = k.startswith("model.") and not k.startswith("model.init_args.backbone")
+                (method if is_method else variant).append(text)
+            if len(protocols) > 1:
+                variant.append(f"protocol={g.key[2]}")
+            if len(codes) > 1:
+                variant.append(f"code={g.key[4]}")
+            g.method, g.variant = " ".join(method), ", ".join(variant)
+    groups.sort(key=lambda g: (g.dataset, g.method, g.variant))
+    for i, g in enumerate(groups, 1):
+        g.ident = f"G{i}"
+    return groups

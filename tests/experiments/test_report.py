@@ -1,0 +1,245 @@
+"""The comparison report (experiments/report): real run folders from the CLI, then the report on them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from experiments.report import ReportError
+from experiments.report import main as report
+from experiments.report.papers import COLUMNS, PAPER_CSV, load_papers
+from experiments.report.stats import bootstrap_means, mean_std, paired_bootstrap, resample_indices
+from main import main
+from tests.run_helpers import TINY_CLIP4CLIP, csv_logger
+
+METRIC_COLUMNS = {"T2V R@1": "t2v_R1", "T2V R@5": "t2v_R5", "T2V R@10": "t2v_R10", "T2V MdR": "t2v_MdR",
+                  "T2V MnR": "t2v_MnR", "V2T R@1": "v2t_R1", "V2T R@5": "v2t_R5", "V2T R@10": "v2t_R10",
+                  "rsum": "rsum"}
+
+
+@pytest.fixture(scope="module")
+def runs(fake_msrvtt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two methods (CLIP4Clip meanP / seqTransf) x two seeds, one epoch each, in CSVLogger layout."""
+    out = tmp_path_factory.mktemp("report_runs")
+    for header in ("meanP", "seqTransf"):
+        for seed in (0, 1):
+            main(["fit", "--config", str(TINY_CLIP4CLIP), "--data.init_args.root", str(fake_msrvtt),
+                  "--seed_everything", str(seed), "--model.init_args.sim_header", header,
+                  "--trainer.max_epochs", "1", "--trainer.logger", csv_logger(out, f"{header}_s{seed}")])
+    return out
+
+
+def table(markdown: str, section: str) -> list[dict[str, str]]:
+    """Rows of the first table under ``## section`` as dicts keyed by the header."""
+    lines = markdown.split(f"## {section}", 1)[1].splitlines()
+    rows = [line for line in lines if line.startswith("|")]
+    split = [[c.strip() for c in row.strip("|").split(" | ")] for row in rows]
+    header, body = split[0], split[2:]
+    end = next((i for i, row in enumerate(body) if len(row) != len(header)), len(body))
+    return [dict(zip(header, row, strict=True)) for row in body[:end]]
+
+
+@pytest.fixture(scope="module")
+def built(runs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("report") / "cmp"
+    report([str(runs), "--out", str(out), "--resamples", "2000"])
+    return {"out": out, "md": (out / "report.md").read_text(), "html": (out / "index.html").read_text()}
+
+
+def test_report_files_are_written_and_html_is_self_contained(built: dict) -> None:
+    assert (built["out"] / "report.md").is_file() and (built["out"] / "index.html").is_file()
+    html = built["html"]
+    assert html.count("data:image/png;base64,") >= 2  # training curves + rank histogram, inline
+    assert "<link" not in html and "<script" not in html and "src='http" not in html and 'src="http' not in html
+    assert (built["out"] / "plots" / "training_curves.png").is_file()
+
+
+def test_main_table_is_one_row_per_method_with_the_mean_over_seeds(built: dict, runs: Path) -> None:
+    rows = table(built["md"], "Main table")
+    assert sorted(r["method"] for r in rows) == ["CLIP4Clip meanP", "CLIP4Clip seqTransf"]
+    records: dict[str, list[dict]] = {}
+    for path in runs.rglob("test/metrics.json"):
+        header = yaml.safe_load((path.parent / "config.yaml").read_text())["model"]["init_args"]["sim_header"]
+        records.setdefault(header, []).append(json.loads(path.read_text()))
+    for row in rows:
+        recs = records[row["method"].split()[1]]
+        assert row["runs"] == "2" and row["seeds"] == "0,1"
+        for column, key in METRIC_COLUMNS.items():
+            values = [r["metrics"][key] for r in recs]
+            assert row[column] == f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}", column
+
+
+def test_provenance_columns_are_filled_from_the_artifacts(built: dict) -> None:
+    for row in table(built["md"], "Main table"):
+        assert row["dataset"] == "msrvtt"
+        assert row["backbone"] == "OpenCLIPBackbone vtr-tiny-clip"
+        assert row["frames"] == "4" and row["devices"] == "1" and row["precision"] == "32-true"
+        assert row["model selection"].startswith("test split")
+        assert row["caption source"] == "none" and row["post-processing"] == "none" and row["leakage"] == "none"
+        assert row["test set"].startswith("6 × 6, 1k-A")
+
+
+def test_paper_columns_come_from_the_csv_and_never_replace_ours(built: dict, runs: Path, tmp_path: Path) -> None:
+    rows = {r["method"]: r for r in table(built["md"], "Main table")}
+    assert "43.1 (CLIP4Clip meanP" in rows["CLIP4Clip meanP"]["paper T2V R@1"]
+    assert "44.5 (CLIP4Clip seqTransf" in rows["CLIP4Clip seqTransf"]["paper T2V R@1"]
+    assert "44.5" not in rows["CLIP4Clip meanP"]["paper T2V R@1"]  # another named variant never matches
+    papers = tmp_path / "papers.csv"
+    with papers.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(COLUMNS)
+        w.writerow(["CLIP4Clip seqTransf", "msrvtt", "ViT-B/32", "1k-A", "t2v_R1", "99.9", "test paper, Table 9"])
+    out = tmp_path / "custom"
+    report([str(runs), "--out", str(out), "--papers", str(papers), "--no-matrices"])
+    md = (out / "report.md").read_text()
+    custom = {r["method"]: r for r in table(md, "Main table")}
+    assert custom["CLIP4Clip seqTransf"]["paper T2V R@1"].startswith("99.9")
+    assert custom["CLIP4Clip seqTransf"]["T2V R@1"] == rows["CLIP4Clip seqTransf"]["T2V R@1"]
+    assert custom["CLIP4Clip meanP"]["paper T2V R@1"] == "—"
+    assert "test paper, Table 9" in md.split("## Papers' numbers")[1]
+
+
+def test_bootstrap_section_compares_the_pair(built: dict, runs: Path) -> None:
+    rows = table(built["md"], "Paired comparison (bootstrap over queries)")
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["A"].startswith("G1 CLIP4Clip meanP") and row["B"].startswith("G2 CLIP4Clip seqTransf")
+    assert row["queries"] == "6" and "s0:" in row["ΔR@1 per seed [95 % CI]"] and "s1:" in row["ΔR@1 per seed [95 % CI]"]
+    r1 = {h: statistics.fmean(json.loads(p.read_text())["metrics"]["t2v_R1"] for p in runs.glob(f"{h}_s*/*/test/"
+                                                                                                  "metrics.json"))
+          for h in ("meanP", "seqTransf")}
+    assert row["pooled ΔR@1 [95 % CI]"].startswith(f"{r1['meanP'] - r1['seqTransf']:+.2f} [")
+    assert "no mismatch" in built["md"].split("## Checks")[1]
+
+
+def test_sweep_table_rows_are_the_swept_parameter(built: dict, runs: Path, tmp_path: Path) -> None:
+    rows = table(built["md"], f"Sweep {runs.name}")
+    assert sorted(r["sim_header"] for r in rows) == ["meanP", "seqTransf"]
+    assert all(r["seeds"] == "0,1" for r in rows)
+    sweep = tmp_path / "sweep"
+    shutil.copytree(runs, sweep)
+    (sweep / "sweep_summary.json").write_text(json.dumps([{"run": "ok", "returncode": 0, "metrics": {"t2v_R1": 1}},
+                                                          {"run": "broken", "returncode": 1, "metrics": None}]))
+    report([str(sweep), "--out", str(tmp_path / "out"), "--no-matrices"])
+    assert "2 runs launched, 1 failed: `broken`" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_numeric_swept_parameter_gets_a_plot(runs: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "lr_sweep"
+    shutil.copytree(runs, sweep)
+    for path in sweep.rglob("test/config.yaml"):
+        config = yaml.safe_load(path.read_text())
+        config["model"]["init_args"]["lr"] = 1e-3 if config["model"]["init_args"]["sim_header"] == "meanP" else 1e-2
+        path.write_text(yaml.safe_dump(config))
+    report([str(sweep), "--out", str(tmp_path / "out"), "--no-matrices"])
+    rows = table((tmp_path / "out" / "report.md").read_text(), "Sweep lr_sweep")
+    assert sorted((r["sim_header"], r["lr"]) for r in rows) == [("meanP", "0.001"), ("seqTransf", "0.01")]
+    assert (tmp_path / "out" / "plots" / "sweep_lr_sweep_lr.png").stat().st_size > 1000
+
+
+def test_explicit_compare_and_an_unknown_group(runs: Path, tmp_path: Path) -> None:
+    report([str(runs / "meanP_s0"), str(runs / "seqTransf_s*"), "--out", str(tmp_path / "a"),
+            "--compare", "seqTransf", "meanP", "--resamples", "500"])
+    rows = table((tmp_path / "a" / "report.md").read_text(), "Paired comparison (bootstrap over queries)")
+    assert rows[0]["A"].startswith("G2 CLIP4Clip seqTransf") and rows[0]["ΔR@1 per seed [95 % CI]"].startswith("s0:")
+    with pytest.raises(ReportError, match="matches no group"):
+        report([str(runs), "--out", str(tmp_path / "b"), "--compare", "NarVid", "G1"])
+
+
+def _copy_run(runs: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "copy" / "version_0"
+    shutil.copytree(runs / "meanP_s0" / "version_0", run)
+    return run
+
+
+def test_leakage_and_caption_flags_are_shown(runs: Path, tmp_path: Path) -> None:
+    run = _copy_run(runs, tmp_path)
+    record = json.loads((run / "test" / "metrics.json").read_text())
+    record["leakage"] = {"supplement_from_test_video": True}
+    record["data"]["aux_captions"] = {"narration": "captions/narration_h0.5.jsonl"}
+    record["data"]["caption_store"] = {"hallucination_rate": 0.5}
+    (run / "test" / "metrics.json").write_text(json.dumps(record))
+    report([str(run), "--out", str(tmp_path / "out"), "--no-matrices"])
+    row = table((tmp_path / "out" / "report.md").read_text(), "Main table")[0]
+    assert row["leakage"] == "supplement_from_test_video=true"
+    assert row["caption source"] == "narration: captions/narration_h0.5.jsonl (hallucination 0.5)"
+
+
+def test_empty_folder_is_an_error_naming_it(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ReportError, match=r"empty: no run found \(no test/metrics.json"):
+        report([str(empty), "--out", str(tmp_path / "out")])
+    with pytest.raises(ReportError, match="matches nothing"):
+        report([str(tmp_path / "nothing_*"), "--out", str(tmp_path / "out")])
+
+
+def test_malformed_metrics_json_is_an_error_naming_the_file(runs: Path, tmp_path: Path) -> None:
+    run = _copy_run(runs, tmp_path)
+    bad = run / "test" / "metrics.json"
+    bad.write_text('{"metrics": {"t2v_R1": ')
+    with pytest.raises(ReportError, match=rf"{re.escape(str(bad))}: cannot read the test metrics .*main.py test"):
+        report([str(run.parent), "--out", str(tmp_path / "out")])
+    bad.write_text(json.dumps({"metrics": {"t2v_R1": 1.0}}))
+    with pytest.raises(ReportError, match=rf"{re.escape(str(bad))}: 'metrics' lacks numeric t2v_R5"):
+        report([str(run.parent), "--out", str(tmp_path / "out")])
+
+
+def test_sim_matrix_that_disagrees_with_the_ids_is_an_error(runs: Path, tmp_path: Path) -> None:
+    run = _copy_run(runs, tmp_path)
+    np.save(run / "test" / "sim_t2v.npy", np.zeros((5, 6), dtype=np.float32))
+    with pytest.raises(ReportError, match=r"sim_t2v.npy: shape \(5, 6\) disagrees with text_ids.json \(6 texts\)"):
+        report([str(run), "--out", str(tmp_path / "out")])
+
+
+# ------------------------------------------------------------------ unit tests
+def test_bootstrap_equals_a_direct_loop_and_covers_the_observed_delta() -> None:
+    rng = np.random.default_rng(7)
+    diff = rng.choice([-1.0, 0.0, 1.0], size=37, p=[0.2, 0.5, 0.3])
+    resamples, seed = 2500, 3  # three chunks of resamples
+    loop = []
+    for idx in resample_indices(diff.size, resamples, seed):
+        for row in idx:
+            loop.append(sum(diff[i] for i in row) / diff.size)
+    np.testing.assert_allclose(bootstrap_means(diff, resamples, seed), loop, rtol=0, atol=1e-12)
+    interval = paired_bootstrap(diff, resamples, seed)
+    low, high = np.percentile(np.array(loop) * 100, [2.5, 97.5])
+    assert interval.low == pytest.approx(low) and interval.high == pytest.approx(high)
+    assert interval.delta == pytest.approx(diff.mean() * 100)
+    assert interval.low <= interval.delta <= interval.high
+    # one generator draw of the whole index matrix gives the same resamples (the chunking changes nothing)
+    direct = np.random.default_rng(seed).integers(0, diff.size, size=(1000, diff.size))
+    np.testing.assert_array_equal(next(resample_indices(diff.size, resamples, seed)), direct)
+    assert paired_bootstrap(np.zeros(10), 100, 0).text() == "+0.00 [+0.00, +0.00]"
+
+
+def test_mean_std_is_the_sample_std() -> None:
+    assert mean_std([1.0, 2.0, 4.0]) == (pytest.approx(7 / 3), pytest.approx(statistics.stdev([1, 2, 4])))
+    assert mean_std([3.0]) == (3.0, None)
+
+
+def test_paper_results_csv_schema() -> None:
+    with PAPER_CSV.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames or ()) == COLUMNS
+        rows = list(reader)
+    assert rows and len(load_papers()) == len(rows)
+    for row in rows:
+        assert row["source"].strip() and row["method"].strip() and row["backbone"].strip(), row
+        assert float(row["value"]) >= 0
+        assert row["dataset"] in {"msrvtt", "msvd", "vatex", "didemo", "activitynet"}, row
+        assert row["metric"].split("_")[0] in {"t2v", "v2t"}, row
+    key = {(r["method"], r["dataset"], r["backbone"], r["metric"]): float(r["value"]) for r in rows}
+    assert key["CLIP4Clip seqTransf", "msrvtt", "ViT-B/32", "t2v_R1"] == 44.5
+    assert key["NarVid", "msrvtt", "ViT-B/32", "t2v_R1"] == 51.0
+    assert key["NarVid", "msrvtt", "ViT-B/16", "t2v_R1"] == 52.7
+    assert key["Conical", "didemo", "ViT-B/16", "t2v_R1"] == 59.2
+    assert not any(r["dataset"] == "synthvtr" for r in rows)
