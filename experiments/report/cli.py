@@ -14,7 +14,19 @@ import numpy as np
 from experiments.report import plots
 from experiments.report.papers import PAPER_CSV, PaperRow, load_papers, match_papers, paper_cell
 from experiments.report.render import Figure, Section, Table, write
-from experiments.report.runs import Group, ReportError, Run, discover, fmt_value, group_runs, short_key, sweep_summary
+from experiments.report.runs import (
+    REQUIRED_METRICS,
+    Group,
+    ReportError,
+    Run,
+    checkpoint_path,
+    discover,
+    fmt_value,
+    group_runs,
+    short_key,
+    split_retests,
+    sweep_summary,
+)
 from experiments.report.stats import Comparison, compare, fmt_mean_std, same_test_set
 
 MAIN_METRICS = (("T2V R@1", "t2v_R1"), ("T2V R@5", "t2v_R5"), ("T2V R@10", "t2v_R10"), ("T2V MdR", "t2v_MdR"),
@@ -193,8 +205,18 @@ def sweep_section(path: Path, groups: list[Group]) -> Section:
     return Section(f"Sweep {path.name}", blocks)
 
 
-def checks_section(groups: list[Group], matrices: bool) -> Section:
+def retest_notes(retests: list[tuple[Run, Run]]) -> list[str]:
     notes = []
+    for retest, original in retests:
+        diff = max(abs(float(retest.metrics[k]) - float(original.metrics[k])) for k in REQUIRED_METRICS)
+        notes.append(f"`{retest.path}` re-tests (`main.py test --ckpt_path {checkpoint_path(retest)}`) the run "
+                     f"`{original.path}`: left out of the groups; its metrics differ from that run's test by at most "
+                     f"{diff:.2e} ({', '.join(REQUIRED_METRICS)}).")
+    return notes
+
+
+def checks_section(groups: list[Group], matrices: bool, retests: list[tuple[Run, Run]] | None = None) -> Section:
+    notes = retest_notes(retests or [])
     for g in groups:
         seeds = g.seeds()
         dupes = sorted({s for s in seeds if seeds.count(s) > 1}, key=str)
@@ -273,12 +295,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build(args: argparse.Namespace) -> list[Section]:
-    runs, sweeps = discover(args.inputs)
+    found, sweeps = discover(args.inputs)
+    runs, retests = split_retests(found)
     groups = group_runs(runs, merge_commits=args.merge_commits)
     papers = load_papers(args.papers)
     matrices = not args.no_matrices
     intro = Section("Inputs", [
-        f"{len(runs)} runs in {len(groups)} groups from " + ", ".join(f"`{p}`" for p in args.inputs)
+        f"{len(runs)} runs in {len(groups)} groups"
+        + (f" (+ {len(retests)} re-test(s) of their checkpoints, listed under Checks)" if retests else "")
+        + " from " + ", ".join(f"`{p}`" for p in args.inputs)
         + f"; generated {time.strftime('%Y-%m-%d %H:%M')} by `python -m experiments.report`. Groups: "
         + "; ".join(f"**{g.ident}** {g.label} ({g.dataset}, {len(g.runs)} runs)" for g in groups) + "."])
     sections = [intro, main_section(groups, papers), paper_section(groups, papers)]
@@ -304,7 +329,7 @@ def build(args: argparse.Namespace) -> list[Section]:
         if hist:
             figures.append(Figure("gt_rank_hist.png", hist, "rank of the ground-truth video, per group"))
     sections.append(Section("Plots", figures or ["No metrics.csv or similarity matrices to plot."]))
-    sections.append(checks_section(groups, matrices))
+    sections.append(checks_section(groups, matrices, retests))
     if matrices:
         sections.append(qualitative_section(groups, args.seed))
     return sections

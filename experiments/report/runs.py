@@ -7,6 +7,7 @@ read: ``test/metrics.json``, ``test/config.yaml`` (or ``config.yaml``), ``test/s
 
 from __future__ import annotations
 
+import csv
 import fnmatch
 import glob
 import json
@@ -243,6 +244,54 @@ def discover(inputs: list[str]) -> tuple[list[Run], list[Path]]:
         if path.is_dir() and ((path / "sweep_summary.json").is_file() or len(found) > 1):
             sweeps.append(path)
     return list(runs.values()), sweeps
+
+
+def has_training_rows(run: Run) -> bool:
+    """Whether the run's ``metrics.csv`` logged a ``train/`` or ``val/`` value (a ``fit`` run, not a test only)."""
+    path = run.path / "metrics.csv"
+    if not path.is_file():
+        return False
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c for c in reader.fieldnames or [] if c.startswith(("train/", "val/"))]
+            return any(row.get(c) not in (None, "") for row in reader for c in columns)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+
+
+def checkpoint_path(run: Run) -> str | None:
+    """The checkpoint a run was started from (``ckpt_path`` of its config or metrics.json), None when none."""
+    ckpt = run.config.get("ckpt_path") or run.record.get("ckpt_path")
+    return str(ckpt) if ckpt else None
+
+
+def split_retests(runs: list[Run]) -> tuple[list[Run], list[tuple[Run, Run]]]:
+    """Set apart the re-tests (``main.py test --ckpt_path``) of a checkpoint of another run in ``runs``.
+
+    A re-test has a ``ckpt_path`` and no training rows in its ``metrics.csv``; it belongs to the run whose folder
+    holds the checkpoint (the resolved path, else the same ``<name>/version_N`` ending when that is unique).
+    A resumed ``fit`` also has a ``ckpt_path`` but logs training rows, so it stays a run; so does a test of a
+    checkpoint whose training run is not among the inputs (it is then the only result of that model).
+    Returns the runs without those re-tests and the (re-test, original) pairs.
+    """
+    kept, retests = [], []
+    trained = [r for r in runs if has_training_rows(r)]
+    for run in runs:
+        ckpt = checkpoint_path(run)
+        original = None
+        if ckpt and not has_training_rows(run):
+            path = Path(ckpt).expanduser()
+            resolved = path.resolve()
+            exact = [r for r in trained if r is not run and r.path.resolve() in resolved.parents]
+            tail = [r for r in trained if r is not run and len(path.parts) >= 4
+                    and path.parts[-4:-2] == r.path.parts[-2:]]
+            original = exact[0] if exact else tail[0] if len(tail) == 1 else None
+        if original is None:
+            kept.append(run)
+        else:
+            retests.append((run, original))
+    return kept, retests
 
 
 def sweep_summary(path: Path) -> list[dict[str, Any]] | None:

@@ -16,6 +16,7 @@ import yaml
 from experiments.report import ReportError
 from experiments.report import main as report
 from experiments.report.papers import COLUMNS, PAPER_CSV, load_papers
+from experiments.report.runs import load_run, split_retests
 from experiments.report.stats import bootstrap_means, mean_std, paired_bootstrap, resample_indices
 from main import main
 from tests.run_helpers import TINY_CLIP4CLIP, csv_logger
@@ -243,3 +244,64 @@ def test_paper_results_csv_schema() -> None:
     assert key["NarVid", "msrvtt", "ViT-B/16", "t2v_R1"] == 52.7
     assert key["Conical", "didemo", "ViT-B/16", "t2v_R1"] == 59.2
     assert not any(r["dataset"] == "synthvtr" for r in rows)
+
+
+# ------------------------------------------------------------------ the demo's report step, re-tests
+def test_demo_report_step_on_the_demo_layout(runs: Path, fake_msrvtt: Path, tmp_path: Path) -> None:
+    """experiments.demo's last step on the demo's layout (out/<name>/version_0 + a `test --ckpt_path` re-test):
+    the re-test is recognised from its artifacts, listed under Checks and not counted in its group."""
+    from experiments import demo
+
+    out = tmp_path / "demo"
+    shutil.copytree(runs / "meanP_s0", out / "clip4clip_meanP")
+    shutil.copytree(runs / "seqTransf_s0", out / "clip4clip_seqTransf")
+    best = next((out / "clip4clip_seqTransf" / "version_0" / "checkpoints").glob("best-*.ckpt"))
+    retest = main(["test", "--config", str(TINY_CLIP4CLIP), "--data.init_args.root", str(fake_msrvtt),
+                   "--model.init_args.sim_header", "seqTransf", "--trainer.logger",
+                   csv_logger(out, "clip4clip_seqTransf_retest"), "--ckpt_path", str(best)])
+    retest_dir = Path(retest.trainer.log_dir)
+    rows = []
+    for name in ("clip4clip_meanP", "clip4clip_seqTransf"):
+        run_dir = out / name / "version_0"
+        rows.append({"name": name, "run_dir": run_dir, "seconds": 1.0, "recompute_diff":
+                     demo.recompute_check(run_dir / "test"),
+                     "record": json.loads((run_dir / "test" / "metrics.json").read_text())})
+    again = json.loads((retest_dir / "test" / "metrics.json").read_text())["metrics"]
+    diff = max(abs(again[k] - rows[1]["record"]["metrics"][k]) for k in METRIC_COLUMNS.values())
+    summary = demo.finish(out, rows, retest_dir, diff, 0, 5.0).read_text()
+
+    assert f"Full comparison report: `{out / 'report' / 'report.md'}`" in summary
+    assert "| clip4clip_seqTransf | " in summary and "max |diff| = 0.00e+00" in summary
+    assert "reproduces the end-of-fit test metrics: max |diff| = 0.00e+00" in summary
+    md = (out / "report" / "report.md").read_text()
+    assert (out / "report" / "index.html").is_file() and md.startswith("# vtr demo")
+    assert "2 runs in 2 groups (+ 1 re-test(s) of their checkpoints, listed under Checks)" in md
+    rows_md = {r["method"]: r for r in table(md, "Main table")}
+    assert rows_md["CLIP4Clip seqTransf"]["runs"] == "1" and rows_md["CLIP4Clip meanP"]["runs"] == "1"
+    checks = md.split("## Checks")[1]
+    assert (f"`{retest_dir}` re-tests (`main.py test --ckpt_path {best}`) the run "
+            f"`{out / 'clip4clip_seqTransf' / 'version_0'}`: left out of the groups; its metrics differ from that "
+            "run's test by at most 0.00e+00") in checks
+    assert "appears more than once" not in checks
+
+    # the command line on the whole demo folder: the same groups, the re-test again set apart
+    report([str(out), "--out", str(tmp_path / "cli"), "--no-matrices"])
+    cli_md = (tmp_path / "cli" / "report.md").read_text()
+    assert {r["method"]: r["runs"] for r in table(cli_md, "Main table")} == {"CLIP4Clip meanP": "1",
+                                                                              "CLIP4Clip seqTransf": "1"}
+    assert "left out of the groups" in cli_md.split("## Checks")[1]
+
+
+def test_a_resumed_fit_and_a_test_of_a_foreign_checkpoint_stay_runs(runs: Path, tmp_path: Path) -> None:
+    resumed = _copy_run(runs, tmp_path)  # a fit resumed with --ckpt_path: ckpt_path set, training rows logged
+    config = yaml.safe_load((resumed / "test" / "config.yaml").read_text())
+    config["ckpt_path"] = str(resumed / "checkpoints" / "last.ckpt")
+    (resumed / "test" / "config.yaml").write_text(yaml.safe_dump(config))
+    foreign = tmp_path / "foreign" / "version_0"  # test-only run of a checkpoint whose training run is elsewhere
+    shutil.copytree(resumed, foreign)
+    (foreign / "metrics.csv").write_text("epoch,step,test/t2v_R1\n0,0,10.0\n")
+    config["ckpt_path"] = "/elsewhere/run/version_3/checkpoints/best.ckpt"
+    (foreign / "test" / "config.yaml").write_text(yaml.safe_dump(config))
+    loaded = [load_run(resumed / "test" / "metrics.json"), load_run(foreign / "test" / "metrics.json")]
+    kept, retests = split_retests(loaded)
+    assert [r.path for r in kept] == [resumed, foreign] and retests == []
