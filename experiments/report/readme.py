@@ -14,7 +14,8 @@ table and a closing comment::
     | group | t2v R@1 | ...
     <!-- /results-table -->
 
-Fields are ``name: value``, one per line or separated by `` | `` (a pipe with spaces around it) on one line:
+Fields are ``name: value``, one per line or separated by `` | `` (a pipe with spaces around it) on one line; a
+list (``columns``, ``rows``) continues on the next line after a trailing ``,`` or ``;``:
 
 - ``results-table``: run folders or globs (relative to the README's folder), separated by spaces or commas.
 - ``group`` (optional): a regex over each run's folder name; its first capture group (else the whole match) is the
@@ -49,6 +50,7 @@ from experiments.report.stats import fmt_mean_std
 START = re.compile(r"^<!--[ \t]*results-table[ \t]*:(?P<body>.*?)-->", re.M | re.S)
 END = "<!-- /results-table -->"
 MAX_MARKER = 90  # characters of the marker line quoted in messages
+WRAP = 115       # the provenance paragraph's line width in the README
 FENCE = re.compile(r"^[ \t]*(```|~~~)", re.M)
 FIELDS = ("results-table", "group", "columns", "rows", "digits", "label", "provenance", "oracle")
 YES = {"yes", "true", "on", "1"}
@@ -114,18 +116,22 @@ def _pair(entry: str) -> tuple[str, str | None]:
 
 
 def parse_spec(body: str, where: str) -> Spec:
-    values: dict[str, str] = {"results-table": ""}
     parts = _split_fields(body)
-    values["results-table"] = parts[0] if parts else ""
+    values: dict[str, str] = {"results-table": parts[0] if parts else ""}
+    last = "results-table"
     for part in parts[1:]:
         name, sep, value = part.partition(":")
         name = name.strip().lower()
+        if values[last].endswith((",", ";")) and not (sep and name in FIELDS):
+            values[last] += " " + part  # a list continued on the next line after its `,` or `;`
+            continue
         if not sep or name not in FIELDS or name == "results-table":
             raise BlockError(f"{where}: unknown field {part!r}; fields are `name: value`, one of "
-                             + ", ".join(FIELDS[1:]))
+                             + ", ".join(FIELDS[1:]) + " (a list continues on the next line after `,` or `;`)")
         if name in values:
             raise BlockError(f"{where}: field {name!r} given twice")
         values[name] = value.strip()
+        last = name
     inputs = [p for p in re.split(r"[\s,]+", values["results-table"]) if p]
     if not inputs:
         raise BlockError(f"{where}: no results folder; write `results-table: results/<study>` (folders or globs)")
@@ -341,6 +347,19 @@ def provenance_line(spec: Spec, rows: list[Row]) -> str:
             + "; ".join(parts) + ".")
 
 
+def wrap(text: str, width: int = WRAP) -> list[str]:
+    """Greedy wrap at spaces; a word that markdown would read as a list item or heading at the start of a line
+    (``-``, ``+``, ``*``, ``#``, ``1.``, ``>...``) or as a heading underline (``===``) stays on the line before."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        risky = re.fullmatch(r"[-+*#]|\d+[.)]|=+|-+", word) is not None or word.startswith(">")
+        if lines and (len(lines[-1]) + 1 + len(word) <= width or risky):
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
 def generate(spec: Spec, base: Path) -> str:
     """The markdown a block holds: the table, then the provenance line when asked for."""
     rows = select_rows(spec, load_groups(spec, base))
@@ -354,7 +373,7 @@ def generate(spec: Spec, base: Path) -> str:
             cells = [f"{oracle[keys[k]]:.{spec.digits}f}" if k in keys else "" for k, _ in spec.columns]
             lines.append(_md_row([display, *cells]))
     if spec.provenance:
-        lines += ["", provenance_line(spec, rows)]
+        lines += ["", *wrap(provenance_line(spec, rows))]
     return "\n".join(lines)
 
 
