@@ -103,7 +103,9 @@ def _flag(value: str, name: str, where: str) -> bool:
 
 
 def _split_fields(body: str) -> list[str]:
-    return [part.strip() for line in body.splitlines() for part in re.split(r" \| ", line) if part.strip()]
+    """The marker's fields; the first is the value of ``results-table:`` itself (empty when none)."""
+    parts = [part.strip() for line in body.splitlines() for part in re.split(r" \| ", line)]
+    return parts[:1] + [p for p in parts[1:] if p]
 
 
 def _pair(entry: str) -> tuple[str, str | None]:

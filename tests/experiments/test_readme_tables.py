@@ -1,0 +1,194 @@
+"""The results registry: README tables generated from committed results (experiments/report/readme.py).
+
+The first test is the registry check itself: README.md must equal what its results-table blocks generate from
+results/. The others build a temporary README over copies of committed run folders.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+
+from experiments.report.readme import find_blocks, main, wrap
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIP_INIT = ROOT / "results" / "clip_init_synthvtr"
+DEMO = ROOT / "results" / "demo"
+
+
+def test_readme_tables_match_the_committed_results(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--check", str(ROOT / "README.md")])
+    out = capsys.readouterr()
+    assert code == 0, ("README.md tables differ from results/; run `python -m experiments.report.readme` and "
+                       "commit README.md\n" + out.out + out.err)
+    blocks = find_blocks((ROOT / "README.md").read_text(), "README.md")
+    assert {b.spec.inputs[0] for b in blocks} >= {"results/demo", "results/clip_init_synthvtr",
+                                                  "results/precision_synthvtr"}
+
+
+# ---------------------------------------------------------------- a temporary registry
+def copy_run(src: Path, dst: Path) -> Path:
+    """The files the table needs (no similarity matrix): test/metrics.json and the configs."""
+    (dst / "test").mkdir(parents=True)
+    shutil.copy(src / "test" / "metrics.json", dst / "test" / "metrics.json")
+    for name in ("config.yaml", "test/config.yaml"):
+        if (src / name).is_file():
+            shutil.copy(src / name, dst / name)
+    return dst
+
+
+def edit_metrics(run: Path, **changes: object) -> None:
+    path = run / "test" / "metrics.json"
+    record = json.loads(path.read_text())
+    record["metrics"].update(changes)
+    path.write_text(json.dumps(record))
+
+
+def r1(run: Path) -> float:
+    return float(json.loads((run / "test" / "metrics.json").read_text())["metrics"]["t2v_R1"])
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Path:
+    """tmp/results/study: A_old seeds 0, 1 and B_new seed 0 of results/clip_init_synthvtr; tmp/results/demo."""
+    for name in ("A_old_s0", "A_old_s1", "B_new_s0"):
+        copy_run(CLIP_INIT / name, tmp_path / "results" / "study" / name)
+    for name in ("clip4clip_meanP", "clip4clip_seqTransf"):
+        copy_run(DEMO / name, tmp_path / "results" / "demo" / name)
+    return tmp_path
+
+
+MARKER = """<!-- results-table: results/study
+     group: (.*)_s\\d+$
+     columns: t2v_R1, t2v_R5 = R@5, seeds
+     rows: A_old = before; B_new = after
+     provenance: yes -->"""
+
+
+def write_readme(root: Path, *blocks: str, intro: str = "# study\n\nSome text | with a pipe.\n") -> Path:
+    readme = root / "README.md"
+    readme.write_text(intro + "\n" + "\n\n".join(f"{b}\n<!-- /results-table -->" for b in blocks) + "\n\nEnd.\n")
+    return readme
+
+
+def run(readme: Path, capsys: pytest.CaptureFixture[str], check: bool = False) -> tuple[int, str, str]:
+    code = main([*(["--check"] if check else []), str(readme)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def table_rows(readme: Path) -> dict[str, list[str]]:
+    rows = [line for line in readme.read_text().splitlines() if line.startswith("| ") and "---" not in line]
+    return {cells[0]: cells[1:] for cells in ([c.strip() for c in r.strip("|").split("|")] for r in rows)}
+
+
+def test_check_fails_with_a_diff_naming_the_block_and_regenerate_fixes_it(
+        registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = write_readme(registry, MARKER)
+    code, out, _ = run(readme, capsys, check=True)  # an empty block is stale
+    assert code == 1 and f"stale: {readme}:5: <!-- results-table: results/study" in out
+    assert run(readme, capsys)[0] == 0
+    assert run(readme, capsys, check=True)[0] == 0
+    study = registry / "results" / "study"
+    a_values = [r1(study / "A_old_s0"), r1(study / "A_old_s1")]
+    rows = table_rows(readme)
+    assert rows["group"] == ["t2v R@1", "R@5", "seeds"]
+    assert rows["before"] == [f"{statistics.fmean(a_values):.2f} ± {statistics.stdev(a_values):.2f}",
+                              rows["before"][1], "0,1"]
+    assert rows["after"][0] == f"{r1(study / 'B_new_s0'):.2f}" and rows["after"][2] == "0"  # one run: no ±
+    text = readme.read_text()
+    assert text.startswith("# study\n\nSome text | with a pipe.\n") and text.endswith("\n\nEnd.\n")
+    flat = " ".join(text.split())  # the provenance paragraph is wrapped
+    assert "Generated from `results/study` (3 runs)" in flat and "commit 0410456 (before) / 8a0f2ed (after)" in flat
+    assert "seeds 0,1 (before) / 0 (after)" in flat
+    assert "800 queries × 160 videos" in flat and "generator e457d1e22931" in flat
+
+    edit_metrics(study / "A_old_s1", t2v_R1=50.0)  # a result changes: the README is now stale
+    before = readme.read_text()
+    code, out, _ = run(readme, capsys, check=True)
+    assert code == 1 and readme.read_text() == before  # --check changes nothing
+    assert f"--- {readme}:5: <!-- results-table: results/study" in out
+    old_row = next(line for line in before.splitlines() if line.startswith("| before |"))
+    new_mean = statistics.fmean([r1(study / "A_old_s0"), 50.0])
+    assert f"-{old_row}" in out and f"+| before | {new_mean:.2f} ± " in out
+    assert "1 of 1 results-table block(s) stale" in out
+
+    assert run(readme, capsys)[0] == 0
+    assert table_rows(readme)["before"][0].startswith(f"{new_mean:.2f} ± ")
+    assert run(readme, capsys, check=True)[0] == 0
+
+
+def test_single_line_marker_default_grouping_oracle_and_a_view_row(
+        registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    demo = registry / "results" / "demo"
+    edit_metrics(demo / "clip4clip_seqTransf", **{"video/t2v_R1": 12.5, "video/t2v_R5": 40.0})
+    marker = ("<!-- results-table: results/demo/* | columns: t2v_R1, t2v_R5, t2v_MdR | digits: 1 | label: run | "
+              "rows: CLIP4Clip seqTransf; CLIP4Clip seqTransf@video = its video view; CLIP4Clip meanP = meanP | "
+              "oracle: yes -->")
+    example = "```markdown\n<!-- results-table: results/nowhere | columns: t2v_R1 -->\n```\n"  # not a block
+    readme = write_readme(registry, marker, intro=f"# demo\n\n{example}")
+    assert run(readme, capsys)[0] == 0
+    rows = table_rows(readme)
+    seq = json.loads((demo / "clip4clip_seqTransf" / "test" / "metrics.json").read_text())
+    assert rows["run"] == ["t2v R@1", "t2v R@5", "t2v MdR"]
+    assert rows["CLIP4Clip seqTransf"] == [f"{seq['metrics'][k]:.1f}" for k in ("t2v_R1", "t2v_R5", "t2v_MdR")]
+    assert rows["its video view"] == ["12.5", "40.0", ""]  # a view records no MdR: blank
+    assert list(rows)[1:4] == ["CLIP4Clip seqTransf", "its video view", "meanP"]  # the order of rows:
+    oracle = seq["data"]["oracle"]
+    assert rows["caption-consistent oracle (ceiling)"] == [f"{oracle['R@1']:.1f}", f"{oracle['R@5']:.1f}", ""]
+    assert rows["chance"] == [f"{oracle['chance_R@1']:.1f}", "", ""]
+    assert "results/nowhere" in readme.read_text() and "Generated from" not in readme.read_text()
+    assert run(readme, capsys, check=True)[0] == 0
+
+
+def test_provenance_wrap_never_starts_a_line_with_markdown_syntax() -> None:
+    text = "word " * 30 + "- 1. # >quoted ==="
+    lines = wrap(text, width=20)
+    assert " ".join(lines) == text and len(lines) > 5
+    assert not any(line.split()[0] in ("-", "1.", "#", "===") or line.startswith(">") for line in lines)
+
+
+# ---------------------------------------------------------------- errors
+@pytest.mark.parametrize(("block", "message"), [
+    ("<!-- results-table: results/missing\n     columns: t2v_R1 -->", "results/missing: no such file or folder"),
+    ("<!-- results-table: results/study | columns: t2v_R1, narration/t2v_R1 -->",
+     "column 'narration/t2v_R1': absent from"),
+    ("<!-- results-table: results/study | columns: data -->", "holds a dict there, not a value"),
+    ("<!-- results-table: results/study | group: (.*)_s\\d+$ | columns: t2v_R1 | rows: A_old; C_new -->",
+     "rows: no group 'C_new'; the groups are: 'A_old'; 'B_new'"),
+    ("<!-- results-table: results/study | group: ^B_ | columns: t2v_R1 -->", "does not match group '^B_'"),
+    ("<!-- results-table: results/study | group: (unclosed | columns: t2v_R1 -->", "is not a valid regex"),
+    ("<!-- results-table: results/study | colums: t2v_R1 -->", "unknown field 'colums: t2v_R1'"),
+    ("<!-- results-table: results/study -->", "no `columns:` field"),
+    ("<!-- results-table: | columns: t2v_R1 -->", "no results folder"),
+    ("<!-- results-table: results/study | columns: t2v_R1 | digits: two -->", "digits: expected a whole number"),
+    ("<!-- results-table: results/study | columns: t2v_R1 | columns: rsum -->", "field 'columns' given twice"),
+])
+def test_errors_name_the_marker_line_and_the_problem(
+        registry: Path, capsys: pytest.CaptureFixture[str], block: str, message: str) -> None:
+    readme = write_readme(registry, block)
+    before = readme.read_text()
+    code, _, err = run(readme, capsys)
+    assert code == 2 and readme.read_text() == before
+    assert f"{readme}:5: <!-- results-table:" in err and message in err, err
+
+
+def test_a_missing_closing_marker_and_disagreeing_oracles_are_errors(
+        registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = registry / "README.md"
+    readme.write_text("# x\n\n<!-- results-table: results/study | columns: t2v_R1 -->\n| stale |\n\n"
+                      + MARKER + "\n<!-- /results-table -->\n")
+    code, _, err = run(readme, capsys, check=True)
+    assert code == 2 and f"{readme}:3:" in err and "no closing `<!-- /results-table -->` before the next" in err
+
+    record_path = registry / "results" / "study" / "B_new_s0" / "test" / "metrics.json"
+    record = json.loads(record_path.read_text())
+    record["data"]["oracle"]["R@1"] = 1.0
+    record_path.write_text(json.dumps(record))
+    readme = write_readme(registry, "<!-- results-table: results/study | columns: t2v_R1 | oracle: yes -->")
+    code, _, err = run(readme, capsys)
+    assert code == 2 and "oracle: the runs record different data.oracle values" in err
