@@ -26,6 +26,7 @@ list (``columns``, ``rows``) continues on the next line after a trailing ``,`` o
   std over the group's runs (the plain value for one run).
 - ``rows`` (optional): ``group = display name`` entries separated by ``;``: only these groups, in this order.
   ``group@view = name`` shows the group's ``view/<column>`` metrics (blank where the view has none).
+- ``bold`` (optional): rows (``group`` or ``group@view``, separated by ``;``) whose values are shown in bold.
 - ``digits`` (default 2), ``label`` (header of the first column, default ``group``).
 - ``provenance: yes``: a line under the table from the artifacts (seeds, backbone, dataset and generator,
   precision, commit, queries × videos).
@@ -39,7 +40,7 @@ import difflib
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ END = "<!-- /results-table -->"
 MAX_MARKER = 90  # characters of the marker line quoted in messages
 WRAP = 115       # the provenance paragraph's line width in the README
 FENCE = re.compile(r"^[ \t]*(```|~~~)", re.M)
-FIELDS = ("results-table", "group", "columns", "rows", "digits", "label", "provenance", "oracle")
+FIELDS = ("results-table", "group", "columns", "rows", "bold", "digits", "label", "provenance", "oracle")
 YES = {"yes", "true", "on", "1"}
 NO = {"no", "false", "off", "0"}
 ORACLE_ROWS = (("caption-consistent oracle (ceiling)", {"t2v_R1": "R@1", "t2v_R5": "R@5", "t2v_R10": "R@10"}),
@@ -76,6 +77,7 @@ class Spec:
     label: str = "group"
     provenance: bool = False
     oracle: bool = False
+    bold: list[str] = field(default_factory=list)   # row keys (as in rows:) whose values are shown in bold
 
     def error(self, what: str) -> BlockError:
         return BlockError(f"{self.where}: {what}")
@@ -167,6 +169,7 @@ def parse_spec(body: str, where: str) -> Spec:
     spec.label = values.get("label") or spec.label
     spec.provenance = _flag(values.get("provenance", "no"), "provenance", where)
     spec.oracle = _flag(values.get("oracle", "no"), "oracle", where)
+    spec.bold = [key.strip() for key in values.get("bold", "").split(";") if key.strip()]
     return spec
 
 
@@ -366,7 +369,15 @@ def generate(spec: Spec, base: Path) -> str:
     """The markdown a block holds: the table, then the provenance line when asked for."""
     rows = select_rows(spec, load_groups(spec, base))
     lines = [_md_row([spec.label, *(h for _, h in spec.columns)]), "|" + "---|" * (len(spec.columns) + 1)]
-    lines += [_md_row([row.display, *(_cell(spec, row, k) for k, _ in spec.columns)]) for row in rows]
+    keys = {row.name + (f"@{row.view}" if row.view else "") for row in rows}
+    unknown = [key for key in spec.bold if key not in keys]
+    if unknown:
+        raise spec.error(f"bold: no row {unknown[0]!r}; the rows are: " + "; ".join(repr(k) for k in sorted(keys)))
+    for row in rows:
+        cells = [_cell(spec, row, k) for k, _ in spec.columns]
+        if row.name + (f"@{row.view}" if row.view else "") in spec.bold:
+            cells = [f"**{c}**" if c and k != "seeds" else c for c, (k, _) in zip(cells, spec.columns, strict=True)]
+        lines.append(_md_row([row.display, *cells]))
     if spec.oracle:
         oracle = _oracle(spec, [r.group for r in rows])
         if not any(k in dict(spec.columns) for k in ("t2v_R1", "t2v_R5", "t2v_R10")):

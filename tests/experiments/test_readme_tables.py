@@ -128,7 +128,7 @@ def test_single_line_marker_default_grouping_oracle_and_a_view_row(
     edit_metrics(demo / "clip4clip_seqTransf", **{"video/t2v_R1": 12.5, "video/t2v_R5": 40.0})
     marker = ("<!-- results-table: results/demo/* | columns: t2v_R1, t2v_R5, t2v_MdR | digits: 1 | label: run | "
               "rows: CLIP4Clip seqTransf; CLIP4Clip seqTransf@video = its video view; CLIP4Clip meanP = meanP | "
-              "oracle: yes -->")
+              "oracle: yes | bold: CLIP4Clip meanP -->")
     example = "```markdown\n<!-- results-table: results/nowhere | columns: t2v_R1 -->\n```\n"  # not a block
     readme = write_readme(registry, marker, intro=f"# demo\n\n{example}")
     assert run(readme, capsys)[0] == 0
@@ -137,6 +137,7 @@ def test_single_line_marker_default_grouping_oracle_and_a_view_row(
     assert rows["run"] == ["t2v R@1", "t2v R@5", "t2v MdR"]
     assert rows["CLIP4Clip seqTransf"] == [f"{seq['metrics'][k]:.1f}" for k in ("t2v_R1", "t2v_R5", "t2v_MdR")]
     assert rows["its video view"] == ["12.5", "40.0", ""]  # a view records no MdR: blank
+    assert all(c.startswith("**") and c.endswith("**") for c in rows["meanP"])
     assert list(rows)[1:4] == ["CLIP4Clip seqTransf", "its video view", "meanP"]  # the order of rows:
     oracle = seq["data"]["oracle"]
     assert rows["caption-consistent oracle (ceiling)"] == [f"{oracle['R@1']:.1f}", f"{oracle['R@5']:.1f}", ""]
@@ -167,6 +168,7 @@ def test_provenance_wrap_never_starts_a_line_with_markdown_syntax() -> None:
     ("<!-- results-table: | columns: t2v_R1 -->", "no results folder"),
     ("<!-- results-table: results/study | columns: t2v_R1 | digits: two -->", "digits: expected a whole number"),
     ("<!-- results-table: results/study | columns: t2v_R1 | columns: rsum -->", "field 'columns' given twice"),
+    ("<!-- results-table: results/study | group: (.*)_s | columns: t2v_R1 | bold: C_new -->", "bold: no row 'C_new'"),
 ])
 def test_errors_name_the_marker_line_and_the_problem(
         registry: Path, capsys: pytest.CaptureFixture[str], block: str, message: str) -> None:
