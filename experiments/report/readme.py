@@ -23,7 +23,7 @@ list (``columns``, ``rows``) continues on the next line after a trailing ``,`` o
   config without seed, code version; re-tests set apart) and a group is named by its report label.
 - ``columns``: metric keys of ``metrics.json`` (``t2v_R1``, a view's ``video/t2v_R1``) or dotted paths into it
   (``data.oracle.R@1``), each optionally ``key = header``; ``seeds`` lists the seeds. A cell is the mean ± sample
-  std over the group's runs (the plain value for one run).
+  std over the group's runs (the plain value for one run); a text value (``precision``) shows its distinct values.
 - ``rows`` (optional): ``group = display name`` entries separated by ``;``: only these groups, in this order.
   ``group@view = name`` shows the group's ``view/<column>`` metrics (blank where the view has none).
 - ``bold`` (optional): rows (``group`` or ``group@view``, separated by ``;``) whose values are shown in bold.
