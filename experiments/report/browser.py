@@ -236,7 +236,10 @@ def build(groups: list[Group], seed: int, per_kind: int, out: Path, thumbnails: 
             views[key] = load_view(g.runs[0].config)
         test = g.runs[0].test
         set_key = (g.dataset, tuple(sorted(test.text_ids)), tuple(sorted(test.video_ids)))
-        sets.setdefault(set_key, _QuerySet([], views[key])).members.append(g)
+        qs = sets.setdefault(set_key, _QuerySet([], views[key]))
+        qs.members.append(g)
+        if not qs.view.texts and views[key].texts:  # the texts and videos come from a member that could read them
+            qs.view = views[key]
 
     payload_groups: list[dict[str, Any]] = []
     markdown: list[Any] = []
@@ -300,7 +303,9 @@ def build(groups: list[Group], seed: int, per_kind: int, out: Path, thumbnails: 
             payload_groups.append({"id": g.ident, "label": g.label, "dataset": g.dataset, "seed": run.seed,
                                    "run": str(run.path), "set": set_index, "stores": group_stores[g.ident]})
             markdown += _markdown_table(g, qs, kinds, rows[g.ident])
-        notes += [f"{', '.join(g.ident for g in qs.members)}: {n}" for n in qs.view.notes]
+        for key in dict.fromkeys(_view_key(g) for g in qs.members):
+            who = ", ".join(g.ident for g in qs.members if _view_key(g) == key)
+            notes += [f"{who}: {n}" for n in views[key].notes]
     if thumbs is not None:
         thumbs.save()
         if thumbs.failures:
@@ -480,7 +485,8 @@ def section(groups: list[Group], seed: int, per_kind: int, out: Path, thumbnails
              "(`test/config.yaml`'s `data` section); thumbnails are 4 uniformly sampled frames "
              "(`thumbs/`, reused when present).")
     notes = payload["notes"] or []
-    data = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
+    # no "<" inside the script element (a "</script>" or "<!--" in a caption would end or derail it)
+    data = json.dumps(payload, separators=(",", ":")).replace("<", "\\u003c")
     legend = ("<p class='qb-legend'><span class='qb-badge qb-badge-gt'>ground truth</span> the query's video "
               "(also shown after the top-5 when it ranks lower); <span class='qb-badge qb-badge-fam'>same family"
               "</span> a SynthVTR near-duplicate of the ground truth.</p>")

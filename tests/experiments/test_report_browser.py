@@ -68,6 +68,7 @@ def by_dataset(data: dict[str, Any]) -> dict[str, tuple[list[dict[str, Any]], di
 def test_queries_carry_their_text_thumbnails_and_aux_captions(built: dict[str, Any], narrated_msrvtt: Path) -> None:
     data = page_data(built["html"])
     assert [g["id"] for g in data["groups"]] == ["G1", "G2", "G3"] and data["notes"] == []
+    assert built["html"].count("</script>") == 2  # the data (no "<" in it) and the code
     sets = by_dataset(data)
     assert sorted(sets) == ["msrvtt", "synthvtr"]
     groups, msrvtt = sets["msrvtt"]
