@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.report import plots
+from experiments.report import browser, plots
 from experiments.report.papers import PAPER_CSV, PaperRow, load_papers, match_papers, paper_cell
 from experiments.report.render import Figure, Section, Table, write
 from experiments.report.runs import (
@@ -238,30 +238,6 @@ def checks_section(groups: list[Group], matrices: bool, retests: list[tuple[Run,
     return Section("Checks", notes or ["Nothing to report."])
 
 
-def qualitative_section(groups: list[Group], seed: int, per_kind: int = 5) -> Section:
-    blocks: list[Any] = ["Per group, its lowest-seed run: the 5 worst, 5 best and 5 random queries (seeded) by "
-                         "ground-truth rank; top-5 videos with the ground truth in **bold**. Queries are shown "
-                         "by text id (the run artifacts hold no query text)."]
-    for g in groups:
-        run = g.runs[0]
-        test = run.test
-        order = np.lexsort((np.arange(len(test.ranks)), test.ranks)).tolist()
-        k = min(per_kind, len(order) // 3) if len(order) < 3 * per_kind else per_kind
-        best, worst = order[:k], order[::-1][:k]
-        rest = [i for i in order if i not in set(best) | set(worst)]
-        rng = np.random.default_rng(seed)
-        sample = sorted(rng.choice(rest, size=min(per_kind, len(rest)), replace=False).tolist()) if rest else []
-        rows = []
-        for kind, rows_idx in (("worst", worst), ("best", best), ("random", sample)):
-            for i in rows_idx:
-                top = [f"**{test.video_ids[j]}**" if j == test.gt[i] else test.video_ids[j] for j in test.top(i)]
-                rows.append([kind, test.text_ids[i], str(int(test.ranks[i])), test.video_ids[test.gt[i]],
-                             ", ".join(top)])
-        blocks.append(f"{g.ident} {g.label}, seed {run.seed} (`{run.path}`)")
-        blocks.append(Table(["kind", "text id", "GT rank", "GT video", "top-5 videos"], rows))
-    return Section("Qualitative: sample queries", blocks)
-
-
 # ---------------------------------------------------------------- CLI
 def resolve(name: str, groups: list[Group]) -> Group:
     for test in (lambda g: g.ident == name, lambda g: g.label == name, lambda g: g.method == name,
@@ -280,11 +256,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m experiments.report",
                                      description="Comparison report from run artifacts (README 'Comparison report').")
     parser.add_argument("inputs", nargs="+", help="run folders, sweep folders or glob patterns")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (report.md, index.html, plots/)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output folder (report.md, index.html, plots/, thumbs/)")
     parser.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"), default=[],
                         help="paired bootstrap of group A vs B (id G1, label, method or unique substring); repeatable")
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10,000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of the query sample")
+    parser.add_argument("--queries", type=int, default=5, metavar="N",
+                        help="sample queries per kind (worst, best, random) and group in the query browser (default 5)")
+    parser.add_argument("--no-thumbnails", action="store_true",
+                        help="query browser without thumbnails (no video decoding)")
     parser.add_argument("--papers", type=Path, default=PAPER_CSV, help="paper numbers CSV")
     parser.add_argument("--merge-commits", action="store_true",
                         help="group runs of the same config across code versions (git sha); default keeps them apart")
@@ -295,6 +276,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build(args: argparse.Namespace) -> list[Section]:
+    if args.queries < 1:
+        raise ReportError(f"--queries {args.queries}: need at least 1 query per kind.")
     found, sweeps = discover(args.inputs)
     runs, retests = split_retests(found)
     groups = group_runs(runs, merge_commits=args.merge_commits)
@@ -331,7 +314,7 @@ def build(args: argparse.Namespace) -> list[Section]:
     sections.append(Section("Plots", figures or ["No metrics.csv or similarity matrices to plot."]))
     sections.append(checks_section(groups, matrices, retests))
     if matrices:
-        sections.append(qualitative_section(groups, args.seed))
+        sections.append(browser.section(groups, args.seed, args.queries, args.out, not args.no_thumbnails))
     return sections
 
 

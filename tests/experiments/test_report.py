@@ -59,7 +59,9 @@ def test_report_files_are_written_and_html_is_self_contained(built: dict) -> Non
     assert (built["out"] / "report.md").is_file() and (built["out"] / "index.html").is_file()
     html = built["html"]
     assert html.count("data:image/png;base64,") >= 2  # training curves + rank histogram, inline
-    assert "<link" not in html and "<script" not in html and "src='http" not in html and 'src="http' not in html
+    # inline CSS and scripts only: no asset the page would fetch from elsewhere
+    assert not re.search(r"""<[^>]+ (src|href)=['"]?(https?:|//)""", html) and "<script src" not in html
+    assert html.count("<link") == 1 and "<link rel='icon' href='data:,'>" in html
     assert (built["out"] / "plots" / "training_curves.png").is_file()
 
 
