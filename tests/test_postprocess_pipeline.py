@@ -71,6 +71,14 @@ def test_postprocess_flags_write_their_own_files(fake_msrvtt: Path, tmp_path: Pa
     np.testing.assert_array_equal(np.load(plain_dir / "sim_t2v.npy"), np.load(flagged_dir / "sim_t2v.npy"))
     print({flag: {k: r["metrics"][k] for k in ("t2v_R1", "v2t_R1")} for flag, r in records.items()},
           {k: a[k] for k in ("t2v_R1", "v2t_R1")})
+    # the flags on `test` of a checkpoint trained without them (the usual way to post-process a finished run)
+    retest = main(["test", "--config", str(CONF), "--data.init_args.root", str(fake_msrvtt), *FLAGS,
+                   "--model.init_args.qbnorm_bank_size", "20", "--trainer.logger", csv_logger(tmp_path, "retest"),
+                   "--ckpt_path", plain.trainer.checkpoint_callback.best_model_path])
+    again = check_postprocessed(Path(retest.trainer.log_dir) / "test")
+    for flag in ("dsl", "qbnorm"):
+        for key in ("t2v_R1", "t2v_R5", "t2v_MnR", "v2t_R1"):
+            assert again[flag]["metrics"][key] == pytest.approx(records[flag]["metrics"][key], abs=1e-6), (flag, key)
 
 
 def test_qbnorm_refuses_a_bank_that_overlaps_the_test_split_before_training(
