@@ -34,8 +34,27 @@ from callbacks.exact_resume import ExactResume, keep_csv_rows_before, read_resum
 log = logging.getLogger(__name__)
 
 
+# model arguments that only steer what a test reports (test-time post-processing): with ``--ckpt_path`` they come
+# from this command line, not from the checkpoint's hyper-parameters (which LightningCLI otherwise applies on top)
+TEST_TIME_MODEL_ARGS = ("postprocess", "dsl_temperature", "qbnorm_beta", "qbnorm_topk", "qbnorm_bank_size")
+
+
 class VTRCLI(LightningCLI):
     """LightningCLI with ``--test_after_fit`` and resuming into the checkpoint's own run directory."""
+
+    def _parse_ckpt_path(self) -> None:
+        """Restore the checkpoint's model arguments (LightningCLI), except the test-time ones of this command line:
+        ``test --ckpt_path <ckpt> --model.init_args.postprocess '[dsl]'`` post-processes a run trained without it,
+        and a checkpoint trained with the flag is tested without it unless the flag is given again."""
+        subcommand = self.config.get("subcommand")
+        model = self.config[subcommand].get("model") if subcommand else None
+        args = model.get("init_args") if model is not None else None
+        given = {k: args[k] for k in TEST_TIME_MODEL_ARGS if args is not None and k in args}
+        super()._parse_ckpt_path()
+        if given:
+            restored = self.config[subcommand].model.init_args
+            for key, value in given.items():
+                restored[key] = value
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,

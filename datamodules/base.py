@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.annotations import EvalIndex, Split, TextEntry, VideoEntry, eval_split, read_id_list, stage_split
 from datamodules.batch import PairBatch, VideoBatch
@@ -143,6 +144,7 @@ class VideoTextDataModule(L.LightningDataModule):
         self._eval_failed: dict[str, list[int]] = {}
         self._train_loader: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, Any] | None = None  # from a checkpoint, until the loader exists
+        self._bank_source: Split | None = None  # the training split's texts, for QB-Norm's query bank
 
     def _resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -455,6 +457,41 @@ class VideoTextDataModule(L.LightningDataModule):
         return EvalIndex(text_ids=[t.text_id for t in split.texts], texts=[t.text for t in split.texts],
                          text_to_video=[t.video for t in split.texts],
                          video_ids=[v.video_id for v in split.videos])
+
+    def query_bank(self, size: int | None, seed: int = 0) -> Split:
+        """QB-Norm's query bank: up to ``size`` texts of the *training* split (``None``: all of them).
+
+        A draw of ``size`` texts without replacement from ``numpy.random.default_rng(seed)``, kept in split order,
+        so the same data and arguments always give the same bank. Only annotations are read (no video has to be on
+        disk); the split is parsed once and not registered in ``splits``, so a test run's collectives and facts are
+        unchanged. The returned ``Split`` has every training video and only the bank's texts (``texts[i].video``
+        still points into ``videos``); it is not meant for ``validate``.
+        """
+        if self._bank_source is None:
+            self._bank_source = self.splits["train"] if "train" in self.splits else self.load_split("train")
+        source = self._bank_source
+        texts = source.texts
+        if size is not None:
+            if size < 1:
+                raise ValueError(f"query bank size must be positive or None (every training text), got {size}")
+            if size < len(texts):
+                chosen = np.sort(np.random.default_rng(seed).choice(len(texts), size=size, replace=False))
+                texts = [texts[i] for i in chosen.tolist()]
+        info = {"split": source.name, "size": len(texts), "available": len(source.texts), "seed": seed}
+        return Split(source.name, source.videos, list(texts), source.protocol, info)
+
+    def query_bank_dataloader(self, bank: Split, num_replicas: int = 1, rank: int = 0) -> DataLoader:
+        """The bank's texts as ``TextBatch``es (``TextBatch.index`` = position in ``bank.texts``), in bank order.
+
+        Under DDP each rank reads its ``DistributedSampler`` shard (the last one padded with repeats, as the
+        evaluation loaders are); the model gathers the features and drops the repeats by index. The texts are
+        always encoded live (a frozen-feature cache holds the evaluated splits' texts, not the training ones).
+        """
+        dataset = TextDataset(bank, TextSource())
+        sampler = (DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+                   if num_replicas > 1 else None)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, sampler=sampler,
+                          collate_fn=collate_texts, num_workers=0)
 
     def eval_failures(self, stage: str) -> list[int]:
         """Dataset indices of the videos of the evaluated split that failed to decode, on any rank.

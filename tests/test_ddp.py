@@ -152,3 +152,33 @@ def test_ddp_crash_mid_epoch_then_resume_equals_uninterrupted(tmp_path: Path) ->
     final = torch.load(tmp_path / "resumed.pt", weights_only=True)
     expected = torch.load(tmp_path / "straight.pt", weights_only=True)
     assert all(torch.equal(final[k], expected[k]) for k in expected), "final weights differ"
+
+
+def test_ddp_postprocess_bank_is_gathered_like_a_single_process(tmp_path: Path) -> None:
+    """QB-Norm's bank encoded on two ranks (an odd size: the sampler pads) equals one process's bank."""
+    from main import main
+
+    root = make_fake_msrvtt(tmp_path / "data", num_train=8, num_test=5)
+    flags = ["--model.init_args.postprocess", "[dsl, qbnorm]", "--model.init_args.qbnorm_bank_size", "23"]
+
+    def logger(name: str) -> str:
+        return json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                            "init_args": {"save_dir": str(tmp_path / "runs"), "name": name}}])
+
+    main(["fit", "--config", str(TINY_CLIP4CLIP), "--data.init_args.root", str(root), "--trainer.devices", "2",
+          "--trainer.strategy", "ddp_spawn", "--trainer.max_epochs", "1", "--trainer.logger", logger("ddp"), *flags])
+    ddp = next((tmp_path / "runs" / "ddp").rglob("test/metrics.json")).parent.parent  # ddp_spawn: not always version_0
+    ckpt = next((tmp_path / "runs" / "ddp").rglob("best-*.ckpt"))
+    main(["test", "--config", str(TINY_CLIP4CLIP), "--data.init_args.root", str(root), "--ckpt_path", str(ckpt),
+          "--trainer.logger", logger("single"), *flags])
+    single = tmp_path / "runs" / "single" / "version_0"
+    for test_dir in (ddp / "test", single / "test"):
+        bank = json.loads((test_dir / "metrics_qbnorm.json").read_text())["postprocess"]["bank"]
+        assert bank["size"] == 23 and bank["available"] == 24
+        assert len(json.loads((test_dir / "bank_text_ids_qbnorm.json").read_text())) == 23
+    import numpy as np
+
+    for name in ("sim_bank_qbnorm.npy", "sim_t2v_qbnorm.npy", "sim_t2v_dsl.npy"):
+        np.testing.assert_allclose(np.load(ddp / "test" / name), np.load(single / "test" / name), atol=1e-4,
+                                   err_msg=name)
+    assert json.loads((ddp / "test" / "metrics_qbnorm.json").read_text())["world_size"] == 2

@@ -35,6 +35,8 @@ MAIN_METRICS = (("T2V R@1", "t2v_R1"), ("T2V R@5", "t2v_R5"), ("T2V R@10", "t2v_
 SWEEP_METRICS = (("T2V R@1", "t2v_R1"), ("T2V R@5", "t2v_R5"), ("T2V R@10", "t2v_R10"), ("V2T R@1", "v2t_R1"),
                  ("rsum", "rsum"))
 MAX_SWEEP_COLUMNS = 8
+POSTPROCESSED_METRICS = (("T2V R@1", "t2v_R1"), ("T2V R@5", "t2v_R5"), ("T2V R@10", "t2v_R10"), ("T2V MdR", "t2v_MdR"),
+                         ("T2V MnR", "t2v_MnR"), ("V2T R@1", "v2t_R1"))
 
 
 # ---------------------------------------------------------------- provenance
@@ -101,7 +103,7 @@ PROVENANCE = {
     "precision": lambda r: fmt_value(r.record.get("precision", "?")),
     "model selection": lambda r: str(r.record.get("data", {}).get("model_selection", "?")),
     "caption source": _captions,
-    "post-processing": lambda r: str(r.record.get("postprocess") or "none"),
+    "post-processing": lambda r: ", ".join(f"metrics_{flag}.json" for flag in r.postprocessed) or "none",
     "leakage": _leakage,
     "test set": lambda r: f"{r.record.get('num_texts', '?')} × {r.record.get('num_videos', '?')}, "
                           f"{r.record.get('data', {}).get('protocol', '?')}",
@@ -116,20 +118,83 @@ def provenance(group: Group, column: str) -> str:
 
 
 # ---------------------------------------------------------------- sections
+def postprocess_flags(groups: list[Group]) -> list[str]:
+    """Every post-processing flag some run has a ``metrics_<flag>.json`` for."""
+    return sorted({flag for g in groups for r in g.runs for flag in r.postprocessed})
+
+
+def _postprocessed_cell(g: Group, flag: str, metric: str) -> str:
+    values = g.postprocessed_values(flag, metric)
+    if not values:
+        return "—"
+    have = len(g.postprocessed_runs(flag))
+    return fmt_mean_std(values) + (f" ({have} of {len(g.runs)} runs)" if have < len(g.runs) else "")
+
+
 def main_section(groups: list[Group], papers: list[PaperRow]) -> Section:
+    flags = postprocess_flags(groups)
     header = ["group", "method", "dataset", "configuration", "runs", *(h for h, _ in MAIN_METRICS),
-              "paper T2V R@1", *PROVENANCE]
+              *(f"T2V R@1 [{flag}]" for flag in flags), "paper T2V R@1", *PROVENANCE]
     rows = []
     for g in groups:
         found = match_papers(g, papers, provenance(g, "backbone"))
         rows.append([g.ident, g.method, g.dataset, g.variant or "—", str(len(g.runs)),
-                     *(fmt_mean_std(g.values(k)) for _, k in MAIN_METRICS), paper_cell(found),
+                     *(fmt_mean_std(g.values(k)) for _, k in MAIN_METRICS),
+                     *(_postprocessed_cell(g, flag, "t2v_R1") for flag in flags), paper_cell(found),
                      *(provenance(g, c) for c in PROVENANCE)])
     return Section("Main table", [
         "One row per group of runs that differ only in seed: mean ± sample std over the seeds (no ± with one "
         "seed). Metrics in percent (MdR/MnR: 1-based ranks), read from each run's `test/metrics.json`. "
-        "`paper T2V R@1` is the published number for the same method and dataset (`configs/paper_results.csv`), "
+        + ("`T2V R@1 [<flag>]` is the same after test-time post-processing (`test/metrics_<flag>.json`, see "
+           "\"Post-processed\" below); every other column is the plain number. " if flags else "")
+        + "`paper T2V R@1` is the published number for the same method and dataset (`configs/paper_results.csv`), "
         "never ours.", Table(header, rows)])
+
+
+def _what_it_sees(record: dict[str, Any]) -> str:
+    info = record.get("postprocess", {})
+    bank = info.get("bank") or {}
+    if info.get("name") == "dsl":
+        return f"all {fmt_value(bank.get('size', '?'))} test queries at once (transductive)"
+    if bank:
+        return f"bank of {fmt_value(bank.get('size', '?'))} {bank.get('split', '?')}-split texts"
+    return "?"
+
+
+def postprocess_section(groups: list[Group]) -> Section | None:
+    """Post-processed numbers (``metrics_<flag>.json``), one row per group and flag, next to the plain T2V R@1."""
+    flags = postprocess_flags(groups)
+    if not flags:
+        return None
+    rows = []
+    for g in groups:
+        for flag in flags:
+            runs = g.postprocessed_runs(flag)
+            if not runs:
+                continue
+            records = [r.postprocessed[flag] for r in runs]
+            params = " / ".join(dict.fromkeys(", ".join(f"{k}={fmt_value(v)}" for k, v in
+                                                        rec["postprocess"].get("params", {}).items())
+                                              for rec in records)) or "—"
+            sees = " / ".join(dict.fromkeys(_what_it_sees(rec) for rec in records))
+            v2t_plain = any("not post-processed" in str(rec["postprocess"].get("directions", {}).get("v2t", ""))
+                            for rec in records)
+            cells = []
+            for _, key in POSTPROCESSED_METRICS:
+                cells.append("plain (not post-processed)" if key.startswith("v2t") and v2t_plain
+                             else fmt_mean_std(g.postprocessed_values(flag, key)))
+            delta = [float(r.postprocessed[flag]["metrics"]["t2v_R1"]) - float(r.metrics["t2v_R1"]) for r in runs]
+            rows.append([g.ident, g.method, flag, params, sees, f"{len(runs)} of {len(g.runs)}", *cells,
+                         fmt_mean_std([float(r.metrics["t2v_R1"]) for r in runs]), fmt_mean_std(delta)])
+    return Section("Post-processed (test time)", [
+        "Numbers after test-time post-processing of the same runs' scores, read from `test/metrics_<flag>.json` "
+        "(mean ± sample std over the runs that have the file); they never replace the plain numbers above. `dsl` "
+        "(CAMoE's dual softmax) re-weights every score by a prior computed over all test queries at once, i.e. it "
+        "sees the other test queries (transductive); `qbnorm` (QB-Norm, dynamic inverted softmax) normalises with a "
+        "bank of training-split texts and leaves video-to-text alone. `plain T2V R@1` is over the same runs; "
+        "Δ = post-processed − plain, per run.",
+        Table(["group", "method", "flag", "parameters", "sees", "runs", *(h for h, _ in POSTPROCESSED_METRICS),
+               "plain T2V R@1", "ΔT2V R@1"], rows)])
 
 
 def paper_section(groups: list[Group], papers: list[PaperRow]) -> Section:
@@ -231,10 +296,18 @@ def checks_section(groups: list[Group], matrices: bool, retests: list[tuple[Run,
                 if abs(r1 - float(r.metrics["t2v_R1"])) > 1e-3:
                     notes.append(f"{r.path}: T2V R@1 recomputed from sim_t2v.npy is {r1:.3f}, metrics.json says "
                                  f"{float(r.metrics['t2v_R1']):.3f}.")
+                for flag, record in r.postprocessed.items():
+                    r1 = float(np.mean(r.postprocessed_test(flag).ranks == 1) * 100.0)
+                    if abs(r1 - float(record["metrics"]["t2v_R1"])) > 1e-3:
+                        notes.append(f"{r.path}: T2V R@1 recomputed from sim_t2v_{flag}.npy is {r1:.3f}, "
+                                     f"metrics_{flag}.json says {float(record['metrics']['t2v_R1']):.3f}.")
     if matrices:
-        mismatches = sum("recomputed from sim_t2v.npy" in n for n in notes)
+        mismatches = sum("recomputed from sim_t2v" in n for n in notes)
+        postprocessed = sum(len(r.postprocessed) for g in groups for r in g.runs)
         notes.insert(0, "T2V R@1 of every run was recomputed from `sim_t2v.npy` + `text_to_video.json` "
-                        f"(ties pessimistic): {mismatches or 'no'} mismatch(es) with metrics.json.")
+                        + (f"(and of its {postprocessed} post-processed record(s) from `sim_t2v_<flag>.npy`) "
+                           if postprocessed else "")
+                        + f"(ties pessimistic): {mismatches or 'no'} mismatch(es) with the metrics files.")
     return Section("Checks", notes or ["Nothing to report."])
 
 
@@ -289,7 +362,11 @@ def build(args: argparse.Namespace) -> list[Section]:
         + " from " + ", ".join(f"`{p}`" for p in args.inputs)
         + f"; generated {time.strftime('%Y-%m-%d %H:%M')} by `python -m experiments.report`. Groups: "
         + "; ".join(f"**{g.ident}** {g.label} ({g.dataset}, {len(g.runs)} runs)" for g in groups) + "."])
-    sections = [intro, main_section(groups, papers), paper_section(groups, papers)]
+    sections = [intro, main_section(groups, papers)]
+    postprocessed = postprocess_section(groups)
+    if postprocessed is not None:
+        sections.append(postprocessed)
+    sections.append(paper_section(groups, papers))
     if matrices:
         pairs = [(resolve(a, groups), resolve(b, groups)) for a, b in args.compare]
         skipped = []

@@ -2,7 +2,9 @@
 
 A run is any folder holding ``test/metrics.json`` (README "What a run leaves behind"). Only the artifacts are
 read: ``test/metrics.json``, ``test/config.yaml`` (or ``config.yaml``), ``test/sim_t2v.npy`` with its id files,
-``metrics.csv`` and, for a sweep folder, ``sweep_summary.json``.
+``metrics.csv`` and, for a sweep folder, ``sweep_summary.json``; test-time post-processed numbers
+(``test/metrics_<flag>.json`` with ``test/sim_t2v_<flag>.npy``, README "Post-processing (DSL, QB-Norm)") are read
+next to them and kept apart from the plain ones.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import yaml
 
 # metrics.json keys the main table needs; a record without them is malformed
 REQUIRED_METRICS = ("t2v_R1", "t2v_R5", "t2v_R10", "t2v_MdR", "t2v_MnR", "v2t_R1", "v2t_R5", "v2t_R10", "rsum")
+# a post-processed record (test/metrics_<flag>.json) needs at least the t2v numbers
+REQUIRED_POSTPROCESSED = ("t2v_R1", "t2v_R5", "t2v_R10", "t2v_MdR", "t2v_MnR")
+POSTPROCESSED_NAME = re.compile(r"metrics_([A-Za-z0-9]+)\.json")
 
 # flat config keys that never change a result (paths, logging, evaluation tiling, workers) or that identify the
 # seed; left out when deciding which runs belong together and which parameters a sweep varied
@@ -31,6 +36,8 @@ BOOKKEEPING = (
     "trainer.log_every_n_steps", "data.init_args.root", "data.init_args.cache_dir", "data.init_args.num_workers",
     "data.init_args.generator_workers", "data.init_args.eval_batch_size", "data.init_args.predict_*",
     "model.init_args.eval_text_chunk", "model.init_args.eval_video_chunk", "model.init_args.write_artifacts",
+    # test-time post-processing never changes the plain numbers (its own files are read separately)
+    "model.init_args.postprocess", "model.init_args.dsl_*", "model.init_args.qbnorm_*",
 )
 
 
@@ -109,6 +116,7 @@ class Run:
     record: dict[str, Any]          # test/metrics.json
     config: dict[str, Any]          # test/config.yaml or config.yaml ({} when neither exists)
     config_path: Path | None
+    postprocessed: dict[str, dict[str, Any]] = field(default_factory=dict)  # flag -> test/metrics_<flag>.json
     _test: TestSet | None = field(default=None, repr=False)
 
     @property
@@ -146,10 +154,14 @@ class Run:
             self._test = load_test_set(self.path / "test")
         return self._test
 
+    def postprocessed_test(self, flag: str) -> TestSet:
+        """The post-processed t2v matrix ``sim_t2v_<flag>.npy`` with the run's ids (not cached)."""
+        return load_test_set(self.path / "test", f"sim_t2v_{flag}.npy")
 
-def load_test_set(test_dir: Path) -> TestSet:
+
+def load_test_set(test_dir: Path, matrix: str = "sim_t2v.npy") -> TestSet:
     """The similarity matrix with its ids, checked against each other."""
-    sim_path = test_dir / "sim_t2v.npy"
+    sim_path = test_dir / matrix
     if not sim_path.is_file():
         raise ReportError(f"{sim_path}: missing; the paired comparison and the rank plots need it. Re-run "
                           "`python main.py test` with write_artifacts: true, or pass --no-matrices.")
@@ -198,7 +210,25 @@ def load_run(metrics_path: Path) -> Run:
                 raise ReportError(f"{candidate}: expected a mapping (LightningCLI's resolved config).")
             config, config_path = loaded, candidate
             break
-    return Run(run_dir, record, config, config_path)
+    return Run(run_dir, record, config, config_path, load_postprocessed(metrics_path.parent))
+
+
+def load_postprocessed(test_dir: Path) -> dict[str, dict[str, Any]]:
+    """``flag -> record`` of every ``metrics_<flag>.json`` in a test folder (written by ``postprocess: [...]``)."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(test_dir.glob("metrics_*.json")):
+        match = POSTPROCESSED_NAME.fullmatch(path.name)
+        if match is None:
+            continue
+        record = _load_json(path, "the post-processed test metrics")
+        metrics = record.get("metrics") if isinstance(record, dict) else None
+        missing = [k for k in REQUIRED_POSTPROCESSED if not isinstance((metrics or {}).get(k), (int, float))]
+        if missing or not isinstance(record.get("postprocess"), dict):
+            raise ReportError(f"{path}: not a post-processed test record (needs numeric {', '.join(missing) or '-'} "
+                              "and a 'postprocess' object, as lightning_modules/base.py writes). Re-run `python "
+                              "main.py test` with the postprocess flags, or delete the file.")
+        found[match.group(1)] = record
+    return found
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -335,6 +365,14 @@ class Group:
 
     def values(self, metric: str) -> list[float]:
         return [float(r.metrics[metric]) for r in self.runs if r.metrics.get(metric) is not None]
+
+    def postprocessed_runs(self, flag: str) -> list[Run]:
+        return [r for r in self.runs if flag in r.postprocessed]
+
+    def postprocessed_values(self, flag: str, metric: str) -> list[float]:
+        """``metric`` of the post-processed record ``flag`` of every run that has one (never the plain value)."""
+        return [float(r.postprocessed[flag]["metrics"][metric]) for r in self.postprocessed_runs(flag)
+                if r.postprocessed[flag]["metrics"].get(metric) is not None]
 
 
 def _code_version(run: Run) -> str:

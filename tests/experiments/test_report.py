@@ -40,7 +40,7 @@ def runs(fake_msrvtt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def table(markdown: str, section: str) -> list[dict[str, str]]:
     """Rows of the first table under ``## section`` as dicts keyed by the header."""
-    lines = markdown.split(f"## {section}", 1)[1].splitlines()
+    lines = markdown.split(f"## {section}", 1)[1].split("\n## ", 1)[0].splitlines()  # up to the next section
     rows = [line for line in lines if line.startswith("|")]
     split = [[c.strip() for c in row.strip("|").split(" | ")] for row in rows]
     header, body = split[0], split[2:]
@@ -307,3 +307,63 @@ def test_a_resumed_fit_and_a_test_of_a_foreign_checkpoint_stay_runs(runs: Path, 
     loaded = [load_run(resumed / "test" / "metrics.json"), load_run(foreign / "test" / "metrics.json")]
     kept, retests = split_retests(loaded)
     assert [r.path for r in kept] == [resumed, foreign] and retests == []
+
+
+def _write_postprocessed(test_dir: Path, flag: str, sim: np.ndarray, postprocess: dict) -> dict:
+    """A metrics_<flag>.json + sim_t2v_<flag>.npy pair as BaseRetrievalModule writes them."""
+    from lightning_modules.metrics import retrieval_metrics
+
+    record = json.loads((test_dir / "metrics.json").read_text())
+    gt = json.loads((test_dir / "text_to_video.json").read_text())
+    np.save(test_dir / f"sim_t2v_{flag}.npy", sim.astype(np.float32))
+    record["metrics"] = {**record["metrics"], **retrieval_metrics(sim.astype(np.float32), gt)}
+    record["postprocess"] = postprocess
+    (test_dir / f"metrics_{flag}.json").write_text(json.dumps(record))
+    return record
+
+
+def test_postprocessed_numbers_get_their_own_columns_and_section(runs: Path, tmp_path: Path) -> None:
+    from lightning_modules.postprocess import dual_softmax, qb_norm
+
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    written: dict[str, list[dict]] = {"dsl": [], "qbnorm": []}
+    plain: list[float] = []
+    for test_dir in sorted(copy.glob("meanP_s*/version_0/test")):  # only the meanP group is post-processed
+        sim = np.load(test_dir / "sim_t2v.npy")
+        plain.append(json.loads((test_dir / "metrics.json").read_text())["metrics"]["t2v_R1"])
+        written["dsl"].append(_write_postprocessed(test_dir, "dsl", dual_softmax(sim, 100.0), {
+            "name": "dsl", "params": {"temperature": 100.0}, "bank": {"split": "test", "size": 6}}))
+        bank = np.random.default_rng(0).uniform(-0.1, 0.3, (10, sim.shape[1])).astype(np.float32)
+        written["qbnorm"].append(_write_postprocessed(test_dir, "qbnorm", qb_norm(sim, bank), {
+            "name": "qbnorm", "params": {"beta": 20.0, "topk": 1}, "bank": {"split": "train", "size": 10},
+            "directions": {"t2v": "qbnorm", "v2t": "not post-processed"}}))
+    out = tmp_path / "out"
+    report([str(copy), "--out", str(out), "--resamples", "200"])
+    md = (out / "report.md").read_text()
+    rows = {r["method"]: r for r in table(md, "Main table")}
+    meanp, seq = rows["CLIP4Clip meanP"], rows["CLIP4Clip seqTransf"]
+    for flag, records in written.items():
+        values = [r["metrics"]["t2v_R1"] for r in records]
+        assert meanp[f"T2V R@1 [{flag}]"] == f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+        assert seq[f"T2V R@1 [{flag}]"] == "—"
+    # the plain columns stay the plain numbers, the provenance column names the files
+    assert meanp["T2V R@1"] == f"{statistics.fmean(plain):.2f} ± {statistics.stdev(plain):.2f}"
+    assert meanp["post-processing"] == "metrics_dsl.json, metrics_qbnorm.json" and seq["post-processing"] == "none"
+    section = {(r["method"], r["flag"]): r for r in table(md, "Post-processed (test time)")}
+    assert set(section) == {("CLIP4Clip meanP", "dsl"), ("CLIP4Clip meanP", "qbnorm")}
+    dsl, qb = section["CLIP4Clip meanP", "dsl"], section["CLIP4Clip meanP", "qbnorm"]
+    assert dsl["parameters"] == "temperature=100" and "transductive" in dsl["sees"] and dsl["runs"] == "2 of 2"
+    assert qb["sees"] == "bank of 10 train-split texts" and qb["V2T R@1"] == "plain (not post-processed)"
+    assert qb["plain T2V R@1"] == meanp["T2V R@1"]
+    # the checks recompute every post-processed R@1 from its matrix too
+    checks = md.split("## Checks")[1]
+    assert "4 post-processed record(s)" in checks and "no mismatch" in checks
+    bad = json.loads((copy / "meanP_s0" / "version_0" / "test" / "metrics_dsl.json").read_text())
+    bad["metrics"]["t2v_R1"] = 99.0
+    (copy / "meanP_s0" / "version_0" / "test" / "metrics_dsl.json").write_text(json.dumps(bad))
+    report([str(copy), "--out", str(out), "--resamples", "200"])
+    assert "metrics_dsl.json says 99.000" in (out / "report.md").read_text()
+    (copy / "meanP_s0" / "version_0" / "test" / "metrics_dsl.json").write_text('{"metrics": {}}')
+    with pytest.raises(ReportError, match=r"metrics_dsl.json: not a post-processed test record"):
+        report([str(copy), "--out", str(out), "--no-matrices"])
