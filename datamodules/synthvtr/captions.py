@@ -207,7 +207,8 @@ def _aspect(name: str, spec: VideoSpec, views: list[_ObjectView], rng: random.Ra
 
 def make_captions(spec: VideoSpec, config: SynthVTRConfig) -> list[Fragment]:
     """``captions_per_video`` captions of ``detail`` aspects each (see ``SynthVTRConfig``), joined in
-    temporal order (start, during, event, end) so that "then" reads true.
+    temporal order (start, during, event, end) so that "then" reads true; with probability
+    ``one_sided_fraction`` a caption is instead one fragment about the start or the end of the video only.
 
     Each caption is lower case without punctuation (MSR-VTT style, and safe in a CSV) and comes with the
     union of its fragments' facts. Repeated sentences within a video are avoided when possible.
@@ -215,11 +216,16 @@ def make_captions(spec: VideoSpec, config: SynthVTRConfig) -> list[Fragment]:
     rng = random.Random(f"synthvtr:{config.seed}:captions:{spec.index}")
     views = _object_views(spec)
     names = [a for a in config.aspects if a != "two_objects" or len(views) >= 2] or ["object_scene"]
+    one_sided = config.one_sided_aspects()
     out: list[Fragment] = []
     used: set[str] = set()
     for _ in range(config.captions_per_video):
+        # Drawn only when the knob is on, so captions with one_sided_fraction=0 are those of synthvtr-1.1.
+        sided = config.one_sided_fraction > 0 and rng.random() < config.one_sided_fraction
         for attempt in range(20):
-            if config.distinct_aspects:
+            if sided:
+                chosen = [rng.choice(one_sided)]
+            elif config.distinct_aspects:
                 chosen = rng.sample(names, min(config.detail, len(names)))
             else:
                 chosen = list(dict.fromkeys(rng.choice(names) for _ in range(config.detail)))

@@ -10,6 +10,11 @@ from datamodules.synthvtr.lexicon import ASPECTS, MUTATIONS
 
 # Enters every fingerprint: bump it when a change alters what a given config generates.
 GENERATOR_VERSION = "synthvtr-1.1"  # 1.1: repeatable colour conversion (render.rgb_to_yuv420p)
+# Knobs added after a version was released, with the value that reproduces what that version generated: they
+# enter the fingerprint only when set to something else, so existing datasets and caches keep their names.
+_LATER_KNOBS: dict[str, object] = {"one_sided_fraction": 0.0}
+# The aspects that describe one side of the mid-video event only: what is there at the start / at the end.
+ONE_SIDED_ASPECTS: dict[str, str] = {"before": "start_scene", "after": "end_state"}
 
 
 @dataclass
@@ -24,6 +29,11 @@ class SynthVTRConfig:
     makes ``detail`` aspect draws *with replacement* and merges repeats, which gives these ceilings at the
     default size (seeds 0-2: oracle R@1 ~ 37 / 63 / 76 at detail 1 / 2 / 3). With
     ``distinct_aspects=True`` every caption has exactly ``detail`` distinct aspects (~ 37 / 69 / 83).
+
+    ``one_sided_fraction`` is the probability that a caption describes only one side of the event: the
+    start of the video (``start_scene``) or its end (``end_state``), one side picked at random, instead of
+    ``detail`` aspects drawn from ``aspects`` (0, the default, never; such captions say nothing about the
+    event, the motions or the other half, so they cannot tell a family's mutants apart).
     """
 
     num_families: int = 200
@@ -45,6 +55,7 @@ class SynthVTRConfig:
     distinct_aspects: bool = False
     crf: int = 23
     preset: str = "veryfast"
+    one_sided_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         # jsonargparse / YAML hand us lists; tuples keep the fingerprint stable.
@@ -74,6 +85,11 @@ class SynthVTRConfig:
             problems.append(f"unknown aspects {bad}; choose from {ASPECTS}")
         if not self.aspects:
             problems.append("need at least one caption aspect")
+        self.one_sided_fraction = float(self.one_sided_fraction)
+        if not 0.0 <= self.one_sided_fraction <= 1.0:
+            problems.append("one_sided_fraction must be in [0, 1]")
+        elif self.one_sided_fraction > 0 and not self.one_sided_aspects():
+            problems.append(f"one_sided_fraction > 0 needs {' or '.join(ONE_SIDED_ASPECTS.values())} in aspects")
         lo, hi = self.event_window if len(self.event_window) == 2 else (-1.0, -1.0)
         if not 0.0 < lo <= hi < 1.0:
             problems.append("event_window must be (lo, hi) with 0 < lo <= hi < 1")
@@ -86,7 +102,16 @@ class SynthVTRConfig:
     def num_videos(self) -> int:
         return self.num_families * self.family_size
 
+    def one_sided_aspects(self) -> tuple[str, ...]:
+        """The one-sided aspects (``start_scene``, ``end_state``) among ``aspects``, in that order."""
+        return tuple(a for a in ONE_SIDED_ASPECTS.values() if a in self.aspects)
+
     def fingerprint(self) -> str:
-        """Short sha of every parameter plus the generator version: the identity of a generated dataset."""
-        payload = json.dumps({"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
+        """Short sha of every parameter plus the generator version: the identity of a generated dataset.
+
+        A knob added later (``_LATER_KNOBS``) enters only when it differs from the value that reproduces the
+        older output, so a config that does not use it keeps its fingerprint.
+        """
+        params = {k: v for k, v in asdict(self).items() if k not in _LATER_KNOBS or v != _LATER_KNOBS[k]}
+        payload = json.dumps({"version": GENERATOR_VERSION, **params}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]

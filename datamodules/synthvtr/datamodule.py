@@ -37,6 +37,8 @@ class SynthVTR(MSRVTT):
         captions_per_video: captions generated per video.
         detail: aspects joined per caption (1: one-sided and ambiguous; 3: detailed).
         generator_seed: seed of the generator (the training seed is the CLI's ``seed_everything``).
+        one_sided_fraction: share of captions that describe only the start or only the end of the video
+            (``SynthVTRConfig.one_sided_fraction``; 0 keeps the synthvtr-1.1 captions).
         generator_workers: processes used to render.
         **kwargs: ``VideoTextDataModule`` arguments (num_frames, image_size, batch_size, ...).
     """
@@ -46,14 +48,15 @@ class SynthVTR(MSRVTT):
     def __init__(self, root: str = "data", num_families: int = 200, family_size: int = 4, test_families: int = 40,
                  val_families: int = 20, video_size: int = 112, video_frames: int = 32, fps: int = 8,
                  captions_per_video: int = 5, detail: int = 2, generator_seed: int = 0,
-                 generator_workers: int | None = None, num_frames: int = 8, image_size: int = 112,
+                 one_sided_fraction: float = 0.0, generator_workers: int | None = None, num_frames: int = 8,
+                 image_size: int = 112,
                  reader: ReaderName = "decord", train_sampling: SamplingMode = "random_offset",
                  test_protocol: Literal["jsfusion", "all_captions"] = "all_captions",
                  **kwargs: Any) -> None:
         self.generator_config = SynthVTRConfig(
             num_families=num_families, family_size=family_size, test_families=test_families,
             image_size=video_size, num_frames=video_frames, fps=fps, captions_per_video=captions_per_video,
-            detail=detail, seed=generator_seed)
+            detail=detail, seed=generator_seed, one_sided_fraction=one_sided_fraction)
         dataset_dir = Path(root) / f"synthvtr-{self.generator_config.fingerprint()}"
         super().__init__(root=str(dataset_dir), num_frames=num_frames, image_size=image_size, reader=reader,
                          train_sampling=train_sampling, test_protocol=test_protocol, val_protocol="heldout",
