@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.report import browser, plots
+from experiments.report import browser, plots, robustness
 from experiments.report.papers import PAPER_CSV, PaperRow, load_papers, match_papers, paper_cell
 from experiments.report.render import Figure, Section, Table, write
 from experiments.report.runs import (
@@ -345,10 +346,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-matrices", action="store_true",
                         help="read metrics.json/config only: no bootstrap, rank plots, checks or sample queries")
     parser.add_argument("--title", default="vtr comparison report")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the report to W&B: its tables, per-query results and the report folder as an "
+                             "artifact (offline unless WANDB_MODE says otherwise)")
+    parser.add_argument("--wandb-project", default="vtr-report", help="W&B project of --wandb (default vtr-report)")
+    parser.add_argument("--wandb-name", default=None, help="W&B run name of --wandb (default: the --out folder name)")
     return parser.parse_args(argv)
 
 
-def build(args: argparse.Namespace) -> list[Section]:
+def build(args: argparse.Namespace) -> tuple[list[Section], list[Group]]:
+    """The report's sections and the groups of runs they describe."""
     if args.queries < 1:
         raise ReportError(f"--queries {args.queries}: need at least 1 query per kind.")
     found, sweeps = discover(args.inputs)
@@ -368,7 +375,8 @@ def build(args: argparse.Namespace) -> list[Section]:
         sections.append(postprocessed)
     sections.append(paper_section(groups, papers))
     if matrices:
-        pairs = [(resolve(a, groups), resolve(b, groups)) for a, b in args.compare]
+        explicit = [(resolve(a, groups), resolve(b, groups)) for a, b in args.compare]
+        pairs = list(explicit)
         skipped = []
         if not args.compare and len(groups) <= 4:
             for a, b in itertools.combinations(groups, 2):
@@ -378,6 +386,9 @@ def build(args: argparse.Namespace) -> list[Section]:
                     skipped.append(f"{a.ident} and {b.ident} were tested on different test sets: not compared.")
         comparisons = [compare(a, b, args.resamples, args.seed) for a, b in pairs]
         sections.append(comparison_section(comparisons, skipped, args.resamples))
+        robust = robustness.section(groups, explicit or None, args.resamples, args.seed)
+        if robust is not None:
+            sections.append(robust)
     sections += [sweep_section(p, groups) for p in sweeps]
     figures: list[Any] = []
     curves = plots.training_curves(groups)
@@ -392,16 +403,25 @@ def build(args: argparse.Namespace) -> list[Section]:
     sections.append(checks_section(groups, matrices, retests))
     if matrices:
         sections.append(browser.section(groups, args.seed, args.queries, args.out, not args.no_thumbnails))
-    return sections
+    return sections, groups
 
 
 def main(argv: list[str] | None = None) -> Path:
     """Write ``<out>/report.md`` and ``<out>/index.html``; returns the output folder."""
     args = parse_args(argv)
     started = time.perf_counter()
-    sections = build(args)
+    sections, groups = build(args)
     write(args.out, args.title, sections)
     print(f"report written to {args.out}/index.html and report.md ({time.perf_counter() - started:.1f} s)")
+    if args.wandb:
+        from experiments.report import wandb_log
+
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        folder = wandb_log.log(args.out, sections, groups, args.wandb_project, args.wandb_name, settings,
+                               matrices=not args.no_matrices)
+        offline = (os.environ.get("WANDB_MODE") or "offline") in ("offline", "dryrun")
+        if folder is not None:
+            print(f"W&B run in {folder}" + (f" (offline; upload it with `wandb sync {folder}`)" if offline else ""))
     return args.out
 
 
