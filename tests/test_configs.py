@@ -29,6 +29,10 @@ BY_HAND = [
     ["fit", BASE, CONFIGS / "data" / "msvd.yaml", CONFIGS / "model" / "clip4clip.yaml"],
     ["fit", BASE, CONFIGS / "data" / "vatex.yaml", CONFIGS / "model" / "clip4clip.yaml"],
     ["fit", BASE, CONFIGS / "data" / "didemo.yaml", CONFIGS / "model" / "clip4clip.yaml"],
+    # the hard SynthVTR after a method or captioner config ("SynthVTR, the embedded benchmark")
+    ["fit", CONFIGS / "quickstart.yaml", CONFIGS / "data" / "synthvtr_hard.yaml"],
+    ["fit", CONFIGS / "experiments" / "narvid_synthvtr.yaml", CONFIGS / "data" / "synthvtr_hard.yaml"],
+    ["predict", CONFIGS / "captioners" / "synthvtr_narration.yaml", CONFIGS / "data" / "synthvtr_hard.yaml"],
 ]
 
 
