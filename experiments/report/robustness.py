@@ -136,6 +136,12 @@ def rows(groups: list[Group], confs: list[Configuration], pairs: list[tuple[Grou
             by_setting.setdefault(setting_key(g), {})[conf_of[g.ident].ident] = g
     notes: list[str] = []
     shared = [s for s, where in by_setting.items() if len(where) >= 2]
+    across_code: dict[tuple, set[str]] = {}
+    for s, where in by_setting.items():
+        across_code.setdefault(s[:4], set()).update(where)
+    if any(len(where) >= 2 for where in across_code.values()) and len(across_code) < len(by_setting) and not shared:
+        notes.append("Some groups were tested on several configurations by different code versions (git sha): they "
+                     "are kept apart, as everywhere in the report; pass `--merge-commits` to compare them.")
     if pairs:
         wanted = []
         for a, b in pairs:

@@ -128,6 +128,21 @@ def test_verdict_on_edited_scores(runs: Path, tmp_path: Path, case: str) -> None
         assert pair[f"ΔR@1 on {hard} [95 % CI]"].startswith("+0.00 [+0.00, +0.00]")
 
 
+def test_other_code_version_is_kept_apart_unless_merge_commits(runs: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    for path in copy.glob("hard_*/version_0/test/metrics.json"):
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "git_sha": "0123456789abcdef"}))
+    out = tmp_path / "rep"
+    report([str(copy), "--out", str(out), "--resamples", "200", "--no-thumbnails"])
+    body = (out / "report.md").read_text().split("## Robustness", 1)[1].split("\n## ", 1)[0]
+    assert "| A |" not in body and "pass `--merge-commits` to compare them" in body
+    report([str(copy), "--out", str(out), "--resamples", "200", "--no-thumbnails", "--merge-commits"])
+    _, pairs = _robustness((out / "report.md").read_text())
+    assert len(pairs) == 1
+
+
 def _comparison(delta: float, low: float, high: float) -> Comparison:
     return Comparison(None, None, [0], [], Interval(delta, low, high, 100), 30)  # type: ignore[arg-type]
 
