@@ -5,7 +5,8 @@
 
 Modules: ``runs`` (finding, loading and grouping runs), ``stats`` (mean ± std, paired bootstrap), ``papers``
 (``configs/paper_results.csv``), ``plots`` (matplotlib, Agg), ``render`` (markdown + self-contained HTML),
-``browser`` (the query browser: texts, thumbnails, filters), ``cli`` (the sections and the command line).
+``browser`` (the query browser: texts, thumbnails, filters), ``robustness`` (the same comparisons on several SynthVTR
+configurations), ``wandb_log`` (``--wandb``), ``cli`` (the sections and the command line).
 """
 
 from experiments.report.cli import main
