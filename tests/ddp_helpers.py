@@ -67,7 +67,7 @@ def run_one_step(out_dir: str, devices: int, failed: frozenset[int] = frozenset(
     torch.manual_seed(0)
     backbone = OpenCLIPBackbone("vtr-tiny-clip", pretrained=None, max_words=16)
     model = RecordingCLIP4Clip(out_dir=out_dir, backbone=backbone, sim_header="seqTransf", temporal_layers=1,
-                               temporal_heads=2, lr=1e-3, write_artifacts=False)
+                               temporal_heads=8, lr=1e-3, write_artifacts=False)
     per_device = GLOBAL_BATCH // devices
     # under DDP Lightning shards training data with a shuffling DistributedSampler: see ``items_of_rank``
     loader = DataLoader(FixedPairs(failed), batch_size=per_device, shuffle=False, collate_fn=collate_pairs)
