@@ -55,8 +55,8 @@ def test_render_worker_failure_is_reported(tmp_path: Path):
 
 
 def test_mp4_bytes_repeat_and_colours_survive_the_round_trip(tmp_path: Path):
-    """Regenerating a video gives the same file (swscale's RGB -> yuv420p did not: it is no longer used), and the
-    numpy BT.601 conversion decodes back to the rendered colours."""
+    """Encoding the same frames again gives the same file (with swscale's RGB -> yuv420p it did not always: that
+    conversion is now done in numpy), and the numpy BT.601 conversion decodes back to the rendered colours."""
     import hashlib
 
     av = pytest.importorskip("av")
