@@ -4,14 +4,13 @@ loopback OpenAI-compatible server."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tests.run_helpers import REPO
+from tests.run_helpers import REPO, serve_on_loopback
 
 CONFIGS = REPO / "configs" / "captioners"
 # 4 families of 2 videos, 16 frames of 32 px: 8 videos, rendered in a couple of seconds
@@ -152,11 +151,5 @@ class FakeOpenAIAPI(BaseHTTPRequestHandler):
 @contextmanager
 def serve_fake_api(handler: type[FakeOpenAIAPI]) -> Iterator[str]:
     """Serve ``handler`` on a free loopback port; yields the ``base_url`` (``http://127.0.0.1:<port>/v1``)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_on_loopback(handler) as url:
+        yield url + "v1"

@@ -4,7 +4,12 @@ metrics recomputed from a run's saved artifacts, and NarVid's tiny CLI arguments
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from lightning_modules.metrics import retrieval_metrics
 
@@ -52,3 +57,18 @@ def narvid_args(root: Path, out: Path, name: str) -> list[str]:
             "--data.init_args.train_sampling", "uniform",
             "--data.init_args.aux_captions", json.dumps({"narration": "captions/narration_test.jsonl"}),
             "--trainer.max_epochs", "1", "--trainer.logger", csv_logger(out, name)]
+
+
+@contextmanager
+def serve_on_loopback(handler: Any) -> Iterator[str]:
+    """Serve ``handler`` (a ``BaseHTTPRequestHandler`` class or factory) on a free 127.0.0.1 port until the block
+    ends; yields ``http://127.0.0.1:<port>/``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
