@@ -49,17 +49,10 @@ from datamodules.batch import AuxCaptions, PairBatch, TextBatch, VideoBatch, nor
 from datamodules.captions import CaptionKind
 from lightning_modules.backbones.base import TextFeatures, VideoTextBackbone
 from lightning_modules.components.losses import symmetric_infonce
-from lightning_modules.metrics import RECALL_KS, ranks_t2v, ranks_v2t, retrieval_metrics, summarize_ranks
+from lightning_modules.metrics import retrieval_metrics
 from lightning_modules.optim import SCHEDULES, OptimizerName, ScheduleName, build_optimizer, warmup_cosine
-from lightning_modules.postprocess import (
-    DSL_TEMPERATURE,
-    QBNORM_BETA,
-    QBNORM_TOPK,
-    activation_set,
-    check_bank_disjoint,
-    dual_softmax,
-    qb_norm,
-)
+from lightning_modules.postprocess import DSL_TEMPERATURE, QBNORM_BETA, QBNORM_TOPK
+from lightning_modules.test_time import check_query_bank, run_test_postprocessing
 
 __all__ = ["BaseRetrievalModule", "Features", "as_float32", "score_tiles", "warmup_cosine"]
 
@@ -67,8 +60,6 @@ log = logging.getLogger(__name__)
 
 Features = dict[str, Tensor]
 PostprocessName = Literal["dsl", "qbnorm"]
-# QB-Norm's bank is a deterministic draw of training texts; recorded in metrics_qbnorm.json
-QBNORM_BANK_SEED = 0
 
 
 def as_float32(feats: Features) -> Features:
@@ -352,18 +343,7 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         if size is not None and size != self.backbone.image_size and not getattr(dm, "feature_cache", False):
             log.warning("data image_size=%s differs from the backbone's image_size=%s", size, self.backbone.image_size)
         if "qbnorm" in self.hparams.postprocess and stage in ("fit", "test"):
-            self._check_query_bank(dm)  # before training, not hours later at the end of the test
-
-    def _check_query_bank(self, dm: Any) -> None:
-        """Refuse a QB-Norm bank that shares a text id or a described video with the test split (annotations only)."""
-        if not hasattr(dm, "query_bank"):
-            raise TypeError(f"model.init_args.postprocess: qbnorm needs a data module with query_bank (training "
-                            f"texts); {type(dm).__name__} has none")
-        bank = dm.query_bank(self.hparams.qbnorm_bank_size, seed=QBNORM_BANK_SEED)
-        test = dm.splits["test"] if "test" in dm.splits else dm.load_split("test")
-        check_bank_disjoint([t.text_id for t in bank.texts], [t.text_id for t in test.texts],
-                            sorted({bank.videos[t.video].video_id for t in bank.texts}),
-                            [v.video_id for v in test.videos])
+            check_query_bank(self, dm)  # before training, not hours later at the end of the test
 
     def configure_callbacks(self) -> list[L.Callback]:
         """The frozen-feature cache callback (``callbacks/feature_cache.py``) when the data module asks for the cache
@@ -447,10 +427,12 @@ class BaseRetrievalModule(L.LightningModule, ABC):
     on_test_epoch_start = on_validation_epoch_start
 
     def _gather_eval(self, kind: str) -> tuple[Tensor, Features]:
-        """Concatenate local features, all-gather, drop sampler padding by index, sort by index."""
-        store = self._eval_store[kind]
-        if not store:
+        if not self._eval_store[kind]:
             raise RuntimeError(f"no {kind} batches were evaluated")
+        return self.gather_eval_store(self._eval_store[kind])
+
+    def gather_eval_store(self, store: list[tuple[Tensor, Features]]) -> tuple[Tensor, Features]:
+        """Concatenate local (index, features) batches, all-gather, drop sampler padding by index, sort by index."""
         index = torch.cat([i for i, _ in store]).to(self.device)
         feats = {k: torch.cat([f[k] for _, f in store]) for k in store[0][1]}
         if self.trainer.world_size > 1:
@@ -535,90 +517,8 @@ class BaseRetrievalModule(L.LightningModule, ABC):
             if self.trainer.is_global_zero:
                 self.write_test_artifacts(metrics, out)
         if self.hparams.postprocess:  # after the plain artifacts, which it never changes
-            self.postprocess_test(metrics, out)
-
-    # ================================================================== test-time post-processing
-    def postprocess_test(self, metrics: dict[str, Any], out: Path | None) -> dict[str, dict[str, Any]]:
-        """Each requested post-processing of the test matrix, its metrics and (rank 0) its artifacts.
-
-        Every rank computes (QB-Norm's bank encoding is a collective under DDP: each rank encodes its shard of the
-        bank and the features are all-gathered, as the evaluation features are); rank 0 writes
-        ``metrics_<flag>.json`` and ``sim_t2v_<flag>.npy`` next to ``metrics.json``. The results stay in
-        ``self._last_postprocess`` (flag -> ``t2v``/``v2t`` matrices, ``metrics``, ``postprocess`` record).
-        """
-        ev = self._last_eval
-        results: dict[str, dict[str, Any]] = {}
-        for name in dict.fromkeys(self.hparams.postprocess):
-            started = time.perf_counter()
-            result = self._postprocess_dsl(ev, metrics) if name == "dsl" else self._postprocess_qbnorm(ev, metrics)
-            result["metrics"]["postprocess_seconds"] = round(time.perf_counter() - started, 3)
-            results[name] = result
-        ev.pop("video_feats", None)
-        self._last_postprocess = results
-        if out is not None and self.trainer.is_global_zero:
-            for name, result in results.items():
-                self.write_postprocess_artifacts(name, result, metrics, out)
-        return results
-
-    def _postprocess_dsl(self, ev: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
-        """DSL in both directions: t2v with the prior over the test queries, v2t with the prior over videos."""
-        tau = float(self.hparams.dsl_temperature)
-        t2v, v2t = dual_softmax(ev["sim"], tau, "t2v"), dual_softmax(ev["sim"], tau, "v2t")
-        record = {"name": "dsl", "params": {"temperature": tau},
-                  "bank": {"split": "test", "size": len(ev["gt"]),
-                           "note": "the prior of each video is computed over every test query at once (transductive)"},
-                  "directions": {"t2v": "dsl (prior over test queries)", "v2t": "dsl (prior over test videos)"},
-                  "negative_score_fraction": float((ev["sim"] < 0).float().mean())}
-        return {"t2v": t2v, "v2t": v2t, "metrics": _postprocessed_metrics(t2v, v2t, ev["gt"], plain),
-                "postprocess": record}
-
-    def _postprocess_qbnorm(self, ev: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
-        """QB-Norm (dynamic inverted softmax) of the t2v scores with a bank of training-split texts.
-
-        The bank (``datamodule.query_bank``) is checked to share no text id and no described video with the test
-        split, encoded with this model's ``encode_text``, and scored against the test videos through ``score``
-        (the same tiles and ``fuse_views`` as the test queries; a fusion that standardises over the whole matrix,
-        such as NarVid's z-score, then uses the bank matrix's own statistics). v2t is not post-processed.
-        """
-        hp = self.hparams
-        dm = self.trainer.datamodule
-        self._check_query_bank(dm)  # again, on the split as evaluated
-        bank = dm.query_bank(hp.qbnorm_bank_size, seed=QBNORM_BANK_SEED)
-        bank_sim, _ = self.score(self._encode_bank(bank), ev["video_feats"])
-        t2v = qb_norm(ev["sim"], bank_sim, float(hp.qbnorm_beta), int(hp.qbnorm_topk))
-        active = activation_set(bank_sim, int(hp.qbnorm_topk))
-        normalised = int(active[torch.argmax(ev["sim"], dim=1)].sum())
-        record = {"name": "qbnorm",
-                  "params": {"beta": float(hp.qbnorm_beta), "topk": int(hp.qbnorm_topk),
-                             "bank_size": hp.qbnorm_bank_size, "log_space": True},
-                  "bank": dict(bank.info),
-                  "activation_set_size": int(active.sum()), "queries_normalised": normalised,
-                  "directions": {"t2v": "qbnorm",
-                                 "v2t": "not post-processed: the v2t_* numbers (and their part of rsum) are the "
-                                        "plain scores' (a v2t QB-Norm would need a bank of videos)"}}
-        return {"t2v": t2v, "v2t": None, "metrics": _postprocessed_metrics(t2v, None, ev["gt"], plain),
-                "postprocess": record, "bank_sim": bank_sim, "bank_text_ids": [t.text_id for t in bank.texts]}
-
-    @torch.no_grad()
-    def _encode_bank(self, bank: Any) -> Features:
-        """Features of the bank's texts, in bank order, on every rank (each encodes its shard; all-gathered)."""
-        loader = self.trainer.datamodule.query_bank_dataloader(bank, self.trainer.world_size, self.trainer.global_rank)
-        was_training = self.training
-        self.eval()
-        store: list[tuple[Tensor, Features]] = []
-        with self.trainer.precision_plugin.forward_context():  # the autocast the test queries were encoded under
-            for batch in loader:
-                batch = batch.to(self.device)
-                store.append((batch.index, as_float32(self.encode_text(batch))))
-        self.train(was_training)
-        self._eval_store["bank"] = store
-        try:
-            idx, feats = self._gather_eval("bank")
-        finally:
-            self._eval_store.pop("bank", None)
-        if len(idx) != len(bank.texts):
-            raise RuntimeError(f"query bank: encoded {len(idx)} of {len(bank.texts)} texts after de-duplication")
-        return feats
+            self._last_postprocess = run_test_postprocessing(self, self._last_eval, metrics, out)
+            self._last_eval.pop("video_feats", None)
 
     # ================================================================== artifacts
     def artifact_dir(self) -> Path:
@@ -639,33 +539,12 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         (out / "text_ids.json").write_text(json.dumps([index.text_ids[i] for i in ev["text_idx"].tolist()]))
         (out / "video_ids.json").write_text(json.dumps([index.video_ids[i] for i in ev["video_idx"].tolist()]))
         (out / "text_to_video.json").write_text(json.dumps(ev["gt"].tolist()))
-        (out / "metrics.json").write_text(json.dumps(self._test_record(metrics), indent=2, default=str))
+        (out / "metrics.json").write_text(json.dumps(self.test_record(metrics), indent=2, default=str))
         (out / "config.yaml").write_text(self._resolved_config())
         log.info("test artifacts written to %s", out)
         return out
 
-    def write_postprocess_artifacts(self, name: str, result: dict[str, Any], plain: dict[str, Any], out: Path,
-                                    ) -> Path:
-        """``metrics_<name>.json`` (metrics.json's schema, ``postprocess`` describing what was done) and
-        ``sim_t2v_<name>.npy`` (float32, the matrix the t2v numbers were computed from; DSL also writes its v2t
-        matrix, ``sim_v2t_dsl.npy``, still texts x videos; QB-Norm its bank's scores against the test videos,
-        ``sim_bank_qbnorm.npy``, with the bank's ``bank_text_ids_qbnorm.json``)."""
-        if name in self._last_eval["views"]:
-            raise ValueError(f"{type(self).__name__} has a similarity view named {name!r}, whose raw matrix would be "
-                             f"overwritten by the {name} post-processing (sim_t2v_{name}.npy); rename the view")
-        out.mkdir(parents=True, exist_ok=True)
-        np.save(out / f"sim_t2v_{name}.npy", result["t2v"].numpy().astype(np.float32))
-        if result["v2t"] is not None:
-            np.save(out / f"sim_v2t_{name}.npy", result["v2t"].numpy().astype(np.float32))
-        if "bank_sim" in result:  # QB-Norm's bank x test videos scores: the result can be recomputed offline
-            np.save(out / f"sim_bank_{name}.npy", result["bank_sim"].numpy().astype(np.float32))
-            (out / f"bank_text_ids_{name}.json").write_text(json.dumps(result["bank_text_ids"]))
-        record = self._test_record(result["metrics"])
-        record["postprocess"] = result["postprocess"]
-        (out / f"metrics_{name}.json").write_text(json.dumps(record, indent=2, default=str))
-        return out
-
-    def _test_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
+    def test_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """metrics.json's content for ``metrics``, with ``postprocess: none`` (a post-processed record sets its own)."""
         ev = self._last_eval
         dm = self.trainer.datamodule
@@ -690,20 +569,6 @@ class BaseRetrievalModule(L.LightningModule, ABC):
 
         return yaml.safe_dump({"model": {"class_path": f"{type(self).__module__}.{type(self).__name__}",
                                          "init_args": dict(self.hparams)}}, sort_keys=False, default_flow_style=False)
-
-
-def _postprocessed_metrics(t2v: Tensor, v2t: Tensor | None, gt: Tensor, plain: dict[str, Any]) -> dict[str, float]:
-    """metrics.json's keys for a post-processed matrix: t2v ranked on ``t2v``, v2t on ``v2t`` (or, when ``None``,
-    the plain numbers copied), rsum over both, and the plain run's counts."""
-    out = summarize_ranks(ranks_t2v(t2v, gt), "t2v")
-    if v2t is not None:
-        out.update(summarize_ranks(ranks_v2t(v2t, gt), "v2t"))
-    else:
-        out.update({k: float(v) for k, v in plain.items() if k.startswith("v2t_")})
-    out["rsum"] = float(sum(out[f"{d}_R{k}"] for d in ("t2v", "v2t") for k in RECALL_KS))
-    for key in ("num_texts", "num_videos", "num_videos_failed", "num_texts_unscored"):
-        out[key] = float(plain[key])
-    return out
 
 
 def _seed() -> int | None:
