@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments.report import reproduction
 from experiments.report.cli import provenance as report_provenance
 from experiments.report.runs import Group, ReportError, Run, discover, fmt_value, group_runs, split_retests
 from experiments.report.stats import fmt_mean_std
@@ -411,10 +412,14 @@ def render(text: str, name: str, base: Path) -> Outcome:
 
 
 def diff(block: Block, old: str, new: str) -> str:
+    return _diff(block.spec.where, old, new)
+
+
+def _diff(where: str, old: str, new: str) -> str:
     return "".join(difflib.unified_diff(old.lstrip("\n").splitlines(keepends=True),
                                         new.lstrip("\n").splitlines(keepends=True),
-                                        fromfile=f"{block.spec.where} (README)",
-                                        tofile=f"{block.spec.where} (generated from the results)"))
+                                        fromfile=f"{where} (README)",
+                                        tofile=f"{where} (generated from the results)"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -429,27 +434,31 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"error: {args.readme}: cannot read ({err})", file=sys.stderr)
         return 2
+    base = args.readme.resolve().parent
     try:
-        outcome = render(text, str(args.readme), args.readme.resolve().parent)
+        outcome = render(text, str(args.readme), base)
+        new_text, stale_reproduction = reproduction.render(outcome.text, str(args.readme), base)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    blocks = len(find_blocks(text, str(args.readme)))
+    blocks = len(find_blocks(text, str(args.readme))) + len(reproduction.START.findall(text))
+    stale = [(block.spec.where, diff(block, old, new)) for block, old, new in outcome.stale]
+    stale += [(where, _diff(where, old, new)) for where, old, new in stale_reproduction]
     if args.check:
-        for block, old, new in outcome.stale:
-            print(f"stale: {block.spec.where}")
-            print(diff(block, old, new), end="")
-        if outcome.stale:
-            print(f"{len(outcome.stale)} of {blocks} results-table block(s) stale; run "
+        for where, changes in stale:
+            print(f"stale: {where}")
+            print(changes, end="")
+        if stale:
+            print(f"{len(stale)} of {blocks} generated block(s) stale; run "
                   f"`python -m experiments.report.readme {args.readme}` to regenerate them")
             return 1
-        print(f"{blocks} results-table block(s) up to date")
+        print(f"{blocks} generated block(s) up to date")
         return 0
-    if outcome.stale:
-        args.readme.write_text(outcome.text)
-    for block, _, _ in outcome.stale:
-        print(f"regenerated: {block.spec.where}")
-    print(f"{len(outcome.stale)} of {blocks} results-table block(s) regenerated")
+    if stale:
+        args.readme.write_text(new_text)
+    for where, _ in stale:
+        print(f"regenerated: {where}")
+    print(f"{len(stale)} of {blocks} generated block(s) regenerated")
     return 0
 
 

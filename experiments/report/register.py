@@ -8,8 +8,9 @@ when ``RUN=NAME`` is itself no folder (a sweep's run folder names hold ``=``). W
 name is used, with the characters a sweep puts in it (``{`` ``"`` ``:`` ``,`` ``=`` spaces) turned into ``_``.
 What is copied: the run's ``config.yaml`` and ``metrics.csv``, and from ``test/`` ``metrics.json``,
 ``metrics_<flag>.json``, ``config.yaml``, ``sim_t2v.npy`` (the plain matrix, float32: the report's paired bootstrap
-and its checks read it) and the id files. Never checkpoints, raw view matrices or post-processed matrices. An existing registry folder
-is refused unless ``--force``; a run whose test did not finish (no complete ``metrics.json``) is refused.
+and its checks read it) and the id files. Never checkpoints, raw view matrices or post-processed matrices. An
+existing registry folder is refused unless ``--force``; a run whose test did not finish (no complete
+``metrics.json``) is refused.
 """
 
 from __future__ import annotations

@@ -115,7 +115,7 @@ def test_check_fails_with_a_diff_naming_the_block_and_regenerate_fixes_it(
     old_row = next(line for line in before.splitlines() if line.startswith("| before |"))
     new_mean = statistics.fmean([r1(study / "A_old_s0"), 50.0])
     assert f"-{old_row}" in out and f"+| before | {new_mean:.2f} ± " in out
-    assert "1 of 1 results-table block(s) stale" in out
+    assert "1 of 1 generated block(s) stale" in out
 
     assert run(readme, capsys)[0] == 0
     assert table_rows(readme)["before"][0].startswith(f"{new_mean:.2f} ± ")
@@ -194,3 +194,32 @@ def test_a_missing_closing_marker_and_disagreeing_oracles_are_errors(
     readme = write_readme(registry, "<!-- results-table: results/study | columns: t2v_R1 | oracle: yes -->")
     code, _, err = run(readme, capsys)
     assert code == 2 and "oracle: the runs record different data.oracle values" in err
+
+
+# ---------------------------------------------------------------- the reproduction table
+def test_reproduction_table_from_results_and_paper_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    study = tmp_path / "results" / "demo"
+    for name in ("clip4clip_meanP", "clip4clip_seqTransf"):
+        copy_run(DEMO / name, study / name)
+    rows = ("- {method: meanP, dataset: SynthVTR, backbone: two-tower, command: '`make demo`', "
+            "results: results/demo/clip4clip_meanP}\n"
+            "- {method: NarVid, dataset: MSR-VTT, backbone: B/32, command: x, not_run: no GPU, "
+            "paper: {method: NarVid, dataset: msrvtt, backbone: ViT-B/32, split: 1k-A}}\n")
+    (tmp_path / "repro.yaml").write_text(rows)
+    readme = tmp_path / "README.md"
+    readme.write_text("# t\n\n<!-- reproduction-table: repro.yaml -->\n<!-- /reproduction-table -->\n")
+    assert main([str(readme)]) == 0
+    r1 = json.loads((DEMO / "clip4clip_meanP" / "test" / "metrics.json").read_text())["metrics"]["t2v_R1"]
+    text = readme.read_text()
+    assert f"| meanP | SynthVTR | two-tower | `make demo` | {r1:.2f} (seed 0; `results/demo/clip4clip_meanP`) | — |" \
+        in text
+    assert "| NarVid | MSR-VTT | B/32 | x | not run here (no GPU) | 51.0 |" in text  # NarVid Table 1, ViT-B/32
+    assert main(["--check", str(readme)]) == 0
+    capsys.readouterr()
+
+    (tmp_path / "repro.yaml").write_text(rows.replace("split: 1k-A", "split: 7k"))
+    assert main(["--check", str(readme)]) == 2
+    assert "repro.yaml row 2: paper {" in capsys.readouterr().err
+    (tmp_path / "repro.yaml").write_text(rows.replace("results/demo/clip4clip_meanP", "results/none"))
+    assert main(["--check", str(readme)]) == 2
+    assert "repro.yaml row 1" in capsys.readouterr().err

@@ -53,6 +53,6 @@ def test_register_names_refusals(tmp_path: Path) -> None:
     (partial / "test" / "metrics.json").write_text(json.dumps(record))
     with pytest.raises(ReportError, match="incomplete test"):
         main([str(partial), "--study", str(study)])
-    with pytest.raises(ReportError, match="no run with test/metrics.json"):
+    with pytest.raises(ReportError, match=r"no run with test/metrics\.json"):
         main([str(tmp_path / "study" / "nothing-here"), "--study", str(study)])
     assert default_name(Path("filter_mode=none,seed_everything=2")) == "filter_mode_none_seed_everything_2"
