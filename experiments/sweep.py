@@ -204,6 +204,30 @@ def run_name(params: dict[str, Any]) -> str:
     return name
 
 
+def select_rows(grid: list[dict[str, Any]], only: list[str]) -> list[int]:
+    """Indices of the grid rows that match every ``KEY=VALUE`` of ``only``.
+
+    ``KEY`` is a parameter of the sweep file, by its full name or its last dotted part (``seed_everything``,
+    ``hn_weight``); ``VALUE`` is read as YAML (``0`` is the number 0, ``none`` the string) and compared with the
+    grid's value. A key that is no parameter, or a filter that keeps no row, is a ValueError naming it.
+    """
+    keep = list(range(len(grid)))
+    params = list(grid[0]) if grid else []
+    for item in only:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--only {item!r}: expected KEY=VALUE, e.g. --only seed_everything=0")
+        matches = [p for p in params if p == key or p.rsplit(".", 1)[-1] == key]
+        if len(matches) != 1:
+            raise ValueError(f"--only {item!r}: {key!r} names {len(matches)} parameters of the sweep; its "
+                             f"parameters are {params}")
+        value = yaml.safe_load(raw)
+        keep = [i for i in keep if grid[i][matches[0]] == value or format_value(grid[i][matches[0]]) == raw]
+    if not keep:
+        raise ValueError(f"--only {' '.join(only)}: no grid row matches")
+    return keep
+
+
 def run_names(grid: list[dict[str, Any]]) -> list[str]:
     """One unique folder name per grid row; ValueError naming the rows when two still share one."""
     names = [run_name(p) for p in grid]
@@ -443,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip runs that have test/metrics.json; rerun the others, deleting their unfinished "
                              "version_* folders")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (one GPU each when GPUs are visible)")
+    parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                        help="run only the grid rows with this parameter value (repeatable; e.g. seed_everything=0); "
+                             "run folder names stay those of the full grid, so the rest can follow with --resume")
     args, extra = parser.parse_known_args(argv)  # unknown arguments go to every run, e.g. --trainer.max_epochs=2
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
@@ -455,17 +482,25 @@ def main(argv: list[str] | None = None) -> int:
         names = run_names(grid)
     except ValueError as err:
         parser.error(f"{args.sweep}: {err}")
+    try:
+        selected = set(select_rows(grid, args.only))
+    except ValueError as err:
+        parser.error(f"{args.sweep}: {err}")
     extra = [a for a in extra if a != "--"]
     out = Path(args.out or ROOT / "runs" / "sweeps" / (sweep.get("name") or args.sweep.stem)).resolve()
     metric = sweep.get("metric", {}).get("name", "test/t2v_R1")
     goal = sweep.get("metric", {}).get("goal", "maximize")
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
     total = len(grid)
+    if args.only:
+        print(f"--only {' '.join(args.only)}: {len(selected)} of {total} grid rows", flush=True)
 
     records: list[dict[str, Any] | None] = [None] * total
     earlier = previous_summary(out) if args.resume else {}
     jobs: list[Job] = []
     for i, (params, name) in enumerate(zip(grid, names, strict=True)):
+        if i not in selected:
+            continue
         logger = json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",
                               "init_args": {"save_dir": str(out), "name": name}}])
         cmd = command_for(sweep, params, [*extra, f"--trainer.logger={logger}"])

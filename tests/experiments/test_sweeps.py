@@ -249,3 +249,19 @@ def test_jobs_get_one_gpu_each_round_robin(tmp_path: Path, monkeypatch: pytest.M
         for two in runs:
             if one is not two and one["start"] < two["end"] and two["start"] < one["end"]:
                 assert one["device"] != two["device"], "two concurrent runs shared a GPU"
+
+
+def test_only_selects_grid_rows_and_keeps_full_grid_names(capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = REPO / "experiments" / "sweeps" / "narvid_table5_lambda.yaml"
+    grid = expand_grid(yaml.safe_load(sweep.read_text()))
+    assert runner.select_rows(grid, ["seed_everything=0"]) == [0, 3, 6, 9, 12]
+    assert runner.select_rows(grid, ["hn_weight=0.5", "model.init_args.hn_weight=0.5", "seed_everything=2"]) == [5]
+    with pytest.raises(ValueError, match="'seed' names 0 parameters"):
+        runner.select_rows(grid, ["seed=0"])
+    with pytest.raises(ValueError, match="no grid row matches"):
+        runner.select_rows(grid, ["hn_weight=3"])
+    assert runner.main([str(sweep), "--only", "seed_everything=1", "--dry-run", "--out", "unused"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "--only seed_everything=1: 5 of 15 grid rows"
+    assert [line.split("]")[0] for line in lines[1:]] == ["[2/15", "[5/15", "[8/15", "[11/15", "[14/15"]
+    assert all("--seed_everything=1" in line for line in lines[1:])
