@@ -119,7 +119,8 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         betas: Adam betas (CLIP4Clip/NarVid: 0.9, 0.98).
         eps: Adam epsilon.
         optimizer: ``adamw`` (torch's AdamW) or ``bertadam`` (CLIP4Clip/NarVid's BertAdam: no bias correction,
-            decay added to the normalised update, per-tensor gradient clipping at 1; ``lightning_modules.optim``).
+            decay added to the normalised update, per-tensor gradient clipping at 1; ``lightning_modules.optim``)
+            or ``adamax`` (torch's Adamax, ExCae's optimiser).
         lr_schedule: ``warmup_cosine`` (linear warmup, then a cosine over the remaining steps) or
             ``bert_warmup_cosine`` (CLIP4Clip's: the cosine runs over the whole of training, warmup included).
         weight_decay_rule: ``matrices`` exempts biases, norms, embeddings and the temperature from weight

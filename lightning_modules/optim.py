@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-OptimizerName = Literal["adamw", "bertadam"]
+OptimizerName = Literal["adamw", "bertadam", "adamax"]
 ScheduleName = Literal["warmup_cosine", "bert_warmup_cosine"]
 
 
@@ -98,7 +98,10 @@ class BertAdam(torch.optim.Optimizer):
 
 def build_optimizer(name: OptimizerName, param_groups: list[dict[str, Any]], lr: float, betas: tuple[float, float],
                     eps: float) -> torch.optim.Optimizer:
-    """``adamw`` (torch) or ``bertadam`` (CLIP4Clip/NarVid) over prepared parameter groups."""
+    """``adamw`` (torch), ``bertadam`` (CLIP4Clip/NarVid) or ``adamax`` (torch; ExCae's optimiser, whose weight decay
+    is the coupled L2 term) over prepared parameter groups."""
     if name == "bertadam":
         return BertAdam(param_groups, lr=lr, betas=betas, eps=eps)
+    if name == "adamax":
+        return torch.optim.Adamax(param_groups, lr=lr, betas=betas, eps=eps)
     return torch.optim.AdamW(param_groups, lr=lr, betas=betas, eps=eps)

@@ -5,7 +5,8 @@ A user copies those commands, so they are the machine-readable record of how a f
 the caption store a NarVid experiment reads). ``tests/test_configs.py`` parses them and
 ``tests/test_shipped_configs.py`` runs them.
 
-A command starts at ``python main.py`` on a comment line of the leading comment block, continues over
+A command starts at ``python main.py`` (or ``python -m experiments.csi``, ExCae's caption self-improvement, whose
+``best_prompt.txt`` a later ``predict`` reads) on a comment line of the leading comment block, continues over
 lines that end with ``\\``, and ends at the line end or at a closing backtick.
 """
 
@@ -19,6 +20,7 @@ from tests.run_helpers import REPO
 
 CONFIGS = REPO / "configs"
 COMMAND_START = "python main.py"
+CSI_START = "python -m experiments.csi"  # represented as subcommand "csi"
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,8 @@ class HeaderCommand:
     extra: tuple[str, ...]
 
     def args(self) -> list[str]:
-        """Arguments for ``main.main`` (the command line after ``python main.py``)."""
+        """Arguments for ``main.main`` (the command line after ``python main.py``); for ``csi``, the arguments of
+        ``experiments.csi.cli.cli``, led by ``csi``."""
         out = [self.subcommand]
         for path in self.configs:
             out += ["--config", str(path)]
@@ -39,6 +42,8 @@ class HeaderCommand:
 
     def __str__(self) -> str:
         configs = " ".join(f"--config {p.relative_to(REPO)}" for p in self.configs)
+        if self.subcommand == "csi":
+            return " ".join([CSI_START, configs, *self.extra])
         return " ".join([COMMAND_START, self.subcommand, configs, *self.extra])
 
 
@@ -58,16 +63,17 @@ def header_commands(path: Path) -> list[HeaderCommand]:
     lines = header_lines(path)
     commands = []
     for i, line in enumerate(lines):
-        start = line.find(COMMAND_START)
-        if start < 0:
+        start, csi = line.find(COMMAND_START), line.find(CSI_START)
+        if start < 0 and csi < 0:
             continue
-        text = line[start:]
+        text = line[start:] if start >= 0 else line[csi:]
         j = i
         while text.endswith("\\") and j + 1 < len(lines):
             j += 1
             text = text[:-1] + " " + lines[j]
         text = text.split("`", 1)[0]
-        commands.append(_parse(path, shlex.split(text)[2:]))
+        tokens = shlex.split(text)
+        commands.append(_parse(path, tokens[2:] if start >= 0 else ["csi", *tokens[3:]]))
     return commands
 
 
@@ -106,12 +112,13 @@ def run_command(path: Path, subcommand: str) -> HeaderCommand:
 
 
 def prerequisites(command: HeaderCommand) -> list[HeaderCommand]:
-    """The ``predict`` commands the headers of the composed files ask to run first (their caption stores)."""
+    """The ``csi`` and ``predict`` commands the headers of the composed files ask to run first (the prompt and the
+    caption stores), in header order."""
     if command.subcommand != "fit":
         return []
     found: list[HeaderCommand] = []
     for path in command.configs:
         for other in header_commands(path):
-            if other.subcommand == "predict" and other.args() not in [f.args() for f in found]:
+            if other.subcommand in ("csi", "predict") and other.args() not in [f.args() for f in found]:
                 found.append(other)
     return found

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from experiments.csi.cli import cli as csi_cli
 from main import main
 from tests.config_commands import CONFIGS, REPO, prerequisites, run_command
 
@@ -33,6 +34,8 @@ BY_HAND = [
     ["fit", CONFIGS / "quickstart.yaml", CONFIGS / "data" / "synthvtr_hard.yaml"],
     ["fit", CONFIGS / "experiments" / "narvid_synthvtr.yaml", CONFIGS / "data" / "synthvtr_hard.yaml"],
     ["predict", CONFIGS / "captioners" / "synthvtr_narration.yaml", CONFIGS / "data" / "synthvtr_hard.yaml"],
+    # CSI with the offline LLM prompt engineer (configs/csi/synthvtr.yaml's header)
+    ["csi", CONFIGS / "csi" / "synthvtr.yaml", CONFIGS / "csi" / "engineer_smollm2.yaml"],
 ]
 
 
@@ -81,6 +84,13 @@ def test_config_parses(combo: list[str | Path], capsys: pytest.CaptureFixture[st
     args: list[str] = [str(subcommand)]
     for item in rest:
         args += ["--config", str(item)] if isinstance(item, Path) else [item]
+    if subcommand == "csi":  # python -m experiments.csi: its own jsonargparse CLI
+        with pytest.raises(SystemExit) as exit_info:
+            csi_cli([*args[1:], "--print_config"])
+        assert exit_info.value.code == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert {"captioner", "engineer", "evaluator", "data"} <= set(printed)
+        return
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--print_config"])
     assert exit_info.value.code == 0

@@ -60,6 +60,12 @@ VLM_WEIGHTS_KEY = "model.init_args.backend.init_args.model"
 VLM_MAX_NEW_TOKENS = {"model.init_args.backend.init_args.max_new_tokens": 4}
 # random weights may emit EOS first, an empty caption, which the caption store rightly refuses to load
 VLM_MIN_NEW_TOKENS = {"model.init_args.backend.init_args.min_new_tokens": 2}
+# CSI (python -m experiments.csi, ExCae's prompt search, run before the predict that reads its best_prompt.txt): two
+# rounds (the initial prompt and one proposal: the loop, the engineer and the acceptance rule all run) on two probe
+# videos of the tiny training splits, written under the test's folder (the predict's prompt_file follows it)
+CSI_SIZES = {"max_rounds": 2, "probe_videos": 2}
+# CSI's evaluator BAAI/bge-m3 comes from the hub: the offline all-MiniLM-L6-v2 (same SentenceEmbedder class) instead
+CSI_EVALUATOR_PATH = {"evaluator.init_args.path": None}
 # OpenAICompatible: the loopback server of tests/caption_helpers.py instead of api.openai.com (no network), and a
 # test key variable, so no real OPENAI_API_KEY is needed or ever sent
 API_BASE_URL_KEY = "model.init_args.backend.init_args.base_url"
@@ -98,6 +104,7 @@ class ShippedRunner:
         self.roots: dict[str, Path] = {}  # data class -> the data root handed to the config
         self.counts: dict[str, dict[str, dict[str, int]]] = {}  # fake MSVD/VATEX/DiDeMo: split -> true counts
         self.stores: dict[tuple[str, ...], Path] = {}  # predict command -> the store it wrote
+        self.csi_outputs: dict[str, Path] = {}  # a CSI config's shipped `out` -> where the test's run wrote it
         self._llava: Path | None = None
         self._runs = 0
         tiny = json.loads(TINY_CLIP_CONFIG.read_text())
@@ -182,6 +189,13 @@ class ShippedRunner:
             elif class_name(backbone) != "PretrainedTwoTower":  # its real weights install offline: kept
                 pytest.fail(f"{command.source}: no tiny stand-in for backbone {backbone['class_path']}")
         if command.subcommand == "predict":
+            prompt_file = config["model"]["init_args"].get("prompt_file")
+            if prompt_file is not None:  # CSI's best prompt: the test's CSI run wrote it (run first, see csi())
+                shipped_out = str(Path(prompt_file).parent)
+                if shipped_out not in self.csi_outputs:
+                    pytest.fail(f"{command.source}: prompt_file {prompt_file} is written by no CSI command of the "
+                                "composed headers (python -m experiments.csi ... before this predict)")
+                values["model.init_args.prompt_file"] = self.csi_outputs[shipped_out] / Path(prompt_file).name
             backend = class_name(config["model"]["init_args"]["backend"])
             if backend == "TransformersVLM":
                 values.update({VLM_WEIGHTS_KEY: self.tiny_llava(), **VLM_MAX_NEW_TOKENS, **VLM_MIN_NEW_TOKENS})
@@ -200,6 +214,47 @@ class ShippedRunner:
         """Run a header command with the test's overrides; returns the CLI and the composed (shipped) config."""
         config = self.resolve(command)
         return main([*command.args(), *self.overrides(command, config, out_dir)]), config
+
+    def csi_overrides(self, config: dict[str, Any], out_dir: Path) -> list[str]:
+        data_class = class_name(config["data"])
+        values: dict[str, Any] = {"data.init_args.root": self.data_root(data_class), "data.init_args.num_workers": 0,
+                                  "out": out_dir, **CSI_SIZES}
+        if data_class == "SynthVTR":
+            values.update({f"data.init_args.{k}": v for k, v in SYNTH_SIZES.items()})
+        if config["evaluator"]["init_args"].get("path") is not None:
+            values.update(CSI_EVALUATOR_PATH)
+        for role, key in (("captioner", "captioner"), ("engineer generator", "engineer.init_args.generator")):
+            spec = config["captioner"] if role == "captioner" else config["engineer"]["init_args"].get("generator")
+            if spec is None:
+                continue  # the random-mutation engineer
+            if class_name(spec) == "OpenAICompatible":
+                values.update({f"{key}.init_args.base_url": self.api_base_url,
+                               f"{key}.init_args.api_key_env": API_KEY_ENV[next(iter(API_KEY_ENV))]})
+            elif class_name(spec) not in ("Simulated",):
+                pytest.fail(f"{config}: no test stand-in for CSI {role} {spec['class_path']}")
+        return flags(values)
+
+    def csi(self, command: HeaderCommand) -> Path:
+        """Run a ``python -m experiments.csi`` header command once per session; returns its output folder."""
+        from experiments.csi.cli import cli as csi_cli
+
+        args = command.args()[1:]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+            csi_cli([*args, "--print_config"])
+        assert exit_info.value.code == 0, f"{command} does not parse"
+        config = yaml.safe_load(out.getvalue())
+        if config["out"] not in self.csi_outputs:
+            self._runs += 1
+            out_dir = self.base / "csi" / f"run{self._runs}"
+            summary = csi_cli([*args, *self.csi_overrides(config, out_dir)])
+            assert (out_dir / "best_prompt.txt").read_text().strip() == summary["best_prompt"]
+            assert summary["rounds"] == CSI_SIZES["max_rounds"] and summary["initial_score"] is not None
+            self.csi_outputs[config["out"]] = out_dir
+        return self.csi_outputs[config["out"]]
+
+    def prerequisite(self, command: HeaderCommand) -> Path:
+        return self.csi(command) if command.subcommand == "csi" else self.predict(command)
 
     def predict(self, command: HeaderCommand) -> Path:
         """Run a captioner's ``predict`` once per session; check and return its caption store."""
@@ -244,7 +299,7 @@ def _id(path: Path) -> str:
 def test_experiment_config_trains_validates_and_tests(path: Path, runner: ShippedRunner, tmp_path: Path) -> None:
     command = run_command(path, "fit")
     for needed in prerequisites(command):
-        runner.predict(needed)
+        runner.prerequisite(needed)
     cli, config = runner.run(command, tmp_path)
     trainer = cli.trainer
     assert trainer.global_step > 0, "no training step"

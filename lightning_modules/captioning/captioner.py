@@ -17,6 +17,7 @@ captioner is :class:`~lightning_modules.captioning.trainable.PrefixCaptioner`).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -38,6 +39,8 @@ class Captioner(L.LightningModule):
         kind: ``narration`` (a caption per sampled frame), ``multi`` (``num_captions`` per video) or
             ``supplement`` (one per video).
         prompt: the instruction (NarVid's LLaVA prompt by default).
+        prompt_file: read the instruction from this text file instead (e.g. the ``best_prompt.txt`` that ExCae's
+            caption self-improvement writes, ``python -m experiments.csi``); overrides ``prompt``.
         num_captions: captions per video for ``multi`` (ExCae: 10); ignored otherwise.
         max_frames_per_video: for ``multi``/``supplement``, at most this many of the sampled frames
             (evenly spread) are shown to the model; ``None`` shows all of them.
@@ -48,11 +51,19 @@ class Captioner(L.LightningModule):
     """
 
     def __init__(self, backend: CaptionBackend, kind: CaptionKind = "narration", prompt: str = NARVID_PROMPT,
-                 num_captions: int = 10, max_frames_per_video: int | None = None,
+                 prompt_file: str | None = None, num_captions: int = 10, max_frames_per_video: int | None = None,
                  frame_layout: Literal["separate", "grid"] = "separate", requests_per_call: int = 0) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be narration, multi or supplement, got {kind!r}")
+        if prompt_file is not None:
+            path = Path(prompt_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"model.init_args.prompt_file: {path} does not exist; run the caption "
+                                        "self-improvement that writes it first (python -m experiments.csi)")
+            prompt = path.read_text(encoding="utf-8").strip()
+            if not prompt:
+                raise ValueError(f"model.init_args.prompt_file: {path} is empty")
         if not prompt.strip():
             raise ValueError("prompt must not be empty")
         self.save_hyperparameters(ignore=["backend"])
@@ -71,6 +82,12 @@ class Captioner(L.LightningModule):
         if stage == "predict" and dm is not None:
             # the simulated backend reads ground truth, not pixels: skip decoding (frame counts only)
             dm.predict_decode = self.backend.needs_pixels
+
+    def prepare_backend(self, datamodule: Any | None) -> None:
+        """Load the backend now (weights, clients, SynthVTR ground truth) for use without a Trainer."""
+        if not self._backend_ready:
+            self.backend.setup(self.device, datamodule)
+            self._backend_ready = True
 
     def on_predict_start(self) -> None:
         if not self._backend_ready:

@@ -1,0 +1,1 @@
+"""ExCae's caption self-improvement (CSI): ``python -m experiments.csi --config configs/csi/<name>.yaml``."""

@@ -1,0 +1,3 @@
+from experiments.csi.cli import cli
+
+cli()

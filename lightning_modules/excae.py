@@ -1,0 +1,206 @@
+"""ExCae's retriever: Expertized Caption Selection (ECS, arXiv 2502.02885 §4.2) on the shared core.
+
+Each video arrives with ``K`` generated captions (the ``multi`` aux captions, written by the captioner with the
+prompt that caption self-improvement found, ``experiments/csi.py``) and ``T`` frames. Following the released
+module (CaryXiang/ECA4VTR ``code/moe_fusion.py``):
+
+* ``C [B, K, D]``: each caption's sentence embedding through the backbone's text side (pooled, projected);
+  ``F [B, T, D]``: the frame embeddings; the query is its sentence embedding ``t [D]`` (no token interaction).
+* Experts read one input group each, in the order captions (C), frames (F), both (C ⊕ F, captions first),
+  ``experts_per_group`` per group until ``num_experts`` (16 -> 6 / 6 / 4).
+* The router, an MLP(2D -> 256 -> E), sees only the video side, ``[C_0; F_0]`` (first caption, first frame), so
+  video embeddings are query-independent: the gallery is encoded once and scoring is a matrix product.
+  Training keeps the top ``active_experts`` (2) logits, softmax over them. Evaluation: the paper says top-2 and
+  the released code a dense softmax; ``eval_routing`` picks the reported one and the test writes both as
+  views (``topk/…`` and ``dense/…`` in ``metrics.json``).
+* Paper Eq. 2: ``v = Σ_e g_e · expert_e + mean([C; F])``, L2-normalised; ``s(t, v) = cos(t, v)``; the base's
+  symmetric InfoNCE with the learnt temperature.
+
+Switches for the paper's ablations: ``video_inputs`` (Table 4: frames / captions / both), ``use_ecs`` (off:
+the mean of the same tokens, the "no ECS" row), ``num_captions`` (Fig. 6: first K captions),
+``active_experts`` (Fig. 7; 0 = no expert), plus a load-balancing term (``balance_weight``, off by default, not
+in the released code). Test runs write ``test/expert_usage.json`` (how often each expert is routed to).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from datamodules.batch import PairBatch, TextBatch, VideoBatch
+from datamodules.captions import CaptionKind
+from lightning_modules.base import BaseRetrievalModule, Features
+from lightning_modules.components import cosine_matrix, masked_mean_pool
+from lightning_modules.components.experts import (
+    ExpertCompute,
+    MixtureOfTokenExperts,
+    Routing,
+    assign_expert_groups,
+    expert_usage,
+    load_balance_loss,
+)
+
+VideoInputs = Literal["both", "frames", "captions"]
+GROUPS: dict[str, tuple[str, ...]] = {"both": ("captions", "frames", "both"), "frames": ("frames",),
+                                      "captions": ("captions",)}
+
+
+class ExCae(BaseRetrievalModule):
+    """ExCae's ECS retriever on any ``VideoTextBackbone``.
+
+    Args:
+        caption_key: kind of the per-video captions in ``VideoBatch.aux`` (``multi``: K per video).
+        video_inputs: what represents a video (paper Table 4 rows): ``both`` captions and frames, ``frames``
+            only (no captions read) or ``captions`` only.
+        use_ecs: the mixture of experts; off = the mean of the input tokens alone (Table 4's "no ECS").
+        num_experts: E (paper: 16).
+        experts_per_group: experts per input group, filled in order; ``None`` (default) takes
+            ``ceil(num_experts / groups)``: 6 for 16 over the three groups (6 / 6 / 4, as the released module), all
+            16 on the one group of ``frames`` or ``captions``.
+        active_experts: k of the top-k routing (paper: 2; 0 = no expert, Fig. 7).
+        eval_routing: routing at validation/test: ``topk`` (the paper's text) or ``dense`` (released code).
+            Tests write both views.
+        expert_layers: transformer layers per expert (not stated in the paper or the released code; 1).
+        expert_heads: attention heads per expert.
+        expert_ffn: FFN width of each expert (PyTorch's default 2048, as released).
+        expert_dropout: dropout inside the experts (0.1, as released).
+        router_hidden: hidden width of the router MLP (256).
+        num_captions: use the first K captions of each video (Fig. 6); ``None`` = all the store holds.
+        expert_compute: ``routed`` runs an expert only on the samples routed to it; ``all`` runs every expert
+            on every sample (same result, for the benchmark).
+        balance_weight: weight of the Switch load-balancing term (0 = off, as released).
+        **kwargs: ``BaseRetrievalModule`` arguments (backbone, lr, optimizer, ...).
+    """
+
+    def __init__(self, caption_key: CaptionKind = "multi", video_inputs: VideoInputs = "both",
+                 use_ecs: bool = True, num_experts: int = 16, experts_per_group: int | None = None,
+                 active_experts: int = 2,
+                 eval_routing: Routing = "topk", expert_layers: int = 1, expert_heads: int = 8,
+                 expert_ffn: int = 2048, expert_dropout: float = 0.1, router_hidden: int = 256,
+                 num_captions: int | None = None, expert_compute: ExpertCompute = "routed",
+                 balance_weight: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if video_inputs not in GROUPS:
+            raise ValueError(f"video_inputs must be one of {sorted(GROUPS)}, got {video_inputs!r}")
+        if num_captions is not None and num_captions < 1:
+            raise ValueError(f"num_captions must be >= 1 or null, got {num_captions}")
+        self.caption_key = caption_key
+        self.moe: MixtureOfTokenExperts | None = None
+        if use_ecs:
+            groups = assign_expert_groups(GROUPS[video_inputs], num_experts, experts_per_group)
+            if not 0 <= active_experts <= len(groups):
+                raise ValueError(f"active_experts must be in 0..{len(groups)}, got {active_experts}")
+            d = self.backbone.embed_dim
+            router_in = 2 * d if video_inputs == "both" else d
+            self.moe = MixtureOfTokenExperts(d, groups, router_in, router_hidden, expert_heads, expert_layers,
+                                             expert_ffn, expert_dropout, expert_compute)
+        self._expert_usage: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ encoders
+    def encode_text(self, batch: TextBatch) -> Features:
+        return {"text": self.backbone_text(batch).sentence}
+
+    def video_tokens(self, batch: VideoBatch) -> dict[str, tuple[Tensor, Tensor]]:
+        """The input groups: ``captions`` (C, valid), ``frames`` (F, valid) and ``both`` (C ⊕ F)."""
+        inputs = self.hparams.video_inputs
+        groups: dict[str, tuple[Tensor, Tensor]] = {}
+        if inputs in ("both", "captions"):
+            captions, valid = self.aux_caption_embeddings(batch, self.caption_key)
+            if self.hparams.num_captions is not None:
+                captions, valid = captions[:, :self.hparams.num_captions], valid[:, :self.hparams.num_captions]
+            empty = ~valid.any(1)
+            if empty.any():
+                raise ValueError(f"videos {[batch.video_ids[i] for i in empty.nonzero().flatten().tolist()]} have no "
+                                 f"{self.caption_key!r} captions; caption every video (main.py predict) first")
+            groups["captions"] = (captions, valid)
+        if inputs in ("both", "frames"):
+            groups["frames"] = (self.backbone_frames(batch), batch.mask.bool())
+        if inputs == "both":
+            (c, cv), (f, fv) = groups["captions"], groups["frames"]
+            groups["both"] = (torch.cat([c, f.to(c.dtype)], 1), torch.cat([cv, fv], 1))
+        return groups
+
+    def encode_video(self, batch: VideoBatch) -> Features:
+        """Eq. 2: the routed experts' mixture plus the mean of every input token, L2-normalised.
+
+        Outside training both routings are computed (``video`` under ``eval_routing``, ``video_other`` under
+        the other one) with the gates of ``eval_routing`` (``gates``), for the two test views and the
+        expert-usage histogram.
+        """
+        groups = self.video_tokens(batch)
+        tokens, valid = groups["both" if "both" in groups else next(iter(groups))]
+        base = masked_mean_pool(tokens.float(), valid)
+        if self.moe is None:
+            return {"video": F.normalize(base, dim=-1)}
+        router_input = torch.cat([groups[g][0][:, 0] for g in ("captions", "frames") if g in groups], -1)
+        hp = self.hparams
+        routing: Routing = "topk" if self.training else hp.eval_routing
+        mixture, gates, logits = self.moe(groups, router_input, hp.active_experts, routing)
+        out = {"video": F.normalize(mixture + base, dim=-1)}
+        if self.training:
+            out["router_logits"], out["gates"] = logits, gates
+            return out
+        other: Routing = "dense" if routing == "topk" else "topk"
+        other_mixture, _, _ = self.moe(groups, router_input, hp.active_experts, other)
+        out["video_other"] = F.normalize(other_mixture + base, dim=-1)
+        out["gates"] = gates
+        return out
+
+    # ------------------------------------------------------------------ scoring
+    def similarity(self, text_feats: Features, video_feats: Features) -> Tensor | dict[str, Tensor]:
+        """Cosine of the query and video embeddings; at evaluation the ``topk`` and ``dense`` views."""
+        sim = cosine_matrix(text_feats["text"], video_feats["video"])
+        if "video_other" not in video_feats:
+            return sim
+        other = cosine_matrix(text_feats["text"], video_feats["video_other"])
+        return {"topk": sim, "dense": other} if self.hparams.eval_routing == "topk" else {"dense": sim, "topk": other}
+
+    def fuse_views(self, views: dict[str, Tensor]) -> Tensor:
+        """The reported score is the ``eval_routing`` view (the other is written next to it)."""
+        return views[self.hparams.eval_routing]
+
+    @torch.no_grad()
+    def score(self, text_feats: Features, video_feats: Features) -> tuple[Tensor, dict[str, Tensor]]:
+        if "gates" in video_feats and self.moe is not None:  # the de-duplicated, all-gathered evaluation videos
+            self._expert_usage = expert_usage(video_feats["gates"], self.hparams.active_experts,
+                                              self.moe.expert_groups)
+        return super().score(text_feats, video_feats)
+
+    # ------------------------------------------------------------------ training
+    def extra_losses(self, views: dict[str, Tensor], text_feats: Features, video_feats: Features,
+                     batch: PairBatch) -> dict[str, Tensor]:
+        """The optional load-balancing term, and the routing statistics (always logged)."""
+        if "router_logits" not in video_feats:
+            return {}
+        logits, gates = video_feats["router_logits"], video_feats["gates"]
+        balance = load_balance_loss(logits, gates)
+        used = (gates > 0).float().mean(0)
+        out = {"expert_balance": balance.detach(), "experts_unused": (used == 0).float().sum()}
+        if self.hparams.balance_weight > 0:
+            out["loss_balance"] = self.hparams.balance_weight * balance
+        return out
+
+    # ------------------------------------------------------------------ artifacts
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if self._expert_usage is not None:
+            self.log("val/expert_usage_entropy", self._expert_usage["entropy_bits"], sync_dist=False)
+
+    def on_test_epoch_end(self) -> None:
+        self._expert_usage = None
+        super().on_test_epoch_end()
+        usage = self._expert_usage
+        if usage is None:
+            return
+        self.log("test/expert_usage_entropy", usage["entropy_bits"], sync_dist=False)
+        if self.hparams.write_artifacts and self.trainer.is_global_zero:
+            usage = {**usage, "routing": self.hparams.eval_routing,
+                     "uniform_entropy_bits": round(math.log2(len(usage["experts"])), 4)}
+            out = self.artifact_dir()
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "expert_usage.json").write_text(json.dumps(usage, indent=2))

@@ -1,0 +1,115 @@
+"""ExCae's ECS retriever: Eq. 2, the ablation switches, both evaluation routings, leakage-free scoring."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from datamodules.batch import MultiCaptions, PairBatch, TextBatch, VideoBatch
+from lightning_modules.backbones import OpenCLIPBackbone
+from lightning_modules.base import score_tiles
+from lightning_modules.excae import ExCae
+
+
+def tiny_excae(**kwargs) -> ExCae:
+    torch.manual_seed(0)
+    backbone = OpenCLIPBackbone("vtr-tiny-clip", pretrained=None, max_words=12)
+    defaults = dict(num_experts=6, experts_per_group=2, expert_heads=2, expert_ffn=32, expert_dropout=0.0)
+    return ExCae(backbone=backbone, **{**defaults, **kwargs}).eval()
+
+
+def batches(n_videos: int = 5, n_texts: int = 7, frames: int = 4, k: int = 3) -> tuple[TextBatch, VideoBatch]:
+    g = torch.Generator().manual_seed(1)
+    video = VideoBatch(index=torch.arange(n_videos), mask=torch.ones(n_videos, frames, dtype=torch.bool),
+                       video_ids=[f"v{i}" for i in range(n_videos)],
+                       frames=torch.randn(n_videos, frames, 3, 64, 64, generator=g),
+                       aux={"multi": MultiCaptions([[f"caption {j} of video {i}: a {'red' if i % 2 else 'blue'} ball"
+                                                     for j in range(k - (i == 1))] for i in range(n_videos)])})
+    video.mask[0, 3:] = False
+    text = TextBatch(index=torch.arange(n_texts), video_index=torch.arange(n_texts) % n_videos,
+                     texts=[f"query {i} about a {'red' if i % 2 else 'blue'} ball" for i in range(n_texts)])
+    return text, video
+
+
+def test_video_embedding_is_eq2_mixture_plus_token_mean() -> None:
+    model = tiny_excae()
+    _, video = batches()
+    with torch.no_grad():
+        out = model.encode_video(video)
+        groups = model.video_tokens(video)
+        tokens, valid = groups["both"]
+        assert tokens.shape[1] == 3 + 4 and not valid[1, 2] and not valid[0, 3 + 3]  # caption and frame padding
+        mean = (tokens * valid[..., None]).sum(1) / valid.sum(1, keepdim=True)
+        router_input = torch.cat([groups["captions"][0][:, 0], groups["frames"][0][:, 0]], -1)
+        mixture, _, _ = model.moe(groups, router_input, 2, "topk")
+    torch.testing.assert_close(out["video"], F.normalize(mixture + mean, dim=-1), atol=1e-5, rtol=1e-5)
+    assert ((out["gates"] > 0).sum(-1) == 2).all()
+
+
+def test_both_routings_are_views_and_eval_routing_is_reported() -> None:
+    for routing in ("topk", "dense"):
+        model = tiny_excae(eval_routing=routing)
+        text, video = batches()
+        with torch.no_grad():
+            sims = model.similarity(model.encode_text(text), model.encode_video(video))
+        assert set(sims) == {"topk", "dense"} and not torch.allclose(sims["topk"], sims["dense"])
+        assert torch.equal(model.fuse_views(sims), sims[routing])
+
+
+def test_scoring_is_query_independent_and_tiles_agree() -> None:
+    model = tiny_excae()
+    text, video = batches()
+    with torch.no_grad():
+        tf, vf = model.encode_text(text), model.encode_video(video)
+        full = model.similarity(tf, vf)
+        tiled = score_tiles(model.similarity, tf, vf, 3, 2)
+        one = model.encode_video(VideoBatch(index=video.index[2:3], mask=video.mask[2:3], video_ids=["v2"],
+                                            frames=video.frames[2:3],
+                                            aux={"multi": MultiCaptions(video.aux["multi"].captions[2:3])}))
+    for k in full:
+        torch.testing.assert_close(tiled[k], full[k], atol=1e-5, rtol=1e-5)
+    # a video's embedding does not depend on the other videos of its batch (no batch-level routing)
+    torch.testing.assert_close(one["video"][0], vf["video"][2], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("switches", [
+    {}, {"use_ecs": False}, {"video_inputs": "frames", "experts_per_group": None},
+    {"video_inputs": "captions", "experts_per_group": 6}, {"active_experts": 0}, {"num_captions": 1},
+    {"balance_weight": 0.1}, {"expert_compute": "all"},
+])
+def test_training_loss_backpropagates_under_each_switch(switches: dict) -> None:
+    model = tiny_excae(**switches).train()
+    text, video = batches(n_videos=5, n_texts=5)
+    loss, logs = model.training_loss(PairBatch(text=text, video=video))
+    assert torch.isfinite(loss)
+    loss.backward()
+    trained = {n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    if switches.get("use_ecs", True) and switches.get("active_experts", 2) > 0:
+        assert "moe" in trained
+        assert "expert_balance" in logs
+    assert ("loss_balance" in logs) == ("balance_weight" in switches)
+
+
+def test_frames_only_reads_no_captions_and_captions_only_no_frames() -> None:
+    _, video = batches()
+    video.aux = {}
+    with torch.no_grad():
+        tiny_excae(video_inputs="frames", experts_per_group=6).encode_video(video)  # no captions needed
+    with pytest.raises(KeyError, match="aux_captions"):
+        tiny_excae().encode_video(video)
+    _, video = batches()
+    video.frames = None
+    with torch.no_grad():
+        tiny_excae(video_inputs="captions", experts_per_group=6).encode_video(video)
+
+
+def test_bad_settings_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="raise experts_per_group"):
+        tiny_excae(video_inputs="frames")
+    with pytest.raises(ValueError, match=r"active_experts must be in 0\.\.6"):
+        tiny_excae(active_experts=7)
+    _, video = batches()
+    video.aux["multi"].captions[3] = []
+    with pytest.raises(ValueError, match=r"\['v3'\] have no 'multi' captions"):
+        tiny_excae().encode_video(video)
