@@ -395,6 +395,10 @@ def build(args: argparse.Namespace) -> tuple[list[Section], list[Group]]:
     if curves:
         figures.append(Figure("training_curves.png", curves, "train/loss per step and val/t2v_R1 per epoch "
                                                              "(metrics.csv), one line per run"))
+    usage = plots.expert_usage_histograms(groups)
+    if usage:
+        figures.append(Figure("expert_usage.png", usage, "share of test videos routed to each expert "
+                                                         "(test/expert_usage.json, seeds summed)"))
     if matrices:
         hist = plots.rank_histograms(groups)
         if hist:

@@ -122,3 +122,38 @@ def rank_histograms(groups: list[Group]) -> bytes | None:
            title="ground-truth rank, all seeds pooled")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return _png(fig)
+
+
+def read_expert_usage(run_path: Path) -> dict[str, Any] | None:
+    """A mixture-of-experts run's ``test/expert_usage.json`` (ExCae), or None."""
+    import json
+
+    path = run_path / "test" / "expert_usage.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def expert_usage_histograms(groups: list[Group]) -> bytes | None:
+    """How often each expert is among a test video's active experts, per group (seeds summed), one panel each."""
+    data = []
+    for g in groups:
+        usages = [u for u in (read_expert_usage(r.path) for r in g.runs) if u and u.get("experts")]
+        if usages:
+            counts = np.sum([[e["selected"] for e in u["experts"]] for u in usages], axis=0)
+            data.append((g, counts, [e["group"] for e in usages[0]["experts"]]))
+    if not data:
+        return None
+    fig, axes = plt.subplots(len(data), 1, figsize=(7, 1.9 * len(data)), squeeze=False)
+    colours = {"captions": "tab:blue", "frames": "tab:orange", "both": "tab:green"}
+    for ax, (g, counts, kinds) in zip(axes[:, 0], data, strict=True):
+        ax.bar(range(len(counts)), counts / max(1, counts.sum()), color=[colours.get(k, "grey") for k in kinds])
+        ax.set_title(_legend_label(g), fontsize=8)
+        ax.set_ylabel("share", fontsize=8)
+        ax.set_xticks(range(len(counts)))
+    axes[-1, 0].set_xlabel("expert (blue: captions, orange: frames, green: both)")
+    fig.tight_layout()
+    return _png(fig)

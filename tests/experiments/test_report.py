@@ -176,6 +176,19 @@ def test_leakage_and_caption_flags_are_shown(runs: Path, tmp_path: Path) -> None
     assert row["caption source"] == "narration: captions/narration_h0.5.jsonl (hallucination 0.5)"
 
 
+def test_expert_usage_of_a_mixture_of_experts_run_is_plotted(runs: Path, tmp_path: Path) -> None:
+    run = _copy_run(runs, tmp_path)
+    report([str(run), "--out", str(tmp_path / "plain"), "--no-matrices"])
+    assert not (tmp_path / "plain" / "plots" / "expert_usage.png").exists()  # only runs that have the file
+    usage = {"videos": 4, "active": 2, "entropy_bits": 1.0, "effective_experts": 2.0,
+             "experts": [{"index": i, "group": g, "selected": n, "mean_gate": 0.1}
+                         for i, (g, n) in enumerate([("captions", 4), ("frames", 0), ("both", 4)])]}
+    (run / "test" / "expert_usage.json").write_text(json.dumps(usage))
+    report([str(run), "--out", str(tmp_path / "moe"), "--no-matrices"])
+    assert (tmp_path / "moe" / "plots" / "expert_usage.png").stat().st_size > 0
+    assert "plots/expert_usage.png" in (tmp_path / "moe" / "report.md").read_text()
+
+
 def test_empty_folder_is_an_error_naming_it(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
