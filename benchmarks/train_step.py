@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -81,6 +82,7 @@ def main() -> None:
         "ExCae without ECS (token mean)": lambda: method(ExCae, use_ecs=False, **excae),
     }
     models = {name: build() for name, build in builders.items() if args.only is None or args.only in name}
+    load_before = round(os.getloadavg()[0], 2)  # other jobs on the machine inflate every time below
     print(f"train step, batch {b}, {t} frames, {words} words, cached two-tower features, {args.device}, "
           f"torch threads {torch.get_num_threads()}")
     print("| method | trainable params | ms / step (median) | ms / step (min) |")
@@ -102,14 +104,16 @@ def main() -> None:
                 times.append((time.perf_counter() - start) * 1000)
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"| {name} | {params / 1e6:.2f} M | {statistics.median(times):.1f} | {min(times):.1f} |", flush=True)
-        rows.append({"method": name, "trainable_params": params, "ms_median": round(statistics.median(times), 2),
+        rows.append({"method": name, "trainable_params_m": round(params / 1e6, 2),
+                     "ms_median": round(statistics.median(times), 2),
                      "ms_min": round(min(times), 2)})
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "benchmark": "benchmarks/train_step.py", "batch": b, "frames": t, "words": words, "captions": args.captions,
             "steps": args.steps, "device": args.device, "torch_threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "load_average_1min_before": load_before, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "rows": rows}, indent=2))
 
 

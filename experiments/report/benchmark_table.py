@@ -1,0 +1,83 @@
+"""README tables of benchmark figures, generated from a benchmark's committed JSON (``results/benchmarks/``).
+
+    <!-- benchmark-table: results/benchmarks/train_step.json
+         | columns: method, trainable_params_m = trainable params (M), ms_median = ms / step -->
+    <!-- /benchmark-table -->
+
+``columns`` are keys of the JSON's ``rows`` entries, each optionally ``key = header``. Under the table a line gives
+the benchmark's settings (every top-level key other than ``rows``), so a figure always travels with how it was
+measured. ``python -m experiments.report.readme`` regenerates and ``--check`` checks these blocks with the others.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from experiments.report.runs import ReportError
+
+START = re.compile(r"^<!--[ \t]*benchmark-table[ \t]*:(?P<body>.*?)-->", re.M | re.S)
+END = "<!-- /benchmark-table -->"
+
+
+def _fields(body: str, where: str) -> tuple[str, list[tuple[str, str]]]:
+    parts = [p.strip() for p in re.split(r"\s\|\s", " ".join(body.split()))]
+    path, columns = parts[0], []
+    for part in parts[1:]:
+        name, _, value = part.partition(":")
+        if name.strip() != "columns":
+            raise ReportError(f"{where}: unknown field {part!r}; a benchmark-table takes `columns:` only")
+        for entry in value.split(","):
+            key, _, header = entry.partition("=")
+            columns.append((key.strip(), header.strip() or key.strip()))
+    if not path or not columns:
+        raise ReportError(f"{where}: write `benchmark-table: <results json> | columns: key = header, ...`")
+    return path, columns
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def generate(body: str, base: Path, where: str) -> str:
+    path, columns = _fields(body, where)
+    try:
+        data = json.loads((base / path).read_text())
+    except (OSError, ValueError) as err:
+        raise ReportError(f"{where}: cannot read {path} ({err}); run the benchmark with --json {path}") from err
+    rows = data.get("rows")
+    if not isinstance(rows, list) or not rows:
+        raise ReportError(f"{where}: {path} has no `rows` list")
+    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+    for i, row in enumerate(rows):
+        missing = [k for k, _ in columns if k not in row]
+        if missing:
+            raise ReportError(f"{where}: {path} row {i} has no {missing}; its keys are {sorted(row)}")
+        lines.append("| " + " | ".join(_fmt(row[k]).replace("|", "\\|") for k, _ in columns) + " |")
+    settings = "; ".join(f"{k} {_fmt(v)}" for k, v in data.items() if k != "rows")
+    lines += ["", f"Generated from `{path}` by `python -m experiments.report.readme`: {settings}."]
+    return "\n".join(lines)
+
+
+def render(text: str, name: str, base: Path) -> tuple[str, list[tuple[str, str, str]]]:
+    """``text`` with every benchmark block regenerated, and (where, old, new) for each stale block."""
+    out, pos, stale = [], 0, []
+    for m in START.finditer(text):
+        where = f"{name}:{text.count(chr(10), 0, m.start()) + 1}: benchmark-table"
+        end = text.find(END, m.end())
+        if end < 0:
+            raise ReportError(f"{where}: no closing `{END}`")
+        new = "\n" + generate(m.group("body"), base, where) + "\n"
+        old = text[m.end():end]
+        if old != new:
+            stale.append((where, old, new))
+        out += [text[pos:m.end()], new]
+        pos = end
+    out.append(text[pos:])
+    return "".join(out), stale
