@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from datamodules.collate import collate_pairs
 from lightning_modules.backbones import OpenCLIPBackbone
 from lightning_modules.clip4clip import CLIP4Clip
+from lightning_modules.excae import ExCae
 
 GLOBAL_BATCH = 8
 
@@ -24,11 +25,12 @@ class FixedPairs(Dataset):
     skip``), which ``collate_pairs`` drops from the batch.
     """
 
-    def __init__(self, failed: frozenset[int] = frozenset()) -> None:
+    def __init__(self, failed: frozenset[int] = frozenset(), multi_captions: bool = False) -> None:
         g = torch.Generator().manual_seed(0)
         self.frames = torch.randint(0, 256, (GLOBAL_BATCH, 4, 3, 64, 64), generator=g, dtype=torch.uint8)
         self.texts = [f"clip number {i} shows a {c} thing" for i, c in enumerate("abcdefgh")]
         self.failed = failed
+        self.multi_captions = multi_captions  # ExCae's K captions per video (2 or 3, so the slots get padded)
 
     def __len__(self) -> int:
         return GLOBAL_BATCH
@@ -37,16 +39,16 @@ class FixedPairs(Dataset):
         item = {"text_index": i, "video_index": i, "text": self.texts[i], "video_id": f"v{i}"}
         if i in self.failed:
             return {**item, "failed": "VideoDecodeError: corrupt", "empty_shape": (4, 3, 64, 64)}
-        return {**item, "frames": self.frames[i], "mask": torch.ones(4, dtype=torch.bool)}
+        item = {**item, "frames": self.frames[i], "mask": torch.ones(4, dtype=torch.bool)}
+        if self.multi_captions:
+            item["aux"] = {"multi": [f"caption {k} of clip {i}, a {'abcdefgh'[i]} thing" for k in range(2 + i % 2)]}
+        return item
 
 
-class RecordingCLIP4Clip(CLIP4Clip):
-    """Writes the first step's loss (None when the step was skipped) and the (DDP-averaged) gradients of every
-    rank to ``out_dir``."""
+class _RecordsFirstStep:
+    """Writes the step's loss (None when skipped) and gradients of every rank to ``out_dir``."""
 
-    def __init__(self, out_dir: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.out_dir = out_dir
+    out_dir: str
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_end(outputs, batch, batch_idx)
@@ -56,6 +58,15 @@ class RecordingCLIP4Clip(CLIP4Clip):
                    Path(self.out_dir) / f"rank{self.global_rank}_ws{self.trainer.world_size}.pt")
 
 
+class RecordingCLIP4Clip(_RecordsFirstStep, CLIP4Clip):
+    """Writes the first step's loss (None when the step was skipped) and the (DDP-averaged) gradients of every
+    rank to ``out_dir``."""
+
+    def __init__(self, out_dir: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.out_dir = out_dir
+
+
 def items_of_rank(rank: int, world_size: int = 2) -> list[int]:
     """The ``FixedPairs`` items Lightning's injected ``DistributedSampler`` gives ``rank`` (epoch 0)."""
     seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # what Lightning seeds it with, in the spawned workers too
@@ -63,15 +74,31 @@ def items_of_rank(rank: int, world_size: int = 2) -> list[int]:
                                    seed=seed))
 
 
-def run_one_step(out_dir: str, devices: int, failed: frozenset[int] = frozenset()) -> None:
+class RecordingExCae(_RecordsFirstStep, ExCae):
+    """ExCae that records like ``RecordingCLIP4Clip`` (the top-2 routing leaves experts without gradient)."""
+
+    def __init__(self, out_dir: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.out_dir = out_dir
+
+
+def run_one_step(out_dir: str, devices: int, failed: frozenset[int] = frozenset(), method: str = "clip4clip") -> None:
     torch.manual_seed(0)
     backbone = OpenCLIPBackbone("vtr-tiny-clip", pretrained=None, max_words=16)
-    model = RecordingCLIP4Clip(out_dir=out_dir, backbone=backbone, sim_header="seqTransf", temporal_layers=1,
-                               temporal_heads=8, lr=1e-3, write_artifacts=False)
+    if method == "excae":
+        model: L.LightningModule = RecordingExCae(out_dir=out_dir, backbone=backbone, num_experts=6, expert_heads=2,
+                                                  expert_ffn=32, expert_dropout=0.0, lr=1e-3, write_artifacts=False)
+    else:
+        model = RecordingCLIP4Clip(out_dir=out_dir, backbone=backbone, sim_header="seqTransf", temporal_layers=1,
+                                   temporal_heads=8, lr=1e-3, write_artifacts=False)
     per_device = GLOBAL_BATCH // devices
     # under DDP Lightning shards training data with a shuffling DistributedSampler: see ``items_of_rank``
-    loader = DataLoader(FixedPairs(failed), batch_size=per_device, shuffle=False, collate_fn=collate_pairs)
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
+    loader = DataLoader(FixedPairs(failed, multi_captions=method == "excae"), batch_size=per_device, shuffle=False,
+                        collate_fn=collate_pairs)
+    strategy = "auto"
+    if devices > 1:
+        strategy = "ddp_spawn_find_unused_parameters_true" if method == "excae" else "ddp_spawn"
+    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy,
                         max_steps=1, max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         limit_val_batches=0)

@@ -35,6 +35,21 @@ def test_ddp_loss_and_gradients_match_single_process(tmp_path: Path) -> None:
             torch.testing.assert_close(rank["grads"][name], grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_ddp_excae_top2_routing_loss_and_gradients_match_single_process(tmp_path: Path) -> None:
+    # experts no sample of a rank is routed to get no gradient there: DDP must allow unused parameters, and the
+    # averaged gradients still equal the single process's on the global batch
+    run_one_step(str(tmp_path), devices=1, method="excae")
+    run_one_step(str(tmp_path), devices=2, method="excae")
+    single = torch.load(tmp_path / "rank0_ws1.pt")
+    ranks = [torch.load(tmp_path / f"rank{r}_ws2.pt") for r in range(2)]
+    assert any(name.startswith("moe.experts") for name in single["grads"])
+    for rank in ranks:
+        assert rank["loss"].item() == pytest.approx(single["loss"].item(), abs=1e-5)
+        for name, grad in single["grads"].items():
+            other = rank["grads"].get(name, torch.zeros_like(grad))  # DDP leaves an expert no rank used at None
+            torch.testing.assert_close(other, grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_ddp_evaluation_counts_are_exact(tmp_path: Path) -> None:
     from main import main
 
