@@ -24,6 +24,8 @@ list (``columns``, ``rows``) continues on the next line after a trailing ``,`` o
 - ``columns``: metric keys of ``metrics.json`` (``t2v_R1``, a view's ``video/t2v_R1``) or dotted paths into it
   (``data.oracle.R@1``), each optionally ``key = header``; ``seeds`` lists the seeds. A cell is the mean ± sample
   std over the group's runs (the plain value for one run); a text value (``precision``) shows its distinct values.
+  A key that no run of a group has is ``—`` when another row has it (CLIP4Clip has no ``narration/`` view), else
+  an error (a typo).
 - ``rows`` (optional): ``group = display name`` entries separated by ``;``: only these groups, in this order.
   ``group@view = name`` shows the group's ``view/<column>`` metrics (blank where the view has none).
 - ``bold`` (optional): rows (``group`` or ``group@view``, separated by ``;``) whose values are shown in bold.
@@ -79,6 +81,7 @@ class Spec:
     provenance: bool = False
     oracle: bool = False
     bold: list[str] = field(default_factory=list)   # row keys (as in rows:) whose values are shown in bold
+    shared_columns: set[str] = field(default_factory=set)  # columns some row has: "—" where a whole group lacks it
 
     def error(self, what: str) -> BlockError:
         return BlockError(f"{self.where}: {what}")
@@ -278,6 +281,8 @@ def _cell(spec: Spec, row: Row, key: str) -> str:
         values.append(value)
     if missing and row.view and not values:
         return ""
+    if missing and not values and key in spec.shared_columns:  # a method without that view (CLIP4Clip: narration)
+        return "—"
     if missing:
         raise spec.error(f"column {full!r}: absent from {missing[0].path / 'test' / 'metrics.json'}"
                          + (f" (and {len(missing) - 1} more runs)" if len(missing) > 1 else "")
@@ -285,6 +290,17 @@ def _cell(spec: Spec, row: Row, key: str) -> str:
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return fmt_mean_std([float(v) for v in values], spec.digits)
     return " / ".join(dict.fromkeys(fmt_value(v) for v in values))  # text (precision, ...): each distinct value
+
+
+def _has(row: Row, key: str) -> bool:
+    full = f"{row.view}/{key}" if row.view else key
+    for run in row.group.runs:
+        try:
+            _lookup(run.record, full)
+            return True
+        except KeyError:
+            continue
+    return False
 
 
 def _oracle(spec: Spec, groups: list[Group]) -> dict[str, float]:
@@ -374,6 +390,7 @@ def generate(spec: Spec, base: Path) -> str:
     unknown = [key for key in spec.bold if key not in keys]
     if unknown:
         raise spec.error(f"bold: no row {unknown[0]!r}; the rows are: " + "; ".join(repr(k) for k in sorted(keys)))
+    spec.shared_columns = {k for k, _ in spec.columns if any(_has(row, k) for row in rows)}
     for row in rows:
         cells = [_cell(spec, row, k) for k, _ in spec.columns]
         if row.name + (f"@{row.view}" if row.view else "") in spec.bold:
