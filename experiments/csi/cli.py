@@ -15,11 +15,11 @@ after ``max_rounds`` rounds.
 Everything lands in ``out``: ``settings.json`` (what the run is), ``rounds.jsonl`` (one line per finished round:
 prompt, score, its similarity and diversity terms, accepted, best score so far, example captions), and at the
 end ``best_prompt.txt`` (what ``main.py predict`` reads through ``model.init_args.prompt_file``),
-``summary.json`` and ``score_vs_round.png``; with ``wandb_project`` set, the rounds as a W&B table (offline
-unless ``WANDB_MODE`` says otherwise). A killed run restarted with the same command continues after its last
-finished round and ends where an uninterrupted run ends (engineers are seeded per round; the captioner and
-evaluator are deterministic, or seeded, given the prompt). Restarting with other settings in the same ``out`` is
-refused.
+``summary.json``, ``candidates.json`` (the candidate pool as a table) and ``score_vs_round.png``; with
+``wandb_project`` set, the rounds as a W&B table (offline unless ``WANDB_MODE`` says otherwise). A killed run
+restarted with the same command continues after its last finished round and ends where an uninterrupted run ends
+(engineers are seeded per round; the captioner and evaluator are deterministic, or seeded, given the prompt).
+Restarting with other settings in the same ``out`` is refused.
 """
 
 from __future__ import annotations
@@ -281,6 +281,13 @@ def run_csi(captioner: CaptionBackend, engineer: PromptEngineer, data: VideoText
                "accepted": sum(r["accepted"] for r in rounds), "stopped": stop,
                "candidate_pool": [{"round": r["round"], "score": r["score"], "prompt": r["prompt"]}
                                   for r in rounds if r["round"] == 0 or r["accepted"]]}
+    candidates = {"captioner": settings["captioner"], "engineer": settings["engineer"],
+                  "evaluator": settings["evaluator"], "probe_videos": len(probe), "num_captions": num_captions,
+                  "rounds": len(rounds), "stopped": stop,
+                  "rows": [{"round": r["round"], "score": round(r["score"], 4), "similarity": round(r["similarity"], 4),
+                            "diversity": round(r["diversity"], 4), "prompt": r["prompt"]}
+                           for r in rounds if r["round"] == 0 or r["accepted"]]}
+    (out_dir / "candidates.json").write_text(json.dumps(candidates, indent=2, ensure_ascii=False))
     if wandb_project:
         summary["wandb_dir"] = _wandb_log(wandb_project, out_dir, settings, rounds, summary)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))

@@ -104,6 +104,8 @@ def test_acceptance_rule_duplicates_and_patience(synth_root: Path, tmp_path: Pat
     top = max((r for r in rounds if r["score"] is not None), key=lambda r: r["score"])
     assert (tmp_path / "best_prompt.txt").read_text().strip() == top["prompt"] == summary["best_prompt"]
     assert (tmp_path / "score_vs_round.png").stat().st_size > 0
+    pool = json.loads((tmp_path / "candidates.json").read_text())
+    assert [row["round"] for row in pool["rows"]] == [r["round"] for r in rounds if r["round"] == 0 or r["accepted"]]
     with pytest.raises(CSIError, match="other settings"):  # the same folder with another setting
         run_csi(Simulated(hallucination_rate=0.0), Scripted(prompts), _data(synth_root), SentenceEmbedder(),
                 out=str(tmp_path), num_captions=5, probe_videos=4, max_rounds=10, patience=3, wandb_project=None)

@@ -225,14 +225,14 @@ def test_reproduction_table_from_results_and_paper_csv(tmp_path: Path, capsys: p
     assert "repro.yaml row 1" in capsys.readouterr().err
 
 
-def test_benchmark_table_from_its_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_table_from_its_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bench = tmp_path / "results" / "benchmarks" / "step.json"
     bench.parent.mkdir(parents=True)
     bench.write_text(json.dumps({"benchmark": "benchmarks/train_step.py", "device": "cpu", "rows": [
         {"method": "A", "ms_median": 12.345}, {"method": "B | C", "ms_median": 1500.0}]}))
     readme = tmp_path / "README.md"
-    readme.write_text("<!-- benchmark-table: results/benchmarks/step.json\n     | columns: method, ms_median = ms -->\n"
-                      "<!-- /benchmark-table -->\n")
+    readme.write_text("<!-- json-table: results/benchmarks/step.json\n     | columns: method, ms_median = ms -->\n"
+                      "<!-- /json-table -->\n")
     assert main([str(readme)]) == 0
     text = readme.read_text()
     assert "| method | ms |\n|---|---|\n| A | 12.35 |\n| B \\| C | 1,500.00 |" in text

@@ -1,11 +1,12 @@
-"""README tables of benchmark figures, generated from a benchmark's committed JSON (``results/benchmarks/``).
+"""README tables generated from a committed JSON file with a ``rows`` list: benchmark figures
+(``results/benchmarks/``), CSI's candidate pool (``results/csi_*/candidates.json``).
 
-    <!-- benchmark-table: results/benchmarks/train_step.json
+    <!-- json-table: results/benchmarks/train_step.json
          | columns: method, trainable_params_m = trainable params (M), ms_median = ms / step -->
-    <!-- /benchmark-table -->
+    <!-- /json-table -->
 
 ``columns`` are keys of the JSON's ``rows`` entries, each optionally ``key = header``. Under the table a line gives
-the benchmark's settings (every top-level key other than ``rows``), so a figure always travels with how it was
+the file's settings (every top-level key other than ``rows``), so a figure always travels with how it was
 measured. ``python -m experiments.report.readme`` regenerates and ``--check`` checks these blocks with the others.
 """
 
@@ -18,8 +19,8 @@ from typing import Any
 
 from experiments.report.runs import ReportError
 
-START = re.compile(r"^<!--[ \t]*benchmark-table[ \t]*:(?P<body>.*?)-->", re.M | re.S)
-END = "<!-- /benchmark-table -->"
+START = re.compile(r"^<!--[ \t]*json-table[ \t]*:(?P<body>.*?)-->", re.M | re.S)
+END = "<!-- /json-table -->"
 
 
 def _fields(body: str, where: str) -> tuple[str, list[tuple[str, str]]]:
@@ -28,12 +29,12 @@ def _fields(body: str, where: str) -> tuple[str, list[tuple[str, str]]]:
     for part in parts[1:]:
         name, _, value = part.partition(":")
         if name.strip() != "columns":
-            raise ReportError(f"{where}: unknown field {part!r}; a benchmark-table takes `columns:` only")
+            raise ReportError(f"{where}: unknown field {part!r}; a json-table takes `columns:` only")
         for entry in value.split(","):
             key, _, header = entry.partition("=")
             columns.append((key.strip(), header.strip() or key.strip()))
     if not path or not columns:
-        raise ReportError(f"{where}: write `benchmark-table: <results json> | columns: key = header, ...`")
+        raise ReportError(f"{where}: write `json-table: <results json> | columns: key = header, ...`")
     return path, columns
 
 
@@ -69,7 +70,7 @@ def render(text: str, name: str, base: Path) -> tuple[str, list[tuple[str, str, 
     """``text`` with every benchmark block regenerated, and (where, old, new) for each stale block."""
     out, pos, stale = [], 0, []
     for m in START.finditer(text):
-        where = f"{name}:{text.count(chr(10), 0, m.start()) + 1}: benchmark-table"
+        where = f"{name}:{text.count(chr(10), 0, m.start()) + 1}: json-table"
         end = text.find(END, m.end())
         if end < 0:
             raise ReportError(f"{where}: no closing `{END}`")
