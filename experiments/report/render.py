@@ -48,11 +48,11 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _md_blocks(blocks: list[str | Table | Figure | Raw]) -> list[str]:
+def md_blocks(blocks: list[str | Table | Figure | Raw]) -> list[str]:
     lines = []
     for block in blocks:
         if isinstance(block, Raw):
-            lines += _md_blocks(list(block.markdown))
+            lines += md_blocks(list(block.markdown))
             continue
         if isinstance(block, Table):
             lines.append("| " + " | ".join(_md_cell(h) for h in block.header) + " |")
@@ -71,7 +71,7 @@ def to_markdown(title: str, sections: list[Section]) -> str:
     lines = [f"# {title}", ""]
     for sec in sections:
         lines += ["#" * sec.level + " " + sec.title, ""]
-        lines += _md_blocks(sec.blocks)
+        lines += md_blocks(sec.blocks)
     return "\n".join(lines)
 
 

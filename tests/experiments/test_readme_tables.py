@@ -242,3 +242,18 @@ def test_json_table_from_its_json(tmp_path: Path, capsys: pytest.CaptureFixture[
     capsys.readouterr()
     assert main(["--check", str(readme)]) == 2
     assert "row 0 has no ['ms_median']" in capsys.readouterr().err
+
+
+def test_comparison_block_is_the_reports_paired_comparison(tmp_path: Path) -> None:
+    study = tmp_path / "results" / "demo"
+    for name in ("clip4clip_meanP", "clip4clip_seqTransf"):
+        shutil.copytree(DEMO / name, study / name)  # with sim_t2v.npy and the ids: the bootstrap needs them
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- comparison-table: results/demo -->\n<!-- /comparison-table -->\n")
+    assert main([str(readme)]) == 0
+    text = readme.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| G1 "))
+    r1 = {n: json.loads((DEMO / n / "test" / "metrics.json").read_text())["metrics"]["t2v_R1"]
+          for n in ("clip4clip_meanP", "clip4clip_seqTransf")}
+    assert f"{r1['clip4clip_meanP'] - r1['clip4clip_seqTransf']:+.2f} [" in row  # one seed pair: pooled = seed 0
+    assert main(["--check", str(readme)]) == 0

@@ -1,0 +1,70 @@
+"""README paired comparisons generated from the results registry (the report's own sections, as markdown).
+
+    <!-- comparison-table: results/narvid_vs_clip4clip -->
+    <!-- /comparison-table -->
+
+The inputs (folders or globs, relative to the README) are grouped as the comparison report groups them. When
+they hold the same methods tested on two or more SynthVTR configurations, the block is the report's "Robustness"
+section (ΔR@1 with its paired-bootstrap interval on each configuration and whether the result holds on all of
+them); otherwise it is the "Paired comparison" section. Bootstrap settings are the report's defaults (10,000
+resamples, seed 0), so the block equals what ``python -m experiments.report <inputs>`` prints.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+from experiments.report import robustness
+from experiments.report.cli import comparison_section
+from experiments.report.render import md_blocks
+from experiments.report.runs import ReportError, discover, group_runs, split_retests
+from experiments.report.stats import compare, same_test_set
+
+START = re.compile(r"^<!--[ \t]*comparison-table[ \t]*:(?P<body>.*?)-->", re.M | re.S)
+END = "<!-- /comparison-table -->"
+RESAMPLES, SEED = 10_000, 0
+
+
+def generate(body: str, base: Path, where: str) -> str:
+    inputs = [p for p in re.split(r"[\s,]+", body.strip()) if p]
+    if not inputs:
+        raise ReportError(f"{where}: name the results folders, `comparison-table: results/<study> ...`")
+    try:
+        runs, _ = discover([item if Path(item).is_absolute() else str(base / item) for item in inputs])
+    except ReportError as err:
+        raise ReportError(f"{where}: {err}") from err
+    kept, _ = split_retests(runs)
+    groups = group_runs(kept)
+    section = robustness.section(groups, None, RESAMPLES, SEED)
+    if section is None:
+        pairs = [(a, b) for a, b in itertools.combinations(groups, 2) if a.dataset == b.dataset and same_test_set(a, b)]
+        if not pairs:
+            raise ReportError(f"{where}: the inputs hold no two groups tested on the same queries")
+        section = comparison_section([compare(a, b, RESAMPLES, SEED) for a, b in pairs], [], RESAMPLES)
+    from experiments.report.readme import wrap  # readme imports this module
+
+    labels = "; ".join(f"**{g.ident}** {g.label} ({len(g.runs)} runs)" for g in groups)
+    lines = []
+    for line in [f"Groups: {labels}.", "", *md_blocks(section.blocks)]:
+        lines += [line] if line.startswith("|") or not line else wrap(line)
+    return "\n".join(lines).rstrip("\n")
+
+
+def render(text: str, name: str, base: Path) -> tuple[str, list[tuple[str, str, str]]]:
+    """``text`` with every comparison block regenerated, and (where, old, new) for each stale block."""
+    out, pos, stale = [], 0, []
+    for m in START.finditer(text):
+        where = f"{name}:{text.count(chr(10), 0, m.start()) + 1}: comparison-table"
+        end = text.find(END, m.end())
+        if end < 0:
+            raise ReportError(f"{where}: no closing `{END}`")
+        new = "\n" + generate(m.group("body"), base, where) + "\n"
+        old = text[m.end():end]
+        if old != new:
+            stale.append((where, old, new))
+        out += [text[pos:m.end()], new]
+        pos = end
+    out.append(text[pos:])
+    return "".join(out), stale
