@@ -39,8 +39,8 @@ def _fields(body: str, where: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, float):  # 4 significant digits (a score 0.9752, a time 839.3 ms), whole numbers above 10^4
+        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
@@ -61,8 +61,10 @@ def generate(body: str, base: Path, where: str) -> str:
         if missing:
             raise ReportError(f"{where}: {path} row {i} has no {missing}; its keys are {sorted(row)}")
         lines.append("| " + " | ".join(_fmt(row[k]).replace("|", "\\|") for k, _ in columns) + " |")
+    from experiments.report.readme import wrap  # readme imports this module
+
     settings = "; ".join(f"{k} {_fmt(v)}" for k, v in data.items() if k != "rows")
-    lines += ["", f"Generated from `{path}` by `python -m experiments.report.readme`: {settings}."]
+    lines += ["", *wrap(f"Generated from `{path}` by `python -m experiments.report.readme`: {settings}.")]
     return "\n".join(lines)
 
 

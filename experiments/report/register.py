@@ -7,10 +7,10 @@
 when ``RUN=NAME`` is itself no folder (a sweep's run folder names hold ``=``). Without a name the run folder's
 name is used, with the characters a sweep puts in it (``{`` ``"`` ``:`` ``,`` ``=`` spaces) turned into ``_``.
 What is copied: the run's ``config.yaml`` and ``metrics.csv``, and from ``test/`` ``metrics.json``,
-``metrics_<flag>.json``, ``config.yaml``, ``sim_t2v.npy`` (the plain matrix, float32: the report's paired bootstrap
-and its checks read it) and the id files. Never checkpoints, raw view matrices or post-processed matrices. An
-existing registry folder is refused unless ``--force``; a run whose test did not finish (no complete
-``metrics.json``) is refused.
+``metrics_<flag>.json``, ``expert_usage.json`` (mixture-of-experts runs), ``config.yaml``, ``sim_t2v.npy`` (the
+plain matrix, float32: the report's paired bootstrap and its checks read it) and the id files. Never checkpoints,
+raw view matrices or post-processed matrices. An existing registry folder is refused unless ``--force``; a run
+whose test did not finish (no complete ``metrics.json``) is refused.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def register(run: Path, dest: Path, force: bool = False) -> Path:
             shutil.copy2(run / name, dest / name)
     for name in TEST_FILES:
         shutil.copy2(run / "test" / name, dest / "test" / name)
-    for extra in sorted((run / "test").glob("metrics_*.json")):
+    for extra in [*sorted((run / "test").glob("metrics_*.json")), *sorted((run / "test").glob("expert_usage.json"))]:
         shutil.copy2(extra, dest / "test" / extra.name)
     return dest
 

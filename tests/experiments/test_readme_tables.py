@@ -235,8 +235,8 @@ def test_json_table_from_its_json(tmp_path: Path, capsys: pytest.CaptureFixture[
                       "<!-- /json-table -->\n")
     assert main([str(readme)]) == 0
     text = readme.read_text()
-    assert "| method | ms |\n|---|---|\n| A | 12.35 |\n| B \\| C | 1,500.00 |" in text
-    assert "benchmark benchmarks/train_step.py; device cpu." in text
+    assert "| method | ms |\n|---|---|\n| A | 12.35 |\n| B \\| C | 1,500 |" in text
+    assert "benchmark benchmarks/train_step.py; device cpu." in " ".join(text.split())  # wrapped
     assert main(["--check", str(readme)]) == 0
     bench.write_text(json.dumps({"rows": [{"method": "A"}]}))
     capsys.readouterr()
