@@ -68,15 +68,14 @@ def main() -> None:
         # the SynthVTR configs' settings: no pretrained CLIP scale on this backbone, 1/0.07 learnt with the heads
         return cls(backbone=backbone(), logit_scale_init=14.29, logit_scale_group="head", **kwargs)
 
-    # ExCae as configs/experiments/excae_synthvtr.yaml
+    # the temporal transformers and ExCae's experts as the SynthVTR configs set them
+    temporal = dict(temporal_layers=2, temporal_heads=4, temporal_init="random")
     excae = dict(expert_heads=4, expert_ffn=512)
     builders = {
         "CLIP4Clip meanP": lambda: method(CLIP4Clip, sim_header="meanP"),
-        "CLIP4Clip seqTransf": lambda: method(CLIP4Clip, sim_header="seqTransf", temporal_layers=2,
-                                                 temporal_heads=4),
-        "NarVid (full)": lambda: method(NarVid, temporal_layers=2, temporal_heads=4),
-        "NarVid without CMI": lambda: method(NarVid, temporal_layers=2, temporal_heads=4,
-                                             use_co_attention=False),
+        "CLIP4Clip seqTransf": lambda: method(CLIP4Clip, sim_header="seqTransf", **temporal),
+        "NarVid (full)": lambda: method(NarVid, **temporal),
+        "NarVid without CMI": lambda: method(NarVid, use_co_attention=False, **temporal),
         "ExCae (ECS, routed experts)": lambda: method(ExCae, **excae),
         "ExCae (ECS, all experts)": lambda: method(ExCae, expert_compute="all", **excae),
         "ExCae without ECS (token mean)": lambda: method(ExCae, use_ecs=False, **excae),
