@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--captions", type=int, default=10, help="ExCae's K captions per video")
     parser.add_argument("--only", default=None, help="run the methods whose name contains this text")
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+    parser.add_argument("--note", default=None, help="how the machine was used meanwhile (written into the JSON)")
     args = parser.parse_args()
 
     from datamodules.batch import MultiCaptions, NarrationCaptions, PairBatch, TextBatch, VideoBatch
@@ -112,7 +113,8 @@ def main() -> None:
             "benchmark": "benchmarks/train_step.py", "batch": b, "frames": t, "words": words, "captions": args.captions,
             "steps": args.steps, "device": args.device, "torch_threads": torch.get_num_threads(),
             "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "load_average_1min_before": load_before, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "load_average_1min_before": load_before,
+            **({"note": args.note} if args.note else {}), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "rows": rows}, indent=2))
 
 
