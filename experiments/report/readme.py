@@ -22,8 +22,10 @@ list (``columns``, ``rows``) continues on the next line after a trailing ``,`` o
   run's group. Without it, runs are grouped as the comparison report groups them (model class, dataset, protocol,
   config without seed, code version; re-tests set apart) and a group is named by its report label.
 - ``columns``: metric keys of ``metrics.json`` (``t2v_R1``, a view's ``video/t2v_R1``) or dotted paths into it
-  (``data.oracle.R@1``), each optionally ``key = header``; ``seeds`` lists the seeds. A cell is the mean ± sample
-  std over the group's runs (the plain value for one run); a text value (``precision``) shows its distinct values.
+  (``data.oracle.R@1``) or into another JSON file of the run's ``test/`` folder named by the first part
+  (``expert_usage.entropy_bits``), each optionally ``key = header``; ``seeds`` lists the seeds. A cell is the
+  mean ± sample std over the group's runs (the plain value for one run); a text value (``precision``) shows its
+  distinct values.
   A key that no run of a group has is ``—`` when another row has it (CLIP4Clip has no ``narration/`` view), else
   an error (a typo).
 - ``rows`` (optional): ``group = display name`` entries separated by ``;``: only these groups, in this order.
@@ -217,6 +219,24 @@ class Row:
     view: str | None = None
 
 
+def _run_value(run: Run, key: str) -> Any:
+    """``key`` from the run's ``metrics.json`` (a metric or a dotted path), else from another JSON file of its
+    ``test/`` folder named by the key's first part (``expert_usage.entropy_bits``: ``test/expert_usage.json``)."""
+    try:
+        return _lookup(run.record, key)
+    except KeyError:
+        head, _, rest = key.partition(".")
+        path = run.path / "test" / f"{head}.json"
+        if not rest or not re.fullmatch(r"[A-Za-z0-9_]+", head) or not path.is_file():
+            raise
+        import json
+
+        try:
+            return _lookup({"metrics": {}, **json.loads(path.read_text())}, rest)
+        except ValueError as err:
+            raise KeyError(key) from err
+
+
 def _lookup(record: dict[str, Any], key: str) -> Any:
     metrics = record.get("metrics") or {}
     if key in metrics:
@@ -271,7 +291,7 @@ def _cell(spec: Spec, row: Row, key: str) -> str:
     values, missing = [], []
     for run in row.group.runs:
         try:
-            value = _lookup(run.record, full)
+            value = _run_value(run, full)
         except KeyError:
             missing.append(run)
             continue
@@ -296,7 +316,7 @@ def _has(row: Row, key: str) -> bool:
     full = f"{row.view}/{key}" if row.view else key
     for run in row.group.runs:
         try:
-            _lookup(run.record, full)
+            _run_value(run, full)
             return True
         except KeyError:
             continue

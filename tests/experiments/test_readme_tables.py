@@ -257,3 +257,16 @@ def test_comparison_block_is_the_reports_paired_comparison(tmp_path: Path) -> No
           for n in ("clip4clip_meanP", "clip4clip_seqTransf")}
     assert f"{r1['clip4clip_meanP'] - r1['clip4clip_seqTransf']:+.2f} [" in row  # one seed pair: pooled = seed 0
     assert main(["--check", str(readme)]) == 0
+
+
+def test_a_column_can_read_another_json_file_of_the_test_folder(tmp_path: Path) -> None:
+    study = tmp_path / "results" / "moe"
+    copy_run(DEMO / "clip4clip_meanP", study / "a_s0")
+    (study / "a_s0" / "test" / "expert_usage.json").write_text(json.dumps({"entropy_bits": 1.25}))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results-table: results/moe | group: (.*)_s\\d+$ | "
+                      "columns: expert_usage.entropy_bits = H, expert_usage.missing = M -->\n<!-- /results-table -->\n")
+    assert main([str(readme)]) == 2  # a key in no file is still an error (a typo)
+    readme.write_text(readme.read_text().replace(", expert_usage.missing = M", ""))
+    assert main([str(readme)]) == 0
+    assert "| a | 1.25 |" in readme.read_text()
