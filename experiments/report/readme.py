@@ -34,6 +34,8 @@ list (``columns``, ``rows``) continues on the next line after a trailing ``,`` o
 - ``digits`` (default 2), ``label`` (header of the first column, default ``group``).
 - ``provenance: yes``: a line under the table from the artifacts (seeds, backbone, dataset and generator,
   precision, commit, queries × videos).
+- ``paper`` (optional): ``group = method`` entries separated by ``;``: a last column with that method's t2v R@1 from
+  ``configs/paper_results.csv`` (backbone and dataset shown; ``—`` for groups not named).
 - ``oracle: yes``: SynthVTR's caption-consistent oracle and chance rows from ``data.oracle`` of ``metrics.json``.
 """
 
@@ -58,7 +60,7 @@ END = "<!-- /results-table -->"
 MAX_MARKER = 90  # characters of the marker line quoted in messages
 WRAP = 115       # the provenance paragraph's line width in the README
 FENCE = re.compile(r"^[ \t]*(```|~~~)", re.M)
-FIELDS = ("results-table", "group", "columns", "rows", "bold", "digits", "label", "provenance", "oracle")
+FIELDS = ("results-table", "group", "columns", "rows", "bold", "digits", "label", "provenance", "oracle", "paper")
 YES = {"yes", "true", "on", "1"}
 NO = {"no", "false", "off", "0"}
 ORACLE_ROWS = (("caption-consistent oracle (ceiling)", {"t2v_R1": "R@1", "t2v_R5": "R@5", "t2v_R10": "R@10"}),
@@ -80,6 +82,7 @@ class Spec:
     rows: list[tuple[str, str | None]] | None = None
     digits: int = 2
     label: str = "group"
+    paper: dict[str, str] = field(default_factory=dict)  # group -> method of configs/paper_results.csv (its t2v R@1)
     provenance: bool = False
     oracle: bool = False
     bold: list[str] = field(default_factory=list)   # row keys (as in rows:) whose values are shown in bold
@@ -176,6 +179,12 @@ def parse_spec(body: str, where: str) -> Spec:
     spec.provenance = _flag(values.get("provenance", "no"), "provenance", where)
     spec.oracle = _flag(values.get("oracle", "no"), "oracle", where)
     spec.bold = [key.strip() for key in values.get("bold", "").split(";") if key.strip()]
+    for entry in values.get("paper", "").split(";"):
+        if entry.strip():
+            key, method = _pair(entry)
+            if not method:
+                raise BlockError(f"{where}: paper: write `group = <method of paper_results.csv>`, got {entry!r}")
+            spec.paper[key] = method
     return spec
 
 
@@ -402,10 +411,25 @@ def wrap(text: str, width: int = WRAP) -> list[str]:
     return lines
 
 
+def _paper_cell(spec: Spec, group: str) -> str:
+    """The paper's t2v R@1 for ``group`` (``paper:`` field) from configs/paper_results.csv, or ``—``."""
+    from experiments.report.papers import load_papers
+
+    method = spec.paper.get(group)
+    if method is None:
+        return "—"
+    found = [p for p in load_papers() if p.method == method and p.metric == "t2v_R1"]
+    if len(found) != 1:
+        raise spec.error(f"paper: {method!r} has {len(found)} t2v_R1 rows in configs/paper_results.csv (need one)")
+    return f"{found[0].value:.1f} ({found[0].backbone}, {found[0].dataset} {found[0].split})"
+
+
 def generate(spec: Spec, base: Path) -> str:
     """The markdown a block holds: the table, then the provenance line when asked for."""
     rows = select_rows(spec, load_groups(spec, base))
-    lines = [_md_row([spec.label, *(h for _, h in spec.columns)]), "|" + "---|" * (len(spec.columns) + 1)]
+    paper_header = ["paper t2v R@1"] if spec.paper else []
+    lines = [_md_row([spec.label, *(h for _, h in spec.columns), *paper_header]),
+             "|" + "---|" * (len(spec.columns) + 1 + len(paper_header))]
     keys = {row.name + (f"@{row.view}" if row.view else "") for row in rows}
     unknown = [key for key in spec.bold if key not in keys]
     if unknown:
@@ -415,6 +439,8 @@ def generate(spec: Spec, base: Path) -> str:
         cells = [_cell(spec, row, k) for k, _ in spec.columns]
         if row.name + (f"@{row.view}" if row.view else "") in spec.bold:
             cells = [f"**{c}**" if c and k != "seeds" else c for c, (k, _) in zip(cells, spec.columns, strict=True)]
+        if spec.paper:
+            cells.append(_paper_cell(spec, row.name))
         lines.append(_md_row([row.display, *cells]))
     if spec.oracle:
         oracle = _oracle(spec, [r.group for r in rows])

@@ -270,3 +270,20 @@ def test_a_column_can_read_another_json_file_of_the_test_folder(tmp_path: Path) 
     readme.write_text(readme.read_text().replace(", expert_usage.missing = M", ""))
     assert main([str(readme)]) == 0
     assert "| a | 1.25 |" in readme.read_text()
+
+
+def test_paper_column_from_the_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    study = tmp_path / "results" / "demo"
+    copy_run(DEMO / "clip4clip_meanP", study / "meanP_s0")
+    copy_run(DEMO / "clip4clip_seqTransf", study / "seq_s0")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results-table: results/demo | group: (.*)_s\\d+$ | columns: t2v_R1 | "
+                      "paper: seq = CLIP4Clip seqTransf -->\n<!-- /results-table -->\n")
+    assert main([str(readme)]) == 0
+    text = readme.read_text()
+    assert "| group | t2v R@1 | paper t2v R@1 |" in text
+    assert "| meanP | " in text and text.split("| meanP | ")[1].split("\n")[0].endswith("| — |")
+    assert "| 44.5 (ViT-B/32, msrvtt 1k-A) |" in text  # CLIP4Clip Table 1 via NarVid's Table 1
+    readme.write_text(readme.read_text().replace("CLIP4Clip seqTransf -->", "No Such Method -->"))
+    assert main([str(readme)]) == 2
+    assert "'No Such Method' has 0 t2v_R1 rows" in capsys.readouterr().err
