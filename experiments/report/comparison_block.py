@@ -3,7 +3,9 @@
     <!-- comparison-table: results/narvid_vs_clip4clip -->
     <!-- /comparison-table -->
 
-The inputs (folders or globs, relative to the README) are grouped as the comparison report groups them. When
+The inputs (folders or globs, relative to the README) are grouped as the comparison report groups them
+(``<!-- comparison-table: <folders> | merge-commits -->`` merges code versions, as the report's
+``--merge-commits``: for runs made at commits whose model code is the same). When
 they hold the same methods tested on two or more SynthVTR configurations, the block is the report's "Robustness"
 section (ΔR@1 with its paired-bootstrap interval on each configuration and whether the result holds on all of
 them); otherwise it is the "Paired comparison" section. Bootstrap settings are the report's defaults (10,000
@@ -28,7 +30,11 @@ RESAMPLES, SEED = 10_000, 0
 
 
 def generate(body: str, base: Path, where: str) -> str:
-    inputs = [p for p in re.split(r"[\s,]+", body.strip()) if p]
+    first, *flags = [part.strip() for part in re.split(r"\s\|\s", " ".join(body.split()))]
+    unknown = [f for f in flags if f != "merge-commits"]
+    if unknown:
+        raise ReportError(f"{where}: unknown option {unknown[0]!r}; the only option is `| merge-commits`")
+    inputs = [p for p in re.split(r"[\s,]+", first) if p]
     if not inputs:
         raise ReportError(f"{where}: name the results folders, `comparison-table: results/<study> ...`")
     try:
@@ -36,7 +42,7 @@ def generate(body: str, base: Path, where: str) -> str:
     except ReportError as err:
         raise ReportError(f"{where}: {err}") from err
     kept, _ = split_retests(runs)
-    groups = group_runs(kept)
+    groups = group_runs(kept, merge_commits="merge-commits" in flags)
     section = robustness.section(groups, None, RESAMPLES, SEED)
     if section is None:
         pairs = [(a, b) for a, b in itertools.combinations(groups, 2) if a.dataset == b.dataset and same_test_set(a, b)]

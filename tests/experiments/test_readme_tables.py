@@ -287,3 +287,24 @@ def test_paper_column_from_the_csv(tmp_path: Path, capsys: pytest.CaptureFixture
     readme.write_text(readme.read_text().replace("CLIP4Clip seqTransf -->", "No Such Method -->"))
     assert main([str(readme)]) == 2
     assert "'No Such Method' has 0 t2v_R1 rows" in capsys.readouterr().err
+
+
+def test_comparison_block_merge_commits_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    study = tmp_path / "results" / "demo"
+    for name in ("clip4clip_meanP", "clip4clip_seqTransf"):
+        shutil.copytree(DEMO / name, study / name)
+    other = study / "clip4clip_meanP_other_commit"
+    shutil.copytree(DEMO / "clip4clip_meanP", other)
+    record = json.loads((other / "test" / "metrics.json").read_text())
+    record["git_sha"], record["seed"] = "0" * 40, 1
+    (other / "test" / "metrics.json").write_text(json.dumps(record))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- comparison-table: results/demo -->\n<!-- /comparison-table -->\n")
+    assert main([str(readme)]) == 0
+    assert "**G3**" in readme.read_text()  # two code versions of meanP: two groups
+    readme.write_text("<!-- comparison-table: results/demo | merge-commits -->\n<!-- /comparison-table -->\n")
+    assert main([str(readme)]) == 0
+    assert "**G3**" not in readme.read_text() and "(2 runs)" in readme.read_text()
+    readme.write_text("<!-- comparison-table: results/demo | nonsense -->\n<!-- /comparison-table -->\n")
+    assert main([str(readme)]) == 2
+    assert "the only option is `| merge-commits`" in capsys.readouterr().err
