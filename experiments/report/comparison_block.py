@@ -19,13 +19,13 @@ import re
 from pathlib import Path
 
 from experiments.report import robustness
+from experiments.report.blocks import Stale, block_start, render_blocks, wrap
 from experiments.report.cli import comparison_section
 from experiments.report.render import md_blocks
 from experiments.report.runs import ReportError, discover, group_runs, split_retests
 from experiments.report.stats import compare, same_test_set
 
-START = re.compile(r"^<!--[ \t]*comparison-table[ \t]*:(?P<body>.*?)-->", re.M | re.S)
-END = "<!-- /comparison-table -->"
+START = block_start("comparison-table")
 RESAMPLES, SEED = 10_000, 0
 
 
@@ -49,8 +49,6 @@ def generate(body: str, base: Path, where: str) -> str:
         if not pairs:
             raise ReportError(f"{where}: the inputs hold no two groups tested on the same queries")
         section = comparison_section([compare(a, b, RESAMPLES, SEED) for a, b in pairs], [], RESAMPLES)
-    from experiments.report.readme import wrap  # readme imports this module
-
     labels = "; ".join(f"**{g.ident}** {g.label} ({len(g.runs)} runs)" for g in groups)
     lines = []
     for line in [f"Groups: {labels}.", "", *md_blocks(section.blocks)]:
@@ -58,19 +56,6 @@ def generate(body: str, base: Path, where: str) -> str:
     return "\n".join(lines).rstrip("\n")
 
 
-def render(text: str, name: str, base: Path) -> tuple[str, list[tuple[str, str, str]]]:
+def render(text: str, name: str, base: Path) -> tuple[str, list[Stale]]:
     """``text`` with every comparison block regenerated, and (where, old, new) for each stale block."""
-    out, pos, stale = [], 0, []
-    for m in START.finditer(text):
-        where = f"{name}:{text.count(chr(10), 0, m.start()) + 1}: comparison-table"
-        end = text.find(END, m.end())
-        if end < 0:
-            raise ReportError(f"{where}: no closing `{END}`")
-        new = "\n" + generate(m.group("body"), base, where) + "\n"
-        old = text[m.end():end]
-        if old != new:
-            stale.append((where, old, new))
-        out += [text[pos:m.end()], new]
-        pos = end
-    out.append(text[pos:])
-    return "".join(out), stale
+    return render_blocks(text, name, base, "comparison-table", generate)

@@ -17,10 +17,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from experiments.report.blocks import Stale, block_start, render_blocks, wrap
 from experiments.report.runs import ReportError
 
-START = re.compile(r"^<!--[ \t]*json-table[ \t]*:(?P<body>.*?)-->", re.M | re.S)
-END = "<!-- /json-table -->"
+START = block_start("json-table")
 
 
 def _fields(body: str, where: str) -> tuple[str, list[tuple[str, str]]]:
@@ -61,26 +61,11 @@ def generate(body: str, base: Path, where: str) -> str:
         if missing:
             raise ReportError(f"{where}: {path} row {i} has no {missing}; its keys are {sorted(row)}")
         lines.append("| " + " | ".join(_fmt(row[k]).replace("|", "\\|") for k, _ in columns) + " |")
-    from experiments.report.readme import wrap  # readme imports this module
-
     settings = "; ".join(f"{k} {_fmt(v)}" for k, v in data.items() if k != "rows")
     lines += ["", *wrap(f"Generated from `{path}` by `python -m experiments.report.readme`: {settings}.")]
     return "\n".join(lines)
 
 
-def render(text: str, name: str, base: Path) -> tuple[str, list[tuple[str, str, str]]]:
-    """``text`` with every benchmark block regenerated, and (where, old, new) for each stale block."""
-    out, pos, stale = [], 0, []
-    for m in START.finditer(text):
-        where = f"{name}:{text.count(chr(10), 0, m.start()) + 1}: json-table"
-        end = text.find(END, m.end())
-        if end < 0:
-            raise ReportError(f"{where}: no closing `{END}`")
-        new = "\n" + generate(m.group("body"), base, where) + "\n"
-        old = text[m.end():end]
-        if old != new:
-            stale.append((where, old, new))
-        out += [text[pos:m.end()], new]
-        pos = end
-    out.append(text[pos:])
-    return "".join(out), stale
+def render(text: str, name: str, base: Path) -> tuple[str, list[Stale]]:
+    """``text`` with every json-table block regenerated, and (where, old, new) for each stale block."""
+    return render_blocks(text, name, base, "json-table", generate)

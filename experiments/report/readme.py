@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.report import comparison_block, json_table, reproduction
+from experiments.report.blocks import wrap
 from experiments.report.cli import provenance as report_provenance
 from experiments.report.runs import Group, ReportError, Run, discover, fmt_value, group_runs, split_retests
 from experiments.report.stats import fmt_mean_std
@@ -58,7 +59,6 @@ from experiments.report.stats import fmt_mean_std
 START = re.compile(r"^<!--[ \t]*results-table[ \t]*:(?P<body>.*?)-->", re.M | re.S)
 END = "<!-- /results-table -->"
 MAX_MARKER = 90  # characters of the marker line quoted in messages
-WRAP = 115       # the provenance paragraph's line width in the README
 FENCE = re.compile(r"^[ \t]*(```|~~~)", re.M)
 FIELDS = ("results-table", "group", "columns", "rows", "bold", "digits", "label", "provenance", "oracle", "paper")
 YES = {"yes", "true", "on", "1"}
@@ -396,19 +396,6 @@ def provenance_line(spec: Spec, rows: list[Row]) -> str:
     runs = sum(len(g.runs) for g in groups.values())
     return (f"Generated from `{' '.join(spec.inputs)}` ({runs} runs) by `python -m experiments.report.readme`: "
             + "; ".join(parts) + ".")
-
-
-def wrap(text: str, width: int = WRAP) -> list[str]:
-    """Greedy wrap at spaces; a word that markdown would read as a list item or heading at the start of a line
-    (``-``, ``+``, ``*``, ``#``, ``1.``, ``>...``) or as a heading underline (``===``) stays on the line before."""
-    lines: list[str] = []
-    for word in text.split(" "):
-        risky = re.fullmatch(r"[-+*#]|\d+[.)]|=+|-+", word) is not None or word.startswith(">")
-        if lines and (len(lines[-1]) + 1 + len(word) <= width or risky):
-            lines[-1] += " " + word
-        else:
-            lines.append(word)
-    return lines
 
 
 def _paper_cell(spec: Spec, group: str) -> str:

@@ -21,18 +21,17 @@ several), is an error naming the row.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from experiments.report.blocks import Stale, block_start, render_blocks
 from experiments.report.papers import PAPER_CSV, PaperRow, load_papers
 from experiments.report.runs import ReportError, discover
 from experiments.report.stats import fmt_mean_std
 
-START = re.compile(r"^<!--[ \t]*reproduction-table[ \t]*:[ \t]*(?P<spec>\S+)[ \t]*-->", re.M)
-END = "<!-- /reproduction-table -->"
+START = block_start("reproduction-table")
 ROW_KEYS = {"method", "dataset", "backbone", "command", "results", "not_run", "paper"}
 HEADER = ("method", "dataset", "backbone", "command", "vtr t2v R@1", "paper t2v R@1")
 
@@ -91,20 +90,7 @@ def generate(spec_path: Path, base: Path, where: str) -> str:
     return "\n".join(lines)
 
 
-def render(text: str, name: str, base: Path) -> tuple[str, list[tuple[str, str, str]]]:
+def render(text: str, name: str, base: Path) -> tuple[str, list[Stale]]:
     """``text`` with every reproduction block regenerated, and (where, old, new) for each stale block."""
-    out, pos, stale = [], 0, []
-    for m in START.finditer(text):
-        line = text.count("\n", 0, m.start()) + 1
-        where = f"{name}:{line}: reproduction-table"
-        end = text.find(END, m.end())
-        if end < 0:
-            raise ReportError(f"{where}: no closing `{END}`")
-        new = "\n" + generate(base / m.group("spec"), base, where) + "\n"
-        old = text[m.end():end]
-        if old != new:
-            stale.append((where, old, new))
-        out += [text[pos:m.end()], new]
-        pos = end
-    out.append(text[pos:])
-    return "".join(out), stale
+    return render_blocks(text, name, base, "reproduction-table",
+                         lambda body, root, where: generate(root / body.strip(), root, where))
