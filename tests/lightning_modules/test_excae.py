@@ -10,6 +10,7 @@ from datamodules.batch import MultiCaptions, PairBatch, TextBatch, VideoBatch
 from lightning_modules.backbones import OpenCLIPBackbone
 from lightning_modules.base import score_tiles
 from lightning_modules.excae import ExCae
+from tests.lightning_modules.batch_helpers import colour, text_and_video_batches
 
 
 def tiny_excae(**kwargs) -> ExCae:
@@ -20,16 +21,9 @@ def tiny_excae(**kwargs) -> ExCae:
 
 
 def batches(n_videos: int = 5, n_texts: int = 7, frames: int = 4, k: int = 3) -> tuple[TextBatch, VideoBatch]:
-    g = torch.Generator().manual_seed(1)
-    video = VideoBatch(index=torch.arange(n_videos), mask=torch.ones(n_videos, frames, dtype=torch.bool),
-                       video_ids=[f"v{i}" for i in range(n_videos)],
-                       frames=torch.randn(n_videos, frames, 3, 64, 64, generator=g),
-                       aux={"multi": MultiCaptions([[f"caption {j} of video {i}: a {'red' if i % 2 else 'blue'} ball"
-                                                     for j in range(k - (i == 1))] for i in range(n_videos)])})
-    video.mask[0, 3:] = False
-    text = TextBatch(index=torch.arange(n_texts), video_index=torch.arange(n_texts) % n_videos,
-                     texts=[f"query {i} about a {'red' if i % 2 else 'blue'} ball" for i in range(n_texts)])
-    return text, video
+    """K captions per video (video 1 has one fewer, so caption slots get padded)."""
+    captions = [[f"caption {j} of video {i}: a {colour(i)} ball" for j in range(k - (i == 1))] for i in range(n_videos)]
+    return text_and_video_batches({"multi": MultiCaptions(captions)}, n_videos, n_texts, frames)
 
 
 def test_video_embedding_is_eq2_mixture_plus_token_mean() -> None:

@@ -17,6 +17,7 @@ from lightning_modules.components import (
     topk_filter,
 )
 from lightning_modules.narvid import NarVid, zscore
+from tests.lightning_modules.batch_helpers import colour, text_and_video_batches
 
 
 # ----------------------------------------------------------------------------- nucleus filter
@@ -107,17 +108,8 @@ def tiny_narvid(**kwargs) -> NarVid:
 
 
 def batches(n_videos: int = 5, n_texts: int = 7, frames: int = 4) -> tuple[TextBatch, VideoBatch]:
-    g = torch.Generator().manual_seed(1)
-    video = VideoBatch(index=torch.arange(n_videos), mask=torch.ones(n_videos, frames, dtype=torch.bool),
-                       video_ids=[f"v{i}" for i in range(n_videos)],
-                       frames=torch.randn(n_videos, frames, 3, 64, 64, generator=g),
-                       aux={"narration": NarrationCaptions(
-                           [[f"frame {t} of video {i} shows a {'red' if i % 2 else 'blue'} ball" for t in range(frames)]
-                            for i in range(n_videos)])})
-    video.mask[0, 3:] = False
-    text = TextBatch(index=torch.arange(n_texts), video_index=torch.arange(n_texts) % n_videos,
-                     texts=[f"query {i} about a {'red' if i % 2 else 'blue'} ball" for i in range(n_texts)])
-    return text, video
+    narration = [[f"frame {t} of video {i} shows a {colour(i)} ball" for t in range(frames)] for i in range(n_videos)]
+    return text_and_video_batches({"narration": NarrationCaptions(narration)}, n_videos, n_texts, frames)
 
 
 def test_similarity_has_no_leakage_across_tiles_and_query_order() -> None:
