@@ -139,17 +139,13 @@ class ExCae(BaseRetrievalModule):
             return {"video": F.normalize(base, dim=-1)}
         router_input = torch.cat([groups[g][0][:, 0] for g in ("captions", "frames") if g in groups], -1)
         hp = self.hparams
-        routing: Routing = "topk" if self.training else hp.eval_routing
-        mixture, gates, logits = self.moe(groups, router_input, hp.active_experts, routing)
-        out = {"video": F.normalize(mixture + base, dim=-1)}
         if self.training:
-            out["router_logits"], out["gates"] = logits, gates
-            return out
-        other: Routing = "dense" if routing == "topk" else "topk"
-        other_mixture, _, _ = self.moe(groups, router_input, hp.active_experts, other)
-        out["video_other"] = F.normalize(other_mixture + base, dim=-1)
-        out["gates"] = gates
-        return out
+            mixture, gates, logits = self.moe(groups, router_input, hp.active_experts, "topk")
+            return {"video": F.normalize(mixture + base, dim=-1), "router_logits": logits, "gates": gates}
+        other: Routing = "dense" if hp.eval_routing == "topk" else "topk"
+        mixtures, gates, _ = self.moe.mixtures(groups, router_input, hp.active_experts, (hp.eval_routing, other))
+        return {"video": F.normalize(mixtures[hp.eval_routing] + base, dim=-1),
+                "video_other": F.normalize(mixtures[other] + base, dim=-1), "gates": gates[hp.eval_routing]}
 
     # ------------------------------------------------------------------ scoring
     def similarity(self, text_feats: Features, video_feats: Features) -> Tensor | dict[str, Tensor]:

@@ -118,22 +118,33 @@ class MixtureOfTokenExperts(nn.Module):
 
         ``groups`` maps a group name to ``(tokens [B, N, D], valid [B, N])``.
         """
+        mixtures, gates, logits = self.mixtures(groups, router_input, active, (routing,))
+        return mixtures[routing], gates[routing], logits
+
+    def mixtures(self, groups: dict[str, tuple[Tensor, Tensor]], router_input: Tensor, active: int,
+                 routings: Sequence[Routing]) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
+        """The mixture and gates under each of ``routings`` from one router pass and one pass of each expert.
+
+        With ``routed`` compute an expert runs on the samples some routing gives it a non-zero gate (under
+        ``dense`` that is every sample), so evaluating top-k and dense together costs what dense alone does.
+        """
         logits = self.router(router_input)
-        gates = route(logits, active, routing)
-        batch = router_input.shape[0]
-        out = torch.zeros(batch, self.experts[0].norm.normalized_shape[0], device=router_input.device,
-                          dtype=torch.float32)
+        gates = {r: route(logits, active, r) for r in routings}
+        batch, dim = router_input.shape[0], self.experts[0].norm.normalized_shape[0]
+        out = {r: torch.zeros(batch, dim, device=router_input.device, dtype=torch.float32) for r in routings}
         for e, (expert, group) in enumerate(zip(self.experts, self.expert_groups, strict=True)):
             tokens, valid = groups[group]
-            gate = gates[:, e]
             if self.compute == "routed":
-                rows = gate.nonzero().squeeze(-1)
+                rows = torch.stack([g[:, e] for g in gates.values()]).ne(0).any(0).nonzero().squeeze(-1)
                 if rows.numel() == 0:
                     continue
-                contribution = gate[rows, None] * expert(tokens[rows], valid[rows]).float()
-                out = out.index_add(0, rows, contribution)
+                expert_out = expert(tokens[rows], valid[rows]).float()
+                for r, g in gates.items():
+                    out[r] = out[r].index_add(0, rows, g[rows, e, None] * expert_out)
             else:
-                out = out + gate[:, None] * expert(tokens, valid).float()
+                expert_out = expert(tokens, valid).float()
+                for r, g in gates.items():
+                    out[r] = out[r] + g[:, e, None] * expert_out
         return out, gates, logits
 
 

@@ -101,3 +101,20 @@ def test_load_balance_and_usage() -> None:
     assert [e["selected"] for e in usage["experts"]] == [4, 0, 0, 0] and usage["entropy_bits"] == 0.0
     uniform = expert_usage(torch.eye(4), 1, ["a"] * 4)
     assert uniform["entropy_bits"] == pytest.approx(2.0) and uniform["effective_experts"] == pytest.approx(4.0)
+
+
+def test_both_routings_share_one_pass_of_each_expert() -> None:
+    torch.manual_seed(0)
+    groups = assign_expert_groups(("captions", "frames", "both"), 8, 3)
+    tokens = _tokens(batch=9)
+    router_input = torch.randn(9, 32)
+    moe = MixtureOfTokenExperts(16, groups, router_in=32, heads=2, ffn=32, dropout=0.0).eval()
+    alone = {r: moe(tokens, router_input, 2, r) for r in ("topk", "dense")}
+    calls = []
+    for i, expert in enumerate(moe.experts):
+        expert.register_forward_hook(lambda m, args, out, i=i: calls.append(i))
+    mixtures, gates, _ = moe.mixtures(tokens, router_input, 2, ("topk", "dense"))
+    assert sorted(calls) == list(range(8))  # every expert once (dense needs all of them), not once per routing
+    for r in ("topk", "dense"):
+        torch.testing.assert_close(mixtures[r], alone[r][0], atol=1e-5, rtol=1e-5)
+        assert torch.equal(gates[r], alone[r][1])
