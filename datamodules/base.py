@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.annotations import EvalIndex, Split, TextEntry, VideoEntry, eval_split, read_id_list, stage_split
+from datamodules.augment import CLIP_TRANSFORMS, ClipTransform, check_transforms
 from datamodules.batch import PairBatch, VideoBatch
 from datamodules.captions import KINDS, CaptionStore
 from datamodules.collate import collate_pairs, collate_predict, collate_texts, collate_videos
@@ -85,6 +87,14 @@ class VideoTextDataModule(L.LightningDataModule):
         predict_image_size: frame side for captioning (default ``image_size``; the VLM's processor
             resizes again to its own input size).
         predict_batch_size: videos per ``predict`` step (the caption writer appends after each step).
+        augmented_views: augmented copies of each training clip in a training batch (``VideoBatch.augmented_frames``
+            or ``cached_augmented``; 0 = none). Conical embedding optimisation trains on them.
+        augmentations: the clip-level transforms a copy draws from (one per copy, applied to every frame:
+            ``hflip``, ``vflip``, ``rot90``, ``rot180``, ``rot270``; ``datamodules/augment.py``).
+        augmentation_pool: with the feature cache (frozen video trunk), this many augmented views of every training
+            video are encoded once, and each training item draws ``augmented_views`` of them; decoded frames draw
+            a fresh transform per item instead.
+        augmentation_seed: seed of the cached pool's transforms (per video id).
     """
 
     name: str = "dataset"
@@ -101,7 +111,9 @@ class VideoTextDataModule(L.LightningDataModule):
                  feature_cache: bool = False, cache_dir: str | None = None,
                  predict_split: Literal["train", "val", "test", "all"] = "test",
                  predict_num_frames: int | None = None, predict_image_size: int | None = None,
-                 predict_batch_size: int = 8) -> None:
+                 predict_batch_size: int = 8, augmented_views: int = 0,
+                 augmentations: Sequence[ClipTransform] = CLIP_TRANSFORMS, augmentation_pool: int = 4,
+                 augmentation_seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.root = Path(root).expanduser()
@@ -135,6 +147,13 @@ class VideoTextDataModule(L.LightningDataModule):
         self.predict_num_frames = predict_num_frames or num_frames
         self.predict_image_size = predict_image_size or image_size
         self.predict_batch_size = predict_batch_size
+        if augmented_views < 0 or augmentation_pool < 1:
+            raise ValueError(f"data.init_args.augmented_views={augmented_views} must be >= 0 and augmentation_pool="
+                             f"{augmentation_pool} >= 1")
+        self.augmented_views = augmented_views
+        self.augmentations = check_transforms(augmentations)
+        self.augmentation_pool = augmentation_pool
+        self.augmentation_seed = augmentation_seed
         self.predict_videos: list[VideoEntry] = []
         # set by the captioner / caption writer before the predict loader is built (see Captioner.setup)
         self.predict_exclude: set[str] = set()
@@ -231,7 +250,9 @@ class VideoTextDataModule(L.LightningDataModule):
                 aux = self._aux_for(split)
                 self.splits[name] = split
                 self._video_sources[name] = VideoSource(split, self.reader, self.image_size, self.num_frames,
-                                                         self.on_decode_error, aux, self.narration_match)
+                                                         self.on_decode_error, aux, self.narration_match,
+                                                         self.augmented_views if name == "train" else 0,
+                                                         self.augmentations)
                 self._text_sources[name] = TextSource()
         if stage == "fit" and not self.feature_cache:
             # with the feature cache the model may serve uniformly sampled cached frames instead; decided in
@@ -567,6 +588,37 @@ class VideoTextDataModule(L.LightningDataModule):
             if cache.has_text:
                 self._text_sources[name].cache = cache
                 self._video_sources[name].text_cache = cache
+
+    def aux_captions_of(self, split_name: str, video_indices: Sequence[int], kind: str) -> list[list[str]]:
+        """The ``kind`` captions of videos of a split, by dataset index (``TextBatch.video_index``,
+        ``VideoBatch.index``): what a method reads when a text needs its paired video's caption (conical embedding
+        optimisation's supplement) or a score needs a candidate's caption by index."""
+        source = self._video_sources.get(split_name)
+        if source is None:
+            raise RuntimeError(f"split '{split_name}' is not set up (setup stages: fit -> train/val, test -> test)")
+        if kind not in source.aux:
+            raise KeyError(f"no {kind!r} captions configured: set data.init_args.aux_captions: "
+                           f"{{{kind}: <{kind}.jsonl>}}")
+        store = source.aux[kind]
+        videos = self.splits[split_name].videos
+        out = []
+        for i in video_indices:
+            record = store.get(videos[int(i)].video_id)
+            if record is None:
+                store.require([videos[int(i)].video_id])
+            out.append(list(record.captions))
+        return out
+
+    def video_texts(self, video_id: str) -> list[str]:
+        """Every annotated text of a video in the set-up splits, in split order (empty if it has none)."""
+        key = tuple(sorted(self.splits))
+        if getattr(self, "_texts_by_video", (None, {}))[0] != key:  # built once per set of set-up splits
+            table: dict[str, list[str]] = {}
+            for split in self.splits.values():
+                for text in split.texts:
+                    table.setdefault(split.videos[text.video].video_id, []).append(text.text)
+            self._texts_by_video = (key, table)
+        return list(self._texts_by_video[1].get(video_id, []))
 
     def aux_texts(self, split_name: str) -> set[str]:
         """Every auxiliary caption of a split's videos (the feature cache encodes them with the queries)."""

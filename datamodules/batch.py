@@ -159,6 +159,10 @@ class VideoBatch(_Movable):
             ``frame_indices`` (one ``list[int]`` per video) under ``"frame_indices"`` instead.
         failed: ``(dataset index, video id, error)`` of the videos dropped from this batch because they
             failed to decode (``on_decode_error: skip``); the data module counts them.
+        augmented_frames: ``[B, A, T, 3, H, W]`` uint8 augmented copies of each training clip (data
+            ``augmented_views`` = A > 0; one rotation/flip per copy, ``datamodules/augment.py``), else None.
+        cached_augmented: ``[B, A, T, F]`` frozen video-trunk features of A views from the cache's pool, else None.
+        augmentations: the transform of each copy, ``[B][A]`` names (empty lists without augmentation).
     """
 
     index: Tensor
@@ -168,6 +172,9 @@ class VideoBatch(_Movable):
     cached_frames: Tensor | None = None
     aux: dict[str, Any] = field(default_factory=dict)
     failed: list[tuple[int, str, str]] = field(default_factory=list)
+    augmented_frames: Tensor | None = None
+    cached_augmented: Tensor | None = None
+    augmentations: list[list[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.index.shape[0])

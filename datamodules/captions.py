@@ -33,7 +33,7 @@ KINDS: tuple[str, ...] = get_args(CaptionKind)
 CAPTIONER_CONFIGS: dict[str, tuple[str, str]] = {
     "narration": ("narration_llava.yaml", "synthvtr_narration.yaml"),
     "multi": ("multi_gpt4o.yaml", "synthvtr_multi.yaml"),
-    "supplement": ("supplement_c.yaml", "synthvtr_supplement.yaml"),
+    "supplement": ("supplement_a.yaml", "synthvtr_supplement_a.yaml"),
 }
 
 

@@ -43,7 +43,10 @@ def collate_videos(items: list[dict[str, Any]]) -> VideoBatch:
         aux = {name: collate_aux(name, good) for name in good[0]["aux"]}
     return VideoBatch(index=torch.tensor([it["video_index"] for it in good], dtype=torch.long), mask=mask,
                       video_ids=[it["video_id"] for it in good], frames=frames,
-                      cached_frames=_stack(good, "cached_frames"), aux=aux, failed=failed)
+                      cached_frames=_stack(good, "cached_frames"), aux=aux, failed=failed,
+                      augmented_frames=_stack(good, "augmented_frames"),
+                      cached_augmented=_stack(good, "cached_augmented"),
+                      augmentations=[list(it.get("augmentations", [])) for it in good])
 
 
 def _pad_stack(rows: list[Tensor]) -> Tensor:

@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from datamodules.annotations import Split, VideoEntry
+from datamodules.augment import CLIP_TRANSFORMS, apply_clip_transform, draw_transforms
 from datamodules.batch import AUX_CAPTION_TYPES
 from datamodules.captions import CaptionRecord, CaptionStore
 from datamodules.readers import (
@@ -43,11 +44,16 @@ class VideoSource:
     With ``on_decode_error="skip"`` a video that fails to decode yields a *failure marker* instead of an
     item; the collate functions drop it from the batch and record it in ``VideoBatch.failed`` (never a
     zero clip). With ``"raise"`` the ``VideoDecodeError`` (naming the file) stops the run.
+
+    ``augmented_views`` > 0 adds that many augmented copies of each *training* clip (``load(augment=True)``):
+    decoded frames get one clip-level transform per copy (``datamodules/augment.py``), drawn from the item's
+    generator; cached features draw as many views from the cache's fixed pool of augmented views.
     """
 
     def __init__(self, split: Split, reader: ReaderName, image_size: int, num_frames: int,
                  on_decode_error: DecodeErrorPolicy = "raise", aux: dict[str, CaptionStore] | None = None,
-                 narration_match: NarrationMatch = "exact") -> None:
+                 narration_match: NarrationMatch = "exact", augmented_views: int = 0,
+                 augmentations: tuple[str, ...] = CLIP_TRANSFORMS) -> None:
         self.split = split
         self.reader_name = reader
         self.image_size = image_size
@@ -55,18 +61,27 @@ class VideoSource:
         self.on_decode_error = on_decode_error
         self.aux = aux or {}
         self.narration_match = narration_match
+        self.augmented_views = augmented_views
+        self.augmentations = tuple(augmentations)
         self._reader = None
         self.cache: Any | None = None  # datamodules.feature_cache.CachedFeatures
         self.text_cache: Any | None = None  # cached text-trunk states, also used for the aux captions
 
-    def load(self, video: int, mode: SamplingMode, rng: np.random.Generator | None = None) -> dict[str, Any]:
+    def load(self, video: int, mode: SamplingMode, rng: np.random.Generator | None = None,
+             augment: bool = False) -> dict[str, Any]:
         """One video's item. ``rng`` (the training sampler's per-item generator) draws the random frame
-        offsets; without it they come from the worker's RNG, which a resumed run cannot reproduce."""
+        offsets and the augmented copies (``augment``); without it they come from the worker's RNG, which a
+        resumed run cannot reproduce."""
         entry = self.split.videos[video]
+        augment = augment and self.augmented_views > 0
+        if augment and rng is None:
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
         if self.cache is not None:
             feats, mask = self.cache.video(entry.video_id)
             item = {"cached_frames": feats, "mask": mask}
             indices = None
+            if augment:
+                item.update(self._cached_augmented(entry.video_id, rng))
         else:
             if self._reader is None:  # built lazily inside the worker process
                 self._reader = build_reader(self.reader_name, self.image_size)
@@ -90,6 +105,10 @@ class VideoSource:
                 pad = frames.new_zeros((self.num_frames - t, *frames.shape[1:]))
                 frames = torch.cat([frames, pad])
             item = {"frames": frames, "mask": mask}
+            if augment:
+                names = draw_transforms(rng, self.augmentations, self.augmented_views)
+                item["augmented_frames"] = torch.stack([apply_clip_transform(frames, n) for n in names])
+                item["augmentations"] = names
         if self.aux:
             item["aux"] = {name: self._aux_captions(name, store, entry.video_id, indices, int(item["mask"].sum()))
                            for name, store in self.aux.items()}
@@ -98,6 +117,19 @@ class VideoSource:
                 item["aux_cached"] = {name: self._cached_rows(captions, AUX_CAPTION_TYPES[name].per_frame)
                                       for name, captions in item["aux"].items()}
         return item
+
+    def _cached_augmented(self, video_id: str, rng: np.random.Generator) -> dict[str, Any]:
+        """``augmented_views`` distinct views of the cache's pool for this video (``[A, T, F]``) and their names."""
+        if not self.cache.has_augmented:
+            raise RuntimeError(f"augmented_views={self.augmented_views} but the feature cache holds no augmented "
+                               f"views of split '{self.split.name}'; it is built with them when the data module's "
+                               "augmented_views > 0 (rebuild: delete the cache folder)")
+        feats, names = self.cache.augmented(video_id)
+        if self.augmented_views > feats.shape[0]:
+            raise ValueError(f"augmented_views={self.augmented_views} exceeds the cached pool of {feats.shape[0]} "
+                             "views per video; raise data.init_args.augmentation_pool")
+        chosen = rng.permutation(feats.shape[0])[:self.augmented_views].tolist()
+        return {"cached_augmented": feats[chosen], "augmentations": [names[i] for i in chosen]}
 
     def _cached_rows(self, captions: list[str], per_frame: bool) -> tuple[Tensor, Tensor]:
         """Cached text-trunk states of the captions, ``[N, L, H]`` and mask ``[N, L]``; per-frame captions are
@@ -187,7 +219,7 @@ class PairDataset(Dataset):
         entry = self.split.texts[text_index]
         return {"text_index": text_index, "video_index": entry.video, "text": entry.text,
                 "video_id": self.split.videos[entry.video].video_id,
-                **self.videos.load(entry.video, self.sampling, rng), **self.texts.load(entry.text)}
+                **self.videos.load(entry.video, self.sampling, rng, augment=True), **self.texts.load(entry.text)}
 
 
 class TextDataset(Dataset):

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from datamodules.augment import apply_clip_transform, draw_transforms, view_generator
 from datamodules.batch import normalize_frames
 
 if TYPE_CHECKING:
@@ -50,6 +51,20 @@ class CachedFeatures:
     def __init__(self) -> None:
         self._video_rows: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
         self._text_rows: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+        self._augmented_rows: dict[str, tuple[np.ndarray, list[str], int]] = {}
+
+    @property
+    def has_augmented(self) -> bool:
+        return bool(self._augmented_rows)
+
+    def add_augmented(self, ids: list[str], feats: np.ndarray, names: list[list[str]]) -> None:
+        for i, vid in enumerate(ids):
+            self._augmented_rows[vid] = (feats, names[i], i)
+
+    def augmented(self, video_id: str) -> tuple[Tensor, list[str]]:
+        """The pool of augmented views of a training video, ``[P, T, F]``, and each view's transform."""
+        feats, names, i = self._augmented_rows[video_id]
+        return torch.from_numpy(np.asarray(feats[i], dtype=np.float32)), list(names)
 
     @property
     def has_video(self) -> bool:
@@ -78,7 +93,9 @@ class CachedFeatures:
 
 @torch.no_grad()
 def _encode_videos(dm: VideoTextDataModule, split_name: str, backbone: Any, device: torch.device,
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   views: dict[str, list[str]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Trunk features ``[N, T, F]`` of a split's uniformly sampled clips and their masks; with ``views`` (video id ->
+    one transform name per view) also ``[N, P, T, F]`` of the same clips under each view's transform (one decode)."""
     from datamodules.collate import collate_videos
     from datamodules.datasets import VideoDataset, VideoSource
 
@@ -90,14 +107,24 @@ def _encode_videos(dm: VideoTextDataModule, split_name: str, backbone: Any, devi
                         num_workers=dm.num_workers, collate_fn=collate_videos, generator=torch.Generator())
     feats: list[np.ndarray] = []
     masks: list[np.ndarray] = []
-    for batch in _progress(loader, f"caching {split_name} video features"):
-        frames = normalize_frames(batch.frames.to(device), backbone.image_mean, backbone.image_std)
+    augmented: list[np.ndarray] = []
+
+    def trunk(uint8_frames: Tensor, mask: Tensor) -> np.ndarray:
+        frames = normalize_frames(uint8_frames.to(device), backbone.image_mean, backbone.image_std)
         b, t = frames.shape[:2]
         out = backbone.frame_trunk(frames.flatten(0, 1)).view(b, t, -1)
-        out = out * batch.mask.to(device).unsqueeze(-1)
-        feats.append(out.half().cpu().numpy())
+        return (out * mask.to(device).unsqueeze(-1)).half().cpu().numpy()
+
+    for batch in _progress(loader, f"caching {split_name} video features"):
+        feats.append(trunk(batch.frames, batch.mask))
         masks.append(batch.mask.numpy())
-    return np.concatenate(feats), np.concatenate(masks)
+        if views is not None:
+            names = [views[vid] for vid in batch.video_ids]
+            per_view = [trunk(torch.stack([apply_clip_transform(clip, row[p]) for clip, row in
+                                           zip(batch.frames, names, strict=True)]), batch.mask)
+                        for p in range(len(names[0]))]
+            augmented.append(np.stack(per_view, axis=1))
+    return np.concatenate(feats), np.concatenate(masks), np.concatenate(augmented) if views is not None else None
 
 
 @torch.no_grad()
@@ -120,6 +147,12 @@ def _encode_texts(texts: list[str], backbone: Any, device: torch.device, batch_s
         masks[rows, :length] = mask.cpu().numpy()
     assert feats is not None
     return feats, masks
+
+
+def _augmented_views(dm: VideoTextDataModule, ids: list[str]) -> dict[str, list[str]]:
+    """Each training video's pool of ``augmentation_pool`` transforms, drawn from (seed, video id)."""
+    return {vid: draw_transforms(view_generator(dm.augmentation_seed, vid), dm.augmentations, dm.augmentation_pool)
+            for vid in ids}
 
 
 def _progress(iterable: Any, desc: str) -> Any:
@@ -156,13 +189,21 @@ def build_or_load_cache(dm: VideoTextDataModule, backbone: Any, device: torch.de
             ids = [v.video_id for v in split.videos]
             path = directory / f"video_{name}_{_sha(ids)}.npy"
             mask_path = path.with_suffix(".mask.npy")
-            if not (path.exists() and mask_path.exists()):
+            # the training split's fixed pool of augmented views (data augmented_views > 0): the same decode
+            views = _augmented_views(dm, ids) if name == "train" and getattr(dm, "augmented_views", 0) > 0 else None
+            aug_path = (directory / f"video_{name}_aug_{_sha([ids, views])}.npy") if views is not None else None
+            missing = not (path.exists() and mask_path.exists()) or (aug_path is not None and not aug_path.exists())
+            if missing:
                 if not build:
-                    raise FileNotFoundError(f"feature cache {path} was not built by rank 0")
-                feats, mask = _encode_videos(dm, name, backbone, device)
+                    raise FileNotFoundError(f"feature cache {path} (or its augmented views) was not built by rank 0")
+                feats, mask, augmented = _encode_videos(dm, name, backbone, device, views)
+                if aug_path is not None:
+                    _save_atomic(aug_path, augmented)
                 _save_atomic(mask_path, mask)
                 _save_atomic(path, feats)
             cache.add_videos(ids, np.load(path, mmap_mode="r"), np.load(mask_path))
+            if aug_path is not None:
+                cache.add_augmented(ids, np.load(aug_path, mmap_mode="r"), [views[v] for v in ids])
         if backbone.text_trunk_frozen:
             aux = dm.aux_texts(name) if hasattr(dm, "aux_texts") else set()
             texts = sorted({t.text for t in split.texts} | aux)

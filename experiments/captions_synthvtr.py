@@ -3,9 +3,9 @@
     python -m experiments.captions_synthvtr                      # the default SynthVTR (configs/data/synthvtr.yaml)
     python -m experiments.captions_synthvtr --root /tmp/synth --num-families 20 --test-families 5 --val-families 2
 
-Runs ``main.py predict`` with ``configs/captioners/synthvtr_{narration,multi,supplement}.yaml`` (the
-benchmark is generated first if missing), then prints what each caption store holds: videos, captions
-per video, the configured hallucination rate and detail, the hallucinated slots per caption, an example.
+Runs ``main.py predict`` with ``configs/captioners/synthvtr_<name>.yaml`` for narration, multi and the supplement
+prompts A, B and C (the benchmark is generated first if missing), then prints what each caption store holds: videos,
+captions per video, the configured hallucination rate and detail, the hallucinated slots per caption, an example.
 Extra ``--`` arguments go to every ``main.py predict`` call (e.g. ``-- --model.init_args.backend.init_args.detail=3``).
 """
 
@@ -21,7 +21,8 @@ from typing import Any
 from main import main as cli_main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "captioners"
-KINDS = ("narration", "multi", "supplement")
+# the supplement prompts A/B/C of conical embedding optimisation are three configs of one kind
+KINDS = ("narration", "multi", "supplement_a", "supplement_b", "supplement_c")
 
 
 def summarize(path: Path) -> dict[str, Any]:

@@ -14,9 +14,10 @@ from lightning_modules.captioning import (
     TransformersVLM,
 )
 from lightning_modules.clip4clip import CLIP4Clip
+from lightning_modules.conical import ConicalEmbedding
 from lightning_modules.excae import ExCae
 from lightning_modules.narvid import NarVid
 
-__all__ = ["BaseRetrievalModule", "CLIP4Clip", "CaptionBackend", "Captioner", "ExCae", "NarVid", "OpenAICompatible",
-           "OpenCLIPBackbone", "PrefixCaptioner", "PretrainedTwoTower", "Simulated", "SmolLM2", "TransformersTextLM",
-           "TransformersVLM", "VideoTextBackbone"]
+__all__ = ["BaseRetrievalModule", "CLIP4Clip", "CaptionBackend", "Captioner", "ConicalEmbedding", "ExCae", "NarVid",
+           "OpenAICompatible", "OpenCLIPBackbone", "PrefixCaptioner", "PretrainedTwoTower", "Simulated", "SmolLM2",
+           "TransformersTextLM", "TransformersVLM", "VideoTextBackbone"]

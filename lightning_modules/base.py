@@ -263,6 +263,17 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         assert batch.frames is not None, "VideoBatch has neither frames nor cached features"
         return self.backbone.encode_frames(batch.frames)
 
+    def backbone_augmented_frames(self, batch: VideoBatch) -> Tensor:
+        """Per-frame embeddings ``[B, A, T, D]`` of the A augmented copies of each training clip (data
+        ``augmented_views``); from the cache's pool of views when present."""
+        if batch.cached_augmented is not None:
+            return self.backbone.frame_head(batch.cached_augmented.to(self.dtype_for_heads()))
+        if batch.augmented_frames is None:
+            raise ValueError(f"{type(self).__name__} trains on augmented video copies, but the batch has none: set "
+                             "data.init_args.augmented_views (e.g. 1)")
+        b, a = batch.augmented_frames.shape[:2]
+        return self.backbone.encode_frames(batch.augmented_frames.flatten(0, 1)).view(b, a, *batch.mask.shape[1:], -1)
+
     def aux_caption_embeddings(self, batch: VideoBatch, kind: CaptionKind) -> tuple[Tensor, Tensor]:
         """Sentence embedding of each auxiliary caption of ``kind`` through the backbone's text side.
 
@@ -334,6 +345,12 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         if isinstance(video, VideoBatch) and video.frames is not None and video.frames.dtype == torch.uint8:
             video.frames = normalize_frames(video.frames, self.backbone.image_mean, self.backbone.image_std).to(
                 self.dtype_for_heads())
+        if isinstance(video, VideoBatch) and video.augmented_frames is not None and (
+                video.augmented_frames.dtype == torch.uint8):
+            copies = video.augmented_frames  # [B, A, T, 3, H, W]
+            video.augmented_frames = normalize_frames(copies.flatten(0, 1), self.backbone.image_mean,
+                                                      self.backbone.image_std).view(copies.shape).to(
+                self.dtype_for_heads())
         return batch
 
     def setup(self, stage: str) -> None:
@@ -381,15 +398,21 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         self.log("train/logit_scale", self.logit_scale.detach().exp(), batch_size=size)
         return loss
 
+    def logit_scales(self) -> list[nn.Parameter]:
+        """Every learnt contrastive scale: ``logit_scale`` and any ``logit_scale_*`` a method adds (one per loss
+        term). They share the optimiser group (``logit_scale_group``), no weight decay and the clamp."""
+        return [p for name, p in self.named_parameters() if name.startswith("logit_scale")]
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         with torch.no_grad():  # CLIP clamps the learnt scale so logits cannot blow up
-            self.logit_scale.clamp_(0, math.log(self.hparams.max_logit_scale))
+            for scale in self.logit_scales():
+                scale.clamp_(0, math.log(self.hparams.max_logit_scale))
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         trunk_ids = {id(p) for p in self.backbone.trunk_parameters()}
         if hp.logit_scale_group == "trunk":
-            trunk_ids.add(id(self.logit_scale))
+            trunk_ids.update(id(p) for p in self.logit_scales())
         groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
         for name, p in self.named_parameters():
             if not p.requires_grad:

@@ -38,7 +38,10 @@ class Captioner(L.LightningModule):
         backend: the generator (``class_path``/``init_args`` in YAML).
         kind: ``narration`` (a caption per sampled frame), ``multi`` (``num_captions`` per video) or
             ``supplement`` (one per video).
-        prompt: the instruction (NarVid's LLaVA prompt by default).
+        prompt: the instruction (NarVid's LLaVA prompt by default). A ``{text}`` placeholder is filled, per video,
+            with the video's first annotated text (the video-text pair a supplement is written from; conical
+            embedding optimisation's prompt A asks for what is "not evident in the original"); the record keeps
+            the template under ``prompt`` and the filled-in text under ``context_text``.
         prompt_file: read the instruction from this text file instead (e.g. the ``best_prompt.txt`` that ExCae's
             caption self-improvement writes, ``python -m experiments.csi``); overrides ``prompt``.
         num_captions: captions per video for ``multi`` (ExCae: 10); ignored otherwise.
@@ -121,6 +124,8 @@ class Captioner(L.LightningModule):
                 for key, values in out.extras.items():
                     extras.setdefault(key, []).extend(values)
             record = {"video_id": vid, **base, "captions": captions, **extras}
+            if mine and mine[0][0].context_text is not None:
+                record["context_text"] = mine[0][0].context_text
             if self.kind == "narration":
                 record["frame_indices"] = [req.frame_indices[0] for req, _ in mine]
             else:
@@ -146,10 +151,24 @@ class Captioner(L.LightningModule):
             shown = [images[j] for j in keep] if images else []
             if shown and self.frame_layout == "grid":
                 shown = [tile_grid(shown)]
-            requests.append(CaptionRequest(vid, self.kind, self.prompt, self.num_captions,
-                                           [indices[j] for j in keep], shown))
+            context = self.context_text(vid)
+            prompt = self.prompt if context is None else self.prompt.replace("{text}", context)
+            requests.append(CaptionRequest(vid, self.kind, prompt, self.num_captions,
+                                           [indices[j] for j in keep], shown, context_text=context))
             owner.append(row)
         return requests, owner
+
+    def context_text(self, video_id: str) -> str | None:
+        """The text a ``{text}`` prompt is filled with for ``video_id`` (its first annotated text), else None."""
+        if "{text}" not in self.prompt:
+            return None
+        dm = self._datamodule()
+        texts = dm.video_texts(video_id) if dm is not None and hasattr(dm, "video_texts") else []
+        if not texts:
+            raise ValueError(f"the prompt has a {{text}} placeholder but video {video_id!r} has no annotated text in "
+                             "the data module's splits (a supplement is written from a video-text pair); remove "
+                             "{text} from model.init_args.prompt to caption from the video alone")
+        return texts[0]
 
     def _images(self, batch: VideoBatch, row: int, n: int) -> list[np.ndarray]:
         if not self.backend.needs_pixels:

@@ -6,6 +6,7 @@ from lightning_modules.components.losses import (
     cross_view_hard_negatives,
     hard_negative_hinge,
     hard_negative_sets,
+    infonce,
     symmetric_infonce,
 )
 from lightning_modules.components.pooling import masked_mean_pool
@@ -19,6 +20,7 @@ __all__ = [
     "cross_view_hard_negatives",
     "hard_negative_hinge",
     "hard_negative_sets",
+    "infonce",
     "masked_mean_pool",
     "nucleus_filter",
     "symmetric_infonce",

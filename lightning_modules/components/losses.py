@@ -59,3 +59,31 @@ def hard_negative_hinge(sim: Tensor, negatives: Tensor, alpha: float, beta: floa
     margin = beta * alpha * sim.std(dim=1, keepdim=True)
     violation = (sim - sim.diagonal().unsqueeze(1) + margin).clamp_min(0)
     return (violation * negatives).sum(1).mean()
+
+
+def infonce(logits: Tensor, include_positive: bool = True, symmetric: bool = True) -> Tensor:
+    """InfoNCE over a ``[B, B]`` logit matrix whose diagonal holds the positives (rows: anchors).
+
+    ``include_positive`` True is the standard form, ``-log(e^{s_ii} / Σ_j e^{s_ij})``. False is the *decoupled*
+    form printed on the conical-embedding slides, whose denominator runs over ``j != i`` only:
+    ``-s_ii + log Σ_{j≠i} e^{s_ij}`` (it can go below zero: nothing bounds how far the positive outscores the
+    negatives). ``symmetric`` averages the row (anchor -> column) and the column (column -> anchor) direction;
+    False keeps the row direction only, as the slides print it.
+    """
+    if logits.ndim != 2 or logits.shape[0] != logits.shape[1]:
+        raise ValueError(f"infonce expects a square [B, B] matrix, got {tuple(logits.shape)}")
+    logits = logits.float()
+
+    def one_direction(matrix: Tensor) -> Tensor:
+        positive = matrix.diagonal()
+        if include_positive:
+            return (torch.logsumexp(matrix, dim=1) - positive).mean()
+        if matrix.shape[0] < 2:
+            raise ValueError("the decoupled InfoNCE (include_positive=False) needs at least 2 rows: with one row "
+                             "there is no negative in the denominator")
+        eye = torch.eye(matrix.shape[0], dtype=torch.bool, device=matrix.device)
+        return (torch.logsumexp(matrix.masked_fill(eye, float("-inf")), dim=1) - positive).mean()
+
+    if not symmetric:
+        return one_direction(logits)
+    return 0.5 * (one_direction(logits) + one_direction(logits.t()))

@@ -108,7 +108,7 @@ def test_missing_aux_caption_id(copy_of: CopyOf) -> None:
                                                  "captions": ["long"], "model": "m", "created": "t"}) + "\n")
     with pytest.raises(MissingCaptionsError, match=r"supp\.jsonl: 2 of 3 videos have no 'supplement' captions "
                                                    r"\(first: \[.*\]\)\. Generate them with: python main\.py predict "
-                                                   r"--config configs/captioners/supplement_c\.yaml"):
+                                                   r"--config configs/captioners/supplement_a\.yaml"):
         DiDeMo(root=str(root), aux_captions={"supplement": "supp.jsonl"}, **SMALL).setup("test")
 
 

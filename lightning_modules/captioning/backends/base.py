@@ -37,6 +37,9 @@ class CaptionRequest:
         frame_indices: index (in the decoded video) of each frame the images come from.
         images: ``uint8 [H, W, 3]`` arrays, one per entry of ``frame_indices``; empty when the backend
             does not look at pixels (``needs_pixels`` False).
+        context_text: the video's annotated text that a ``{text}`` prompt was filled with (conical embedding
+            optimisation's supplement is written from the video-text pair), else None. ``prompt`` already holds
+            it; backends that read ground truth instead of the prompt's words (``Simulated``) use it directly.
     """
 
     video_id: str
@@ -45,6 +48,7 @@ class CaptionRequest:
     num_captions: int
     frame_indices: list[int]
     images: list[np.ndarray] = field(default_factory=list)
+    context_text: str | None = None
 
 
 @dataclass

@@ -17,6 +17,17 @@ measurable there:
   record carries ``hallucination_rate``, ``detail`` and ``seed`` and, per caption, the number of
   ``hallucinated`` slots out of its ``slots``, so the files show what was simulated.
 
+``supplement`` (conical embedding optimisation) follows three more prompt rules, one per level of the slides'
+prompts A/B/C (:func:`supplement_request`):
+
+* a prompt asking for what is *not* in the original ("not evident", "additional", "beyond", "new information")
+  with the video's text (``CaptionRequest.context_text``, a ``{text}`` prompt) describes the attributes that
+  text does *not* mention (:func:`mentioned_attributes`), i.e. it supplements instead of rephrasing;
+* "detail"/"detailed"/"details" asks for every attribute;
+* "brief"/"succinct"/"concise"/"short" describes one object only.
+
+A prompt with none of these ("Describe this video.", prompt C) gets the default subset as above.
+
 Everything is deterministic from ``(seed, video_id, frame index, caption number)``; a slot's
 hallucination draw does not depend on the prompt, so two prompts compared on the same seed differ only in
 what they ask for. ``narration`` describes one frame (no event: one frame cannot show it); ``multi`` and
@@ -76,6 +87,51 @@ def requested_attributes(prompt: str, kind: str = "multi") -> tuple[str, ...]:
     if kind == "narration":
         found = [a for a in found if a != "event"]
     return tuple(found) if found else DEFAULT_ATTRIBUTES
+
+
+_SUPPLEMENT = re.compile(r"not evident|additional|beyond the original|new information", re.IGNORECASE)
+_DETAILED = re.compile(r"\bdetail(?:s|ed)?\b", re.IGNORECASE)
+_BRIEF = re.compile(r"\b(?:brief|briefly|succinct|succinctly|concise|short)\b", re.IGNORECASE)
+_EVENT_WORDS = re.compile(r"\b(?:appears?|disappears?|vanish\w*|pops into view|shows up|comes into view|"
+                          r"out of (?:view|sight)|turns|changes colou?r|switches from|becomes|goes from)\b")
+
+
+def _mentions(text: str, phrases: Any) -> bool:
+    return any(re.search(rf"\b{re.escape(p)}\b", text) for p in phrases)
+
+
+def mentioned_attributes(text: str) -> set[str]:
+    """Attributes a SynthVTR text speaks of, read off the generator's own word tables."""
+    text = text.lower()
+    found = set()
+    if _mentions(text, (w for words in COLOUR_WORDS.values() for w in words)):
+        found.add("colour")
+    if _mentions(text, (w for words in SHAPE_WORDS.values() for w in words)):
+        found.add("shape")
+    if _mentions(text, (w for words in MOTION_WORDS.values() for w in words)):
+        found.add("motion")
+    if _mentions(text, (w for table in (SCENE_WORDS, SCENE_NOUNS) for words in table.values() for w in words)):
+        found.add("background")
+    if _EVENT_WORDS.search(text):
+        found.add("event")
+    if _mentions(text, [_position_phrase(p) for p in POSITIONS]):
+        found.add("position")
+    return found
+
+
+def supplement_request(prompt: str, context_text: str | None) -> tuple[tuple[str, ...], int | None]:
+    """The attributes a ``supplement`` prompt asks for and the object cap it sets (None: the detail level's).
+
+    The context text is cut out of the prompt first, so its words never count as the prompt's request.
+    """
+    instruction = prompt.replace(context_text, " ") if context_text else prompt
+    objects = 1 if _BRIEF.search(instruction) else None
+    if context_text and _SUPPLEMENT.search(instruction):
+        missing = tuple(a for a in ATTRIBUTES if a not in mentioned_attributes(context_text))
+        return (missing or DEFAULT_ATTRIBUTES), objects
+    if _DETAILED.search(instruction):
+        return ATTRIBUTES, objects
+    return requested_attributes(instruction, "supplement"), objects
 
 
 def _rng(*parts: Any) -> random.Random:
@@ -172,6 +228,11 @@ class Simulated(CaptionBackend):
                            k: int = 0) -> tuple[str, int, int]:
         """Caption number ``k``, its hallucinated slots and its attribute slots in all."""
         attrs = self.attributes_for(req.prompt, req.kind)
+        n_obj = _OBJECTS_PER_DETAIL[self.detail]
+        if req.kind == "supplement":
+            wanted, cap = supplement_request(req.prompt, req.context_text)
+            attrs = wanted[:_ATTRIBUTES_PER_DETAIL[self.detail]]
+            n_obj = min(n_obj, cap) if cap is not None else n_obj
         where = req.frame_indices[0] if req.kind == "narration" else "video"
         key = (self.seed, req.video_id, where, k)
         words = _rng(*key, "words")
@@ -181,7 +242,6 @@ class Simulated(CaptionBackend):
             background, event = frame["background"], None
         else:
             objects, background, event = self._video_view([frames[f] for f in req.frame_indices])
-        n_obj = _OBJECTS_PER_DETAIL[self.detail]
         if req.kind == "multi" and k > 0:  # another perspective: other objects first, part of the attributes
             view = _rng(*key, "view")
             if objects:

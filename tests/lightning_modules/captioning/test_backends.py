@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -10,7 +11,11 @@ import torch
 
 from datamodules.synthvtr import COLOUR_WORDS, SHAPE_WORDS, load_frame_metadata
 from lightning_modules.captioning.backends import CaptionRequest, OpenAICompatible, Simulated, parse_caption_list
-from lightning_modules.captioning.backends.simulated import requested_attributes
+from lightning_modules.captioning.backends.simulated import (
+    mentioned_attributes,
+    requested_attributes,
+    supplement_request,
+)
 from lightning_modules.captioning.backends.smollm import TransformersTextLM
 from lightning_modules.captioning.captioner import Captioner
 from main import main
@@ -41,12 +46,14 @@ def _predict(config: str, parent: Path, run_dir: Path, *extra: str, **data: Any)
 
 
 # ---------------------------------------------------------------------------------------------- simulated
-@pytest.mark.parametrize("kind,per_video", [("narration", 4), ("multi", 10), ("supplement", 1)])
-def test_simulated_backend_writes_records_through_predict(synth: tuple[Path, Path], tmp_path: Path, kind: str,
+@pytest.mark.parametrize("config,per_video", [("narration", 4), ("multi", 10), ("supplement_a", 1),
+                                               ("supplement_c", 1)])
+def test_simulated_backend_writes_records_through_predict(synth: tuple[Path, Path], tmp_path: Path, config: str,
                                                           per_video: int):
     parent, root = synth
-    _predict(f"synthvtr_{kind}.yaml", parent, tmp_path / "run")
-    records = read_store(root / writer_output(CONFIGS / f"synthvtr_{kind}.yaml"))
+    kind = config.split("_")[0]
+    _predict(f"synthvtr_{config}.yaml", parent, tmp_path / "run")
+    records = read_store(root / writer_output(CONFIGS / f"synthvtr_{config}.yaml"))
     assert sorted(r["video_id"] for r in records) == sorted(load_frame_metadata(root))
     for r in records:
         assert set(r) >= {"video_id", "kind", "prompt", "captions", "model", "created"}
@@ -58,6 +65,14 @@ def test_simulated_backend_writes_records_through_predict(synth: tuple[Path, Pat
             assert r["frame_indices"] == [2, 6, 10, 14]  # uniform centres of 4 segments of 16 frames
     if kind == "multi":
         assert all(len(set(r["captions"])) > 5 for r in records)  # K perspectives, not one caption K times
+    if config == "supplement_a":  # written from the video-text pair: the video's first annotated text, recorded
+        texts = {}
+        for line in (root / "synthvtr" / "captions.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            texts.setdefault(row["video_id"], row["caption"])
+        assert all(r["context_text"] == texts[r["video_id"]] and "{text}" in r["prompt"] for r in records)
+    else:
+        assert all("context_text" not in r for r in records)
 
 
 def _request(vid: str, prompt: str, kind: str = "narration", frames: list[int] | None = None) -> CaptionRequest:
@@ -251,3 +266,18 @@ def test_smollm2_converts_once_and_generates(tmp_path: Path):
     text = lm(prompt)
     assert len(text.split()) >= 4, text
     assert smollm2_checkpoint(tmp_path / "smollm2") == path  # converted once
+
+
+def test_simulated_supplement_prompts_a_b_c() -> None:
+    text = "a crimson ball moves left on the grass"
+    assert mentioned_attributes(text) == {"colour", "shape", "motion", "background"}  # "left" is motion here
+    assert mentioned_attributes("a box at the top left") == {"shape", "position"}
+    prompt_a = (f'Original caption: "{text}". Generate new caption introducing additional layers of interpretation '
+                "not evident in the original.")
+    # A supplements: what the text does not say (its words never count as the prompt's request)
+    assert supplement_request(prompt_a, text) == (("event", "position"), None)
+    # B: every attribute ("details") of one object ("brief")
+    assert supplement_request("Generate brief captions including details and describing it succinctly.", None) == (
+        ("shape", "colour", "motion", "background", "event", "position"), 1)
+    # C: the default subset
+    assert supplement_request("Describe this video.", None) == (("shape", "colour", "background"), None)
