@@ -33,7 +33,7 @@ import yaml
 
 from callbacks.caption_writer import CaptionWriter
 from main import main
-from tests.caption_helpers import FakeOpenAIAPI, read_store, save_tiny_llava, serve_fake_api
+from tests.caption_helpers import FakeOpenAIAPI, read_store, save_tiny_llama, save_tiny_llava, serve_fake_api
 from tests.config_commands import CONFIGS, REPO, HeaderCommand, prerequisites, run_command
 from tests.conftest import make_fake_msrvtt
 from tests.fake_datasets import make_fake_didemo, make_fake_msvd, make_fake_vatex
@@ -60,6 +60,11 @@ VLM_WEIGHTS_KEY = "model.init_args.backend.init_args.model"
 VLM_MAX_NEW_TOKENS = {"model.init_args.backend.init_args.max_new_tokens": 4}
 # random weights may emit EOS first, an empty caption, which the caption store rightly refuses to load
 VLM_MIN_NEW_TOKENS = {"model.init_args.backend.init_args.min_new_tokens": 2}
+# TextRewrite's generator (a text-only LLM; SmolLM2-135M-Instruct offline): the tiny random Llama of
+# tests/caption_helpers.py through TransformersTextLM (SmolLM2's own class; converting its GGUF takes a slow minute),
+# with 4 new tokens per rewrite (random weights rarely stop early)
+REWRITE_GENERATOR_KEY = "model.init_args.backend.init_args.generator"
+REWRITE_MAX_NEW_TOKENS = {"model.init_args.backend.init_args.max_new_tokens": 4}
 # CSI (python -m experiments.csi, ExCae's prompt search, run before the predict that reads its best_prompt.txt): two
 # rounds (the initial prompt and one proposal: the loop, the engineer and the acceptance rule all run) on two probe
 # videos of the tiny training splits, written under the test's folder (the predict's prompt_file follows it)
@@ -106,6 +111,7 @@ class ShippedRunner:
         self.stores: dict[tuple[str, ...], Path] = {}  # predict command -> the store it wrote
         self.csi_outputs: dict[str, Path] = {}  # a CSI config's shipped `out` -> where the test's run wrote it
         self._llava: Path | None = None
+        self._llama: Path | None = None
         self._runs = 0
         tiny = json.loads(TINY_CLIP_CONFIG.read_text())
         self.tiny_clip_context = int(tiny["text_cfg"]["context_length"])
@@ -201,9 +207,18 @@ class ShippedRunner:
                 values.update({VLM_WEIGHTS_KEY: self.tiny_llava(), **VLM_MAX_NEW_TOKENS, **VLM_MIN_NEW_TOKENS})
             elif backend == "OpenAICompatible":
                 values.update({API_BASE_URL_KEY: self.api_base_url, **API_KEY_ENV})
+            elif backend == "TextRewrite":
+                generator = {"class_path": "lightning_modules.captioning.backends.TransformersTextLM",
+                             "init_args": {"model": str(self.tiny_llama()), "temperature": 0.0, "device": "cpu"}}
+                values.update({REWRITE_GENERATOR_KEY: generator, **REWRITE_MAX_NEW_TOKENS})
             elif backend != "Simulated":
                 pytest.fail(f"{command.source}: no test stand-in for caption backend {backend}")
         return flags(values)
+
+    def tiny_llama(self) -> Path:
+        if self._llama is None:
+            self._llama = save_tiny_llama(self.base / "tiny-llama")
+        return self._llama
 
     def tiny_llava(self) -> Path:
         if self._llava is None:

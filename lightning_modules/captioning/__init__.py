@@ -1,8 +1,8 @@
 """Captioning: caption generation as a ``predict`` run, its backends, and a trainable captioner.
 
 * ``backends/``: the generators a :class:`Captioner` runs (``TransformersVLM``, ``OpenAICompatible``,
-  ``Simulated``) and the text generators (``TransformersTextLM``, ``SmolLM2``); the ones holding weights
-  are ``nn.Module`` s.
+  ``Simulated``, ``TextRewrite``: a text-only LLM rewriting the video's text) and the text generators
+  (``TransformersTextLM``, ``SmolLM2``); the ones holding weights are ``nn.Module`` s.
 * ``captioner.py``: :class:`Captioner`, the ``LightningModule`` that ``python main.py predict --config
   configs/captioners/<name>.yaml`` runs; ``callbacks/caption_writer.py`` writes its records.
 * ``trainable.py``: :class:`TrainableCaptioner`, the interface a caption-training method optimises
@@ -20,6 +20,7 @@ from lightning_modules.captioning.backends import (
     Simulated,
     SmolLM2,
     TextGenerator,
+    TextRewrite,
     TransformersTextLM,
     TransformersVLM,
     parse_caption_list,
@@ -29,6 +30,6 @@ from lightning_modules.captioning.lora import adapters_disabled, add_lora
 from lightning_modules.captioning.trainable import PrefixCaptioner, TrainableCaptioner, VisualProjector
 
 __all__ = ["EXCAE_PROMPT", "NARVID_PROMPT", "CaptionBackend", "CaptionOutput", "CaptionRequest", "Captioner",
-           "OpenAICompatible", "PrefixCaptioner", "Simulated", "SmolLM2", "TextGenerator",
+           "OpenAICompatible", "PrefixCaptioner", "Simulated", "SmolLM2", "TextGenerator", "TextRewrite",
            "TrainableCaptioner", "TransformersTextLM", "TransformersVLM", "VisualProjector", "adapters_disabled",
            "add_lora", "parse_caption_list"]

@@ -36,3 +36,14 @@ def test_eval_scoring_and_report_benchmarks_run() -> None:
     _run("benchmarks/eval_scoring.py", "--texts", "20", "--videos", "10", "--frames", "4", "--words", "8",
          "--dim", "16", "--chunks", "8", "--repeats", "1")
     _run("benchmarks/report.py", "--runs", "2", "--size", "30", "--resamples", "50")
+
+
+def test_per_candidate_benchmark_runs_and_its_variants_agree(tmp_path: Path) -> None:
+    out = tmp_path / "per_candidate.json"
+    _run("benchmarks/per_candidate.py", "--texts", "12", "--videos", "9", "--dim", "8", "--chunk", "5",
+         "--concat-pairs", "4", "--batch", "2", "--text-backbone", "vtr-tiny-clip", "--json", str(out))
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"sum_naive", "sum_chunked", "gate_naive", "gate_chunked", "concat_naive", "concat_chunked"}
+    for fusion in ("sum", "gate"):  # the module's tiled path scores exactly what the all-at-once tensor scores
+        assert abs(rows[f"{fusion}_naive"]["checksum"] - rows[f"{fusion}_chunked"]["checksum"]) < 1e-3
+    assert rows["concat_chunked"]["extrapolated"] and rows["concat_chunked"]["pairs_timed"] == 4

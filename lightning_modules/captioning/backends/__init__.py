@@ -10,7 +10,8 @@ from lightning_modules.captioning.backends.base import (
 from lightning_modules.captioning.backends.openai_compatible import OpenAICompatible
 from lightning_modules.captioning.backends.simulated import Simulated
 from lightning_modules.captioning.backends.smollm import SmolLM2, TransformersTextLM
+from lightning_modules.captioning.backends.text_rewrite import TextRewrite
 from lightning_modules.captioning.backends.transformers_vlm import TransformersVLM
 
 __all__ = ["CaptionBackend", "CaptionOutput", "CaptionRequest", "OpenAICompatible", "Simulated", "SmolLM2",
-           "TextGenerator", "TransformersTextLM", "TransformersVLM", "parse_caption_list"]
+           "TextGenerator", "TextRewrite", "TransformersTextLM", "TransformersVLM", "parse_caption_list"]

@@ -281,3 +281,33 @@ def test_simulated_supplement_prompts_a_b_c() -> None:
         ("shape", "colour", "motion", "background", "event", "position"), 1)
     # C: the default subset
     assert supplement_request("Describe this video.", None) == (("shape", "colour", "background"), None)
+
+
+class _ScriptedLM:
+    """A text generator that answers from a script (one list of answers per call), recording the prompts."""
+
+    model_name = "scripted"
+
+    def __init__(self, script: list[list[str]]) -> None:
+        self.script, self.prompts, self.seed = list(script), [], 0
+
+    def complete(self, conversations, max_new_tokens=None, temperature=None):
+        self.prompts.append([c[-1]["content"] for c in conversations])
+        return self.script.pop(0)
+
+
+def test_text_rewrite_uses_the_filled_prompt_and_retries_empty_answers() -> None:
+    from lightning_modules.captioning.backends import TextRewrite
+
+    lm = _ScriptedLM([['"a red ball rolls across a wooden floor"\nextra line', ""], ["a blue box slides left"]])
+    backend = TextRewrite(lm, attempts=2)
+    reqs = [CaptionRequest(v, "supplement", f'Rewrite: "{t}"', 1, [0], context_text=t)
+            for v, t in (("v0", "a red ball"), ("v1", "a blue box"))]
+    out = backend.generate(reqs)
+    assert [o.captions for o in out] == [["a red ball rolls across a wooden floor"], ["a blue box slides left"]]
+    assert lm.prompts == [['Rewrite: "a red ball"', 'Rewrite: "a blue box"'], ['Rewrite: "a blue box"']]
+    assert lm.seed == 1000  # the retry draws again
+    with pytest.raises(RuntimeError, match="empty text 2 times for videos \\['v0'\\]"):
+        TextRewrite(_ScriptedLM([[""], [""]]), attempts=2).generate(reqs[:1])
+    with pytest.raises(ValueError, match="no \\{text\\} placeholder"):
+        backend.generate([CaptionRequest("v2", "supplement", "Rewrite it", 1, [0])])
