@@ -11,7 +11,8 @@ For ``concat`` every pair is a string through the text encoder (texts x videos e
 ``--concat-pairs`` of them in batches of ``per_candidate_batch`` (chunked) and one at a time (naive), and extrapolates
 to texts x videos. Each variant runs in a fresh subprocess, so its peak resident memory (VmHWM) is its own.
 
-    python benchmarks/per_candidate.py [--texts 1000 --videos 1000 --dim 512] [--json results/benchmarks/per_candidate.json]
+    python benchmarks/per_candidate.py [--texts 1000 --videos 1000 --dim 512] \
+        [--json results/benchmarks/per_candidate.json]
 """
 
 from __future__ import annotations
