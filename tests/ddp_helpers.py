@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from datamodules.collate import collate_pairs
 from lightning_modules.backbones import OpenCLIPBackbone
 from lightning_modules.clip4clip import CLIP4Clip
+from lightning_modules.conical import ConicalEmbedding
 from lightning_modules.excae import ExCae
 
 GLOBAL_BATCH = 8
@@ -25,12 +26,14 @@ class FixedPairs(Dataset):
     skip``), which ``collate_pairs`` drops from the batch.
     """
 
-    def __init__(self, failed: frozenset[int] = frozenset(), multi_captions: bool = False) -> None:
+    def __init__(self, failed: frozenset[int] = frozenset(), multi_captions: bool = False,
+                 supplements: bool = False) -> None:
         g = torch.Generator().manual_seed(0)
         self.frames = torch.randint(0, 256, (GLOBAL_BATCH, 4, 3, 64, 64), generator=g, dtype=torch.uint8)
         self.texts = [f"clip number {i} shows a {c} thing" for i, c in enumerate("abcdefgh")]
         self.failed = failed
         self.multi_captions = multi_captions  # ExCae's K captions per video (2 or 3, so the slots get padded)
+        self.supplements = supplements  # conical: a supplement per video and one flipped copy of each clip
 
     def __len__(self) -> int:
         return GLOBAL_BATCH
@@ -42,6 +45,11 @@ class FixedPairs(Dataset):
         item = {**item, "frames": self.frames[i], "mask": torch.ones(4, dtype=torch.bool)}
         if self.multi_captions:
             item["aux"] = {"multi": [f"caption {k} of clip {i}, a {'abcdefgh'[i]} thing" for k in range(2 + i % 2)]}
+        if self.supplements:
+            item["aux"] = {"supplement": [f"the {'abcdefgh'[i]} thing of clip {i} turns around slowly"]}
+            item["aux_prompt"] = {"supplement": "Describe this video."}
+            item["augmented_frames"] = torch.flip(self.frames[i], dims=(-1,))[None]
+            item["augmentations"] = ["hflip"]
         return item
 
 
@@ -82,19 +90,30 @@ class RecordingExCae(_RecordsFirstStep, ExCae):
         self.out_dir = out_dir
 
 
+class RecordingConical(_RecordsFirstStep, ConicalEmbedding):
+    """Conical embedding optimisation that records like ``RecordingCLIP4Clip`` (three terms, three scales, a gate)."""
+
+    def __init__(self, out_dir: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.out_dir = out_dir
+
+
 def run_one_step(out_dir: str, devices: int, failed: frozenset[int] = frozenset(), method: str = "clip4clip") -> None:
     torch.manual_seed(0)
     backbone = OpenCLIPBackbone("vtr-tiny-clip", pretrained=None, max_words=16)
     if method == "excae":
         model: L.LightningModule = RecordingExCae(out_dir=out_dir, backbone=backbone, num_experts=6, expert_heads=2,
                                                   expert_ffn=32, expert_dropout=0.0, lr=1e-3, write_artifacts=False)
+    elif method == "conical":
+        model = RecordingConical(out_dir=out_dir, backbone=backbone, text_fusion="gate", logit_scale_init=10.0,
+                                 lr=1e-3, write_artifacts=False)
     else:
         model = RecordingCLIP4Clip(out_dir=out_dir, backbone=backbone, sim_header="seqTransf", temporal_layers=1,
                                    temporal_heads=8, lr=1e-3, write_artifacts=False)
     per_device = GLOBAL_BATCH // devices
     # under DDP Lightning shards training data with a shuffling DistributedSampler: see ``items_of_rank``
-    loader = DataLoader(FixedPairs(failed, multi_captions=method == "excae"), batch_size=per_device, shuffle=False,
-                        collate_fn=collate_pairs)
+    loader = DataLoader(FixedPairs(failed, multi_captions=method == "excae", supplements=method == "conical"),
+                        batch_size=per_device, shuffle=False, collate_fn=collate_pairs)
     strategy = "auto"
     if devices > 1:
         strategy = "ddp_spawn_find_unused_parameters_true" if method == "excae" else "ddp_spawn"

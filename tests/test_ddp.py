@@ -50,6 +50,20 @@ def test_ddp_excae_top2_routing_loss_and_gradients_match_single_process(tmp_path
             torch.testing.assert_close(other, grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_ddp_conical_three_terms_loss_and_gradients_match_single_process(tmp_path: Path) -> None:
+    # text, video and augmented copies are all gathered with gradients: L_tv, L_ta and L_va of the global batch
+    run_one_step(str(tmp_path), devices=1, method="conical")
+    run_one_step(str(tmp_path), devices=2, method="conical")
+    single = torch.load(tmp_path / "rank0_ws1.pt")
+    ranks = [torch.load(tmp_path / f"rank{r}_ws2.pt") for r in range(2)]
+    assert {"logit_scale", "logit_scale_ta", "logit_scale_va", "gate.proj.weight"} <= set(single["grads"])
+    for rank in ranks:
+        assert rank["loss"].item() == pytest.approx(single["loss"].item(), abs=1e-5)
+        assert rank["grads"].keys() == single["grads"].keys()
+        for name, grad in single["grads"].items():
+            torch.testing.assert_close(rank["grads"][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_ddp_evaluation_counts_are_exact(tmp_path: Path) -> None:
     from main import main
 
