@@ -149,7 +149,9 @@ class ConicalEmbedding(BaseRetrievalModule):
         """Sentence embeddings ``[n, D]`` of raw strings (fused texts, supplements) through the backbone's text side.
 
         With a frozen text trunk the trunk runs without gradients and, when ``memo``, its states are kept per string
-        (up to ``text_memo_size``); the trainable head runs every time.
+        (up to ``text_memo_size``); the trainable head runs every time. Frozen-trunk states are rounded to float16,
+        as the feature cache stores them, so a string embeds the same whether it was seen before or not, memoised or
+        not, and like a cached query would.
         """
         if not texts:
             return self.logit_scale.new_zeros((0, self.backbone.embed_dim))
@@ -162,10 +164,11 @@ class ConicalEmbedding(BaseRetrievalModule):
             tokens = {k: v.to(self.device) for k, v in self.backbone.tokenize(todo).items()}
             with torch.no_grad():
                 hidden, mask = self.backbone.text_trunk(tokens)
+            hidden = (hidden * mask.unsqueeze(-1)).half()  # as datamodules/feature_cache.py stores trunk states
             for i, text in enumerate(todo):
                 fresh[text] = (hidden[i], mask[i])
                 if keep and len(self._trunk_memo) < self.hparams.text_memo_size:
-                    self._trunk_memo[text] = (hidden[i].half().cpu(), mask[i].cpu())
+                    self._trunk_memo[text] = (hidden[i].cpu(), mask[i].cpu())
         rows = [fresh[t] if t in fresh else self._trunk_memo[t] for t in texts]
         hidden = torch.stack([r[0].to(self.device) for r in rows]).to(self.dtype_for_heads())
         mask = torch.stack([r[1].to(self.device) for r in rows]).bool()

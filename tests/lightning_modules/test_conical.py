@@ -183,3 +183,19 @@ def test_bad_settings_name_the_key() -> None:
         tiny_conical(test_supplement="oracle")
     with pytest.raises(ValueError, match="text_fusion"):
         tiny_conical(text_fusion="product")
+
+
+def test_frozen_text_trunk_memo_gives_the_same_embedding_every_time() -> None:
+    torch.manual_seed(0)
+    backbone = OpenCLIPBackbone("vtr-tiny-clip", pretrained=None, max_words=16, freeze_video=True, freeze_text=True)
+    model = ConicalEmbedding(backbone=backbone, logit_scale_init=10.0).eval()
+    texts = ["a red ball rolls", "a blue box slides left", "a red ball rolls"]
+    with torch.no_grad():
+        first = model.encode_strings(texts)            # computes and memoises two strings
+        again = model.encode_strings(texts)            # from the memo
+        unmemoised = model.encode_strings(texts, memo=False)
+        live = backbone.encode_text(texts).sentence    # the trunk in float32, no rounding
+    assert len(model._trunk_memo) == 2
+    torch.testing.assert_close(first, again, atol=0, rtol=0)
+    torch.testing.assert_close(first, unmemoised, atol=0, rtol=0)
+    torch.testing.assert_close(first, live, atol=2e-3, rtol=2e-3)  # float16 states, as the feature cache stores them
