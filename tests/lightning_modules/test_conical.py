@@ -199,3 +199,16 @@ def test_frozen_text_trunk_memo_gives_the_same_embedding_every_time() -> None:
     torch.testing.assert_close(first, again, atol=0, rtol=0)
     torch.testing.assert_close(first, unmemoised, atol=0, rtol=0)
     torch.testing.assert_close(first, live, atol=2e-3, rtol=2e-3)  # float16 states, as the feature cache stores them
+
+
+def test_without_supplement_and_copies_it_is_clip4clip_meanp() -> None:
+    from lightning_modules.clip4clip import CLIP4Clip
+
+    model = tiny_conical(use_supplement=False, weight_ta=0.0, weight_va=0.0)
+    torch.manual_seed(0)
+    baseline = CLIP4Clip(backbone=model.backbone, sim_header="meanP", logit_scale_init=10.0).eval()
+    text, video = batches(augmented=0)
+    with torch.no_grad():
+        loss, _ = model.training_loss(PairBatch(text, video))
+        reference, _ = baseline.training_loss(PairBatch(text, video))
+    torch.testing.assert_close(loss, reference, atol=1e-6, rtol=1e-6)
