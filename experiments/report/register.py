@@ -8,9 +8,10 @@ when ``RUN=NAME`` is itself no folder (a sweep's run folder names hold ``=``). W
 name is used, with the characters a sweep puts in it (``{`` ``"`` ``:`` ``,`` ``=`` spaces) turned into ``_``.
 What is copied: the run's ``config.yaml`` and ``metrics.csv``, and from ``test/`` ``metrics.json``,
 ``metrics_<flag>.json``, ``expert_usage.json`` (mixture-of-experts runs), ``config.yaml``, ``sim_t2v.npy`` (the
-plain matrix, float32: the report's paired bootstrap and its checks read it) and the id files. Never checkpoints,
-raw view matrices or post-processed matrices. An existing registry folder is refused unless ``--force``; a run
-whose test did not finish (no complete ``metrics.json``) is refused.
+plain matrix, float32: the report's paired bootstrap and its checks read it; ``--no-matrix`` leaves it out, for
+ablation studies whose tables need only ``metrics.json`` — the report then reads them with ``--no-matrices``) and the
+id files. Never checkpoints, raw view matrices or post-processed matrices. An existing registry folder is refused
+unless ``--force``; a run whose test did not finish (no complete ``metrics.json``) is refused.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def default_name(path: Path) -> str:
     return SAFE_NAME.sub("_", path.name).strip("_") or "run"
 
 
-def register(run: Path, dest: Path, force: bool = False) -> Path:
-    """Copy one run's small artifacts to ``dest``; returns ``dest``."""
+def register(run: Path, dest: Path, force: bool = False, matrix: bool = True) -> Path:
+    """Copy one run's small artifacts to ``dest`` (``matrix``: with ``sim_t2v.npy``); returns ``dest``."""
     record_path = run / "test" / "metrics.json"
     try:
         record = json.loads(record_path.read_text())
@@ -73,7 +74,8 @@ def register(run: Path, dest: Path, force: bool = False) -> Path:
         if (run / name).is_file():
             shutil.copy2(run / name, dest / name)
     for name in TEST_FILES:
-        shutil.copy2(run / "test" / name, dest / "test" / name)
+        if matrix or name != "sim_t2v.npy":
+            shutil.copy2(run / "test" / name, dest / "test" / name)
     for extra in [*sorted((run / "test").glob("metrics_*.json")), *sorted((run / "test").glob("expert_usage.json"))]:
         shutil.copy2(extra, dest / "test" / extra.name)
     return dest
@@ -84,6 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("runs", nargs="+", metavar="RUN[=NAME]", help="run folders, each optionally =registry name")
     p.add_argument("--study", required=True, type=Path, help="registry folder of the study, e.g. results/my_study")
     p.add_argument("--force", action="store_true", help="replace registry folders that exist")
+    p.add_argument("--no-matrix", action="store_true",
+                   help="leave sim_t2v.npy out (512 KB per SynthVTR run): for tables of metrics only; the report reads "
+                        "such runs with --no-matrices")
     return p.parse_args(argv)
 
 
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         plan.append((run, dest))
     done = []
     for run, dest in plan:
-        done.append(register(run, dest, args.force))
+        done.append(register(run, dest, args.force, matrix=not args.no_matrix))
         print(f"{run} -> {dest}")
     return done
 

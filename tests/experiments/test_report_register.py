@@ -56,3 +56,13 @@ def test_register_names_refusals(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match=r"no run with test/metrics\.json"):
         main([str(tmp_path / "study" / "nothing-here"), "--study", str(study)])
     assert default_name(Path("filter_mode=none,seed_everything=2")) == "filter_mode_none_seed_everything_2"
+
+
+def test_register_without_the_matrix_for_metrics_only_tables(tmp_path: Path) -> None:
+    study = tmp_path / "results" / "ablation"
+    (dest,) = main([f"{_sweep_like_run(tmp_path)}=run_s0", "--study", str(study), "--no-matrix"])
+    assert not (dest / "test" / "sim_t2v.npy").exists() and (dest / "test" / "metrics.json").is_file()
+    (run,), _ = discover([str(study)])  # the metrics are read as usual; the matrix-reading sections need it
+    assert run.metrics == json.loads((SOURCE / "test" / "metrics.json").read_text())["metrics"]
+    with pytest.raises(ReportError, match="--no-matrices"):
+        _ = run.test
