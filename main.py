@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 # model arguments that only steer what a test reports (test-time post-processing): with ``--ckpt_path`` they come
 # from this command line, not from the checkpoint's hyper-parameters (which LightningCLI otherwise applies on top)
-TEST_TIME_MODEL_ARGS = ("postprocess", "dsl_temperature", "qbnorm_beta", "qbnorm_topk", "qbnorm_bank_size")
+TEST_TIME_MODEL_ARGS = ("postprocess", "dsl_temperature", "qbnorm_beta", "qbnorm_topk", "qbnorm_bank_size",
+                        # ExCae's reported routing; conical's test-time supplement modes and per-candidate batching
+                        "eval_routing", "test_supplement", "report_supplements", "per_candidate_batch")
 
 
 class VTRCLI(LightningCLI):
