@@ -186,6 +186,16 @@ class ConicalEmbedding(BaseRetrievalModule):
         assert self.gate is not None
         return self.gate(query_embedding, supplement)
 
+    def batch_supplements(self, batch: VideoBatch) -> list[str]:
+        """The supplement of each video of a batch (its record's first caption)."""
+        aux = batch.aux.get(self.supplement_key)
+        if aux is None:
+            raise KeyError(f"{type(self).__name__} needs {self.supplement_key!r} captions in the batch: set "
+                           f"data.init_args.aux_captions: {{{self.supplement_key}: <file>.jsonl}} (written by "
+                           "python main.py predict --config configs/captioners/supplement_a.yaml), or "
+                           "model.init_args.use_supplement: false")
+        return [captions[0] for captions in aux.captions]
+
     def supplements_of(self, video_index: Tensor) -> list[str]:
         """The supplement of each video (dataset index into the split evaluated now)."""
         rows = self.trainer.datamodule.aux_captions_of(self._split_name(), video_index.tolist(), self.supplement_key)
@@ -208,7 +218,7 @@ class ConicalEmbedding(BaseRetrievalModule):
     def encode_video(self, batch: VideoBatch) -> Features:
         feats = {"video": self.pooled(self.backbone_frames(batch), batch.mask), "video_index": batch.index}
         if "per_candidate" in self.eval_modes() and self.hparams.text_fusion != "concat":
-            feats["supplement"] = self.encode_strings([c[0] for c in batch.aux[self.supplement_key].captions])
+            feats["supplement"] = self.encode_strings(self.batch_supplements(batch))
         return feats
 
     # ------------------------------------------------------------------ scoring
@@ -264,8 +274,7 @@ class ConicalEmbedding(BaseRetrievalModule):
         hp = self.hparams
         query = self.backbone_text(batch.text).sentence
         if hp.use_supplement:
-            supplements = [c[0] for c in batch.video.aux[self.supplement_key].captions]
-            text = self.fuse(batch.text.texts, query, supplements)
+            text = self.fuse(batch.text.texts, query, self.batch_supplements(batch.video))
         else:
             text = query
         local: Features = {"text": text, "video": self.pooled(self.backbone_frames(batch.video), batch.video.mask)}

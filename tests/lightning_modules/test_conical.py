@@ -178,6 +178,13 @@ def test_validation_scores_only_the_selected_mode_and_the_record_marks_the_leak(
     assert LEAK_NOTE == "test-time supplement from the paired video (leaks the target)"
 
 
+def test_missing_supplements_name_the_setting() -> None:
+    text, video = batches()
+    video.aux = {}
+    with pytest.raises(KeyError, match=r"aux_captions: \{supplement"):
+        tiny_conical().training_loss(PairBatch(text, video))
+
+
 def test_bad_settings_name_the_key() -> None:
     with pytest.raises(ValueError, match="test_supplement"):
         tiny_conical(test_supplement="oracle")
