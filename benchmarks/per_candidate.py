@@ -29,12 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from process_memory import peak_rss_mib  # noqa: E402 - benchmarks/, first on sys.path when run as a script
 
 
 def model_for(fusion: str, text_backbone: str):  # noqa: ANN201 - a ConicalEmbedding, imported lazily

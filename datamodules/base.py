@@ -164,6 +164,7 @@ class VideoTextDataModule(L.LightningDataModule):
         self._train_loader: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, Any] | None = None  # from a checkpoint, until the loader exists
         self._bank_source: Split | None = None  # the training split's texts, for QB-Norm's query bank
+        self._texts_by_video: tuple[tuple[str, ...], dict[str, list[str]]] | None = None  # video_texts' table
 
     def _resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -612,7 +613,7 @@ class VideoTextDataModule(L.LightningDataModule):
     def video_texts(self, video_id: str) -> list[str]:
         """Every annotated text of a video in the set-up splits, in split order (empty if it has none)."""
         key = tuple(sorted(self.splits))
-        if getattr(self, "_texts_by_video", (None, {}))[0] != key:  # built once per set of set-up splits
+        if self._texts_by_video is None or self._texts_by_video[0] != key:  # built once per set of set-up splits
             table: dict[str, list[str]] = {}
             for split in self.splits.values():
                 for text in split.texts:

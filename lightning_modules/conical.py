@@ -39,7 +39,7 @@ so one trained model answers the question; validation (model selection) scores `
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,7 @@ from lightning_modules.components import cosine_matrix, infonce, masked_mean_poo
 
 TextFusion = Literal["concat", "sum", "gate"]
 TestSupplement = Literal["paired", "none", "per_candidate"]
-SUPPLEMENT_MODES: tuple[str, ...] = ("paired", "none", "per_candidate")
+SUPPLEMENT_MODES: tuple[str, ...] = get_args(TestSupplement)
 LEAK_NOTE = "test-time supplement from the paired video (leaks the target)"
 
 

@@ -308,3 +308,21 @@ def test_comparison_block_merge_commits_option(tmp_path: Path, capsys: pytest.Ca
     readme.write_text("<!-- comparison-table: results/demo | nonsense -->\n<!-- /comparison-table -->\n")
     assert main([str(readme)]) == 2
     assert "the only option is `| merge-commits`" in capsys.readouterr().err
+
+
+def test_provenance_names_a_declared_leak_and_only_then(tmp_path: Path) -> None:
+    study = tmp_path / "results" / "leak"
+    copy_run(DEMO / "clip4clip_meanP", study / "plain_s0")
+    leaky = copy_run(DEMO / "clip4clip_meanP", study / "leaky_s0")
+    record = json.loads((leaky / "test" / "metrics.json").read_text())
+    (leaky / "test" / "metrics.json").write_text(json.dumps({**record, "leakage": ["the query saw its target"]}))
+    readme = tmp_path / "README.md"
+    block = ("<!-- results-table: {} | group: (.*)_s\\d+$ | columns: t2v_R1 | provenance: yes -->\n"
+             "<!-- /results-table -->\n")
+    readme.write_text(block.format("results/leak/plain_s0"))
+    assert main([str(readme)]) == 0
+    assert "leakage" not in readme.read_text()  # a table of leak-free runs says nothing about leakage
+    readme.write_text(block.format("results/leak"))
+    assert main([str(readme)]) == 0
+    text = " ".join(readme.read_text().split())
+    assert "leakage the query saw its target (leaky) / none (plain)" in text
