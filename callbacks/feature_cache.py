@@ -25,9 +25,11 @@ class FeatureCacheCallback(L.Callback):
         backbone = pl_module.backbone
         device = trainer.strategy.root_device
         backbone.to(device)
+        # a data module that wraps a video data module (the preference pairs of CaRe-DPO) caches through it
+        source = getattr(dm, "feature_source", dm)
         if trainer.is_global_zero:
-            cache, info = build_or_load_cache(dm, backbone, device, build=True)
+            cache, info = build_or_load_cache(source, backbone, device, build=True)
         trainer.strategy.barrier("vtr_feature_cache")
         if not trainer.is_global_zero:
-            cache, info = build_or_load_cache(dm, backbone, device, build=False)
+            cache, info = build_or_load_cache(source, backbone, device, build=False)
         dm.use_feature_cache(cache, info)

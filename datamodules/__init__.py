@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from datamodules.didemo import DiDeMo
     from datamodules.msrvtt import MSRVTT
     from datamodules.msvd import MSVD
+    from datamodules.preferences import PreferenceDataModule
     from datamodules.synthvtr.datamodule import SynthVTR
     from datamodules.vatex import VATEX
 
@@ -28,11 +29,13 @@ _DEFINED_IN: dict[str, str] = {
     "DiDeMo": "datamodules.didemo",
     "MSRVTT": "datamodules.msrvtt",
     "MSVD": "datamodules.msvd",
+    "PreferenceDataModule": "datamodules.preferences",
     "SynthVTR": "datamodules.synthvtr.datamodule",
     "VATEX": "datamodules.vatex",
 }
 
-__all__ = ["MSRVTT", "MSVD", "VATEX", "CaptionRecord", "CaptionStore", "DiDeMo", "SynthVTR", "VideoTextDataModule"]
+__all__ = ["MSRVTT", "MSVD", "VATEX", "CaptionRecord", "CaptionStore", "DiDeMo", "PreferenceDataModule", "SynthVTR",
+           "VideoTextDataModule"]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,8 @@ torch-free), hence ``main.py`` imports this module. A new data module is added h
 
 from __future__ import annotations
 
-from datamodules import MSRVTT, MSVD, VATEX, DiDeMo, SynthVTR, VideoTextDataModule
+from datamodules import MSRVTT, MSVD, VATEX, DiDeMo, PreferenceDataModule, SynthVTR, VideoTextDataModule
 
 DATA_MODULES: tuple[type[VideoTextDataModule], ...] = (MSRVTT, MSVD, VATEX, DiDeMo, SynthVTR)
+# wraps one of them: CaRe-DPO's preference pairs (datamodules/preferences.py)
+WRAPPING_DATA_MODULES = (PreferenceDataModule,)

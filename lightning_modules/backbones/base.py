@@ -64,6 +64,15 @@ class VideoTextBackbone(nn.Module, ABC):
     def text_head(self, hidden: Tensor, mask: Tensor) -> TextFeatures:
         """Map trunk token states to the joint space (sentence pooling happens here)."""
 
+    def token_embedding_layer(self) -> nn.Module:
+        """The text trunk's input token-embedding lookup (``input_ids -> [B, L, W]``).
+
+        Role embeddings (``lightning_modules/components/roles.py``) are added to its output, so a role reaches the
+        text tower through its input only.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not expose its token embedding layer; implement "
+                                  "token_embedding_layer() to use role embeddings")
+
     # ----------------------------------------------------------------------------- video
     @abstractmethod
     def frame_trunk(self, frames: Tensor) -> Tensor:

@@ -319,6 +319,10 @@ class OpenCLIPBackbone(VideoTextBackbone):
             x = x @ proj
         return x, mask
 
+    def token_embedding_layer(self) -> nn.Module:
+        """CLIP's token-embedding lookup (the positional embedding is added after it)."""
+        return self._text_tower().token_embedding
+
     def text_head(self, hidden: Tensor, mask: Tensor) -> TextFeatures:
         """Identity head: CLIP's sentence feature is its EOT token (the last valid one)."""
         return TextFeatures(sentence=last_valid_token(hidden, mask), tokens=hidden, mask=mask)

@@ -204,6 +204,10 @@ class PretrainedTwoTower(VideoTextBackbone):
         out = self.text_trunk_model(input_ids=tokens["input_ids"], attention_mask=mask)
         return out.last_hidden_state, mask.bool()
 
+    def token_embedding_layer(self) -> nn.Module:
+        """MiniLM's word-embedding lookup (BERT adds positions and token types after it)."""
+        return self.text_trunk_model.embeddings.word_embeddings
+
     def text_head(self, hidden: Tensor, mask: Tensor) -> TextFeatures:
         """Tokens: per-token projection; sentence: projection of sentence-transformers' mean pooling."""
         return TextFeatures(

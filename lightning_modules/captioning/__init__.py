@@ -21,6 +21,7 @@ from lightning_modules.captioning.backends import (
     SmolLM2,
     TextGenerator,
     TextRewrite,
+    TrainedCaptioner,
     TransformersTextLM,
     TransformersVLM,
     parse_caption_list,
@@ -28,8 +29,28 @@ from lightning_modules.captioning.backends import (
 from lightning_modules.captioning.captioner import EXCAE_PROMPT, NARVID_PROMPT, Captioner
 from lightning_modules.captioning.lora import adapters_disabled, add_lora
 from lightning_modules.captioning.trainable import PrefixCaptioner, TrainableCaptioner, VisualProjector
+from lightning_modules.captioning.training import CaptionerTraining
 
-__all__ = ["EXCAE_PROMPT", "NARVID_PROMPT", "CaptionBackend", "CaptionOutput", "CaptionRequest", "Captioner",
-           "OpenAICompatible", "PrefixCaptioner", "Simulated", "SmolLM2", "TextGenerator", "TextRewrite",
-           "TrainableCaptioner", "TransformersTextLM", "TransformersVLM", "VisualProjector", "adapters_disabled",
-           "add_lora", "parse_caption_list"]
+__all__ = [
+    "EXCAE_PROMPT",
+    "NARVID_PROMPT",
+    "CaptionBackend",
+    "CaptionOutput",
+    "CaptionRequest",
+    "Captioner",
+    "CaptionerTraining",
+    "OpenAICompatible",
+    "PrefixCaptioner",
+    "Simulated",
+    "SmolLM2",
+    "TextGenerator",
+    "TextRewrite",
+    "TrainableCaptioner",
+    "TrainedCaptioner",
+    "TransformersTextLM",
+    "TransformersVLM",
+    "VisualProjector",
+    "adapters_disabled",
+    "add_lora",
+    "parse_caption_list",
+]

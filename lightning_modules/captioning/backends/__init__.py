@@ -11,7 +11,9 @@ from lightning_modules.captioning.backends.openai_compatible import OpenAICompat
 from lightning_modules.captioning.backends.simulated import Simulated
 from lightning_modules.captioning.backends.smollm import SmolLM2, TransformersTextLM
 from lightning_modules.captioning.backends.text_rewrite import TextRewrite
+from lightning_modules.captioning.backends.trained import TrainedCaptioner
 from lightning_modules.captioning.backends.transformers_vlm import TransformersVLM
 
 __all__ = ["CaptionBackend", "CaptionOutput", "CaptionRequest", "OpenAICompatible", "Simulated", "SmolLM2",
-           "TextGenerator", "TextRewrite", "TransformersTextLM", "TransformersVLM", "parse_caption_list"]
+           "TextGenerator", "TextRewrite", "TrainedCaptioner", "TransformersTextLM", "TransformersVLM",
+           "parse_caption_list"]

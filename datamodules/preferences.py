@@ -1,0 +1,257 @@
+"""CaRe-DPO's preference data: the store the relevance scorer writes, its two groups of pairs, and their batches.
+
+**Store** (JSONL, one record per training video; ``experiments/care_dpo/preferences.py`` writes it)::
+
+    {"video_id": str, "query": str,                       # the ground-truth query q of the video
+     "captions": [str] * K, "ref_logprob": [float] * K,   # K sampled captions, log pi_ref(c | v) under the SFT model
+     "relevance": [float] * K,                            # R(c_k | v, q) from the frozen retriever
+     "neighbour_id": str,                                 # a visually similar training video v'
+     "neighbour_captions": [str] * K, "neighbour_ref_logprob": [float] * K,
+     "neighbour_relevance": [float] * K}                  # R of v' carrying c'_k, for *this* video's query q
+
+**Pairs** (the Dual-Group DPO reconstruction of ``research/methods.md`` §4.3; CaRe-DPO's exact construction is not
+public):
+
+* ``intra`` (same video): ``(v, c_best) ≻ (v, c_worst)`` by ``relevance``; a video whose K captions all score the
+  same gives no pair (counted in ``pair_counts["intra_ties"]``, never silently);
+* ``inter`` (distinct video-caption pairs): ``(v, c_best) ≻ (v', c'_confuser)``, where ``c'_confuser`` is the
+  neighbour's caption that makes v' most relevant to v's query q (``neighbour_relevance``) - the caption that would
+  let v' steal q. Each side keeps its own visual context (x_w = v, x_l = v').
+
+The video features of both contexts come from the frozen-feature cache of the wrapped video data module (the
+captioner's video tower is frozen), so a DPO step never decodes a video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.base import VideoTextDataModule
+from datamodules.batch import _Movable
+from datamodules.jsonl import read_jsonl_lines
+from datamodules.sampling import ResumableDataLoader, ResumableSampler, SampleKey, TrainProgress
+
+Group = Literal["intra", "inter"]
+GROUPS: tuple[str, ...] = ("intra", "inter")
+REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    "intra": ("video_id", "query", "captions", "ref_logprob", "relevance"),
+    "inter": ("video_id", "query", "captions", "ref_logprob", "relevance", "neighbour_id", "neighbour_captions",
+              "neighbour_ref_logprob", "neighbour_relevance"),
+}
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One preference ``(x_w, y_w) ≻ (x_l, y_l)`` with the reference log-probabilities of both sides."""
+
+    group: str
+    query: str
+    chosen_video: str
+    chosen: str
+    chosen_ref: float
+    rejected_video: str
+    rejected: str
+    rejected_ref: float
+
+
+def read_preference_store(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a preference store, in file order; an error naming the file when it is missing or empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"preference store {path} does not exist; write it with the scoring stage "
+                                "(python -m experiments.care_dpo --config <pipeline.yaml>)")
+    records = [record for _, record in read_jsonl_lines(path)]
+    if not records:
+        raise ValueError(f"preference store {path} holds no records")
+    return records
+
+
+def preference_pairs(records: Sequence[dict[str, Any]], groups: Sequence[str] = GROUPS,
+                     where: str = "<store>") -> tuple[list[PreferencePair], dict[str, int]]:
+    """The pairs of each group in ``groups`` from store records, and their counts (``intra``, ``inter``,
+    ``intra_ties``). A record missing a key its group needs is an error naming the store, the line and the key."""
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown or not groups:
+        raise ValueError(f"groups must be a non-empty subset of {list(GROUPS)}, got {list(groups)}")
+    pairs: list[PreferencePair] = []
+    counts = {"intra": 0, "inter": 0, "intra_ties": 0}
+    for line, record in enumerate(records, start=1):
+        for group in groups:
+            absent = [key for key in REQUIRED_KEYS[group] if key not in record]
+            if absent:
+                raise KeyError(f"{where} record {line} (video {record.get('video_id')!r}) lacks {absent}, which "
+                               f"the {group!r} group needs; rescore the store")
+        relevance = [float(r) for r in record["relevance"]]
+        if not relevance or len(relevance) != len(record["captions"]) or len(relevance) != len(record["ref_logprob"]):
+            raise ValueError(f"{where} record {line} (video {record['video_id']!r}): captions, ref_logprob and "
+                             "relevance must be non-empty lists of one length")
+        best = max(range(len(relevance)), key=lambda k: (relevance[k], -k))
+        worst = min(range(len(relevance)), key=lambda k: (relevance[k], k))
+        vid, query = record["video_id"], record["query"]
+        if "intra" in groups:
+            if relevance[best] > relevance[worst]:
+                pairs.append(PreferencePair("intra", query, vid, record["captions"][best],
+                                            float(record["ref_logprob"][best]), vid, record["captions"][worst],
+                                            float(record["ref_logprob"][worst])))
+                counts["intra"] += 1
+            else:
+                counts["intra_ties"] += 1
+        if "inter" in groups:
+            confusion = [float(r) for r in record["neighbour_relevance"]]
+            confuser = max(range(len(confusion)), key=lambda k: (confusion[k], -k))
+            pairs.append(PreferencePair("inter", query, vid, record["captions"][best],
+                                        float(record["ref_logprob"][best]), record["neighbour_id"],
+                                        record["neighbour_captions"][confuser],
+                                        float(record["neighbour_ref_logprob"][confuser])))
+            counts["inter"] += 1
+    return pairs, counts
+
+
+@dataclass
+class PreferenceBatch(_Movable):
+    """A batch of preference pairs with the cached video-trunk features of both contexts.
+
+    Attributes:
+        group: ``intra`` or ``inter`` per pair.
+        chosen_features / rejected_features: ``[B, T, F]`` frozen video-trunk features of ``x_w`` / ``x_l``.
+        chosen_mask / rejected_mask: ``[B, T]`` real frames.
+        chosen / rejected: the captions ``y_w`` / ``y_l``.
+        chosen_ref / rejected_ref: ``[B]`` ``log pi_ref`` of each side (computed once by the sampling stage).
+        chosen_ids / rejected_ids: the video ids of the two contexts.
+    """
+
+    group: list[str]
+    chosen_features: Tensor
+    chosen_mask: Tensor
+    rejected_features: Tensor
+    rejected_mask: Tensor
+    chosen: list[str]
+    rejected: list[str]
+    chosen_ref: Tensor
+    rejected_ref: Tensor
+    chosen_ids: list[str]
+    rejected_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.group)
+
+
+class _PairDataset(Dataset):
+    def __init__(self, pairs: list[PreferencePair]) -> None:
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, key: SampleKey | int) -> PreferencePair:
+        return self.pairs[key.index if isinstance(key, SampleKey) else key]
+
+
+class PreferenceDataModule(L.LightningDataModule):
+    """Preference pairs for DG-DPO training; validation and test are the wrapped video data module's.
+
+    Args:
+        videos: the video-text data module the store was sampled from (its ``feature_cache`` must be on: the
+            pairs' contexts are read from the frozen video-trunk cache).
+        store: the preference store (JSONL, see the module docstring), relative to the working directory.
+        groups: which groups' pairs to train on (``intra``, ``inter`` or both).
+        batch_size: pairs per step.
+    """
+
+    def __init__(self, videos: VideoTextDataModule, store: str, groups: Sequence[Group] = GROUPS,
+                 batch_size: int = 16) -> None:
+        super().__init__()
+        if not getattr(videos, "feature_cache", False):
+            raise ValueError("PreferenceDataModule reads the pairs' video features from the frozen-feature cache: set "
+                             "data.init_args.videos.init_args.feature_cache: true")
+        self.videos = videos
+        self.store = Path(store)
+        self.groups = tuple(groups)
+        self.batch_size = batch_size
+        self.pairs: list[PreferencePair] = []
+        self.pair_counts: dict[str, int] = {}
+        self._cache: Any = None
+        self._train_loader: ResumableDataLoader | None = None
+        self._train_loader_state: dict[str, Any] | None = None
+
+    # the frozen-feature cache callback builds the cache on the wrapped module and hands it back here
+    feature_cache = True
+
+    @property
+    def feature_source(self) -> VideoTextDataModule:
+        return self.videos
+
+    def use_feature_cache(self, cache: Any, info: dict[str, Any]) -> None:
+        self._cache = cache
+        self.videos.use_feature_cache(cache, info)
+
+    def prepare_data(self) -> None:
+        self.videos.prepare_data()
+
+    def setup(self, stage: str) -> None:
+        self.videos.trainer = self.trainer
+        self.videos.setup(stage)
+        if stage == "fit" and not self.pairs:
+            self.pairs, self.pair_counts = preference_pairs(read_preference_store(self.store), self.groups,
+                                                            str(self.store))
+            train_ids = {v.video_id for v in self.videos.splits["train"].videos}
+            used = {p.chosen_video for p in self.pairs} | {p.rejected_video for p in self.pairs}
+            outside = sorted(used - train_ids)
+            if outside:
+                raise ValueError(f"{self.store}: videos {outside[:5]} are not in the training split of "
+                                 f"{type(self.videos).__name__}; the store belongs to other data settings")
+            if not self.pairs:
+                raise ValueError(f"{self.store}: no pairs for groups {list(self.groups)} ({self.pair_counts})")
+
+    def _collate(self, pairs: list[PreferencePair]) -> PreferenceBatch:
+        if self._cache is None:
+            raise RuntimeError("PreferenceDataModule has no feature cache yet (the model's FeatureCacheCallback "
+                               "builds it in setup)")
+        chosen = [self._cache.video(p.chosen_video) for p in pairs]
+        rejected = [self._cache.video(p.rejected_video) for p in pairs]
+        return PreferenceBatch(
+            group=[p.group for p in pairs],
+            chosen_features=torch.stack([f for f, _ in chosen]), chosen_mask=torch.stack([m for _, m in chosen]).bool(),
+            rejected_features=torch.stack([f for f, _ in rejected]),
+            rejected_mask=torch.stack([m for _, m in rejected]).bool(),
+            chosen=[p.chosen for p in pairs], rejected=[p.rejected for p in pairs],
+            chosen_ref=torch.tensor([p.chosen_ref for p in pairs]),
+            rejected_ref=torch.tensor([p.rejected_ref for p in pairs]),
+            chosen_ids=[p.chosen_video for p in pairs], rejected_ids=[p.rejected_video for p in pairs])
+
+    def train_dataloader(self) -> DataLoader:
+        """Pairs in a seeded order per epoch; the position is checkpointed, so a killed run resumes mid-epoch."""
+        trainer = self.trainer
+        dataset = _PairDataset(self.pairs)
+        sampler = ResumableSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=True)
+        loader = ResumableDataLoader(dataset, self.batch_size, sampler, progress=self._train_progress,
+                                     collate_fn=self._collate, num_workers=0)
+        if self._train_loader_state is not None:
+            loader.load_state_dict(self._train_loader_state)
+            self._train_loader_state = None
+        self._train_loader = loader
+        return loader
+
+    def _train_progress(self) -> TrainProgress:
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return TrainProgress(done, done >= self.trainer.num_training_batches)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_loader_state = state_dict.get("train_loader")
+
+    def val_dataloader(self) -> Any:
+        return self.videos.val_dataloader()
+
+    def test_dataloader(self) -> Any:
+        return self.videos.test_dataloader()

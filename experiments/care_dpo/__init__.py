@@ -1,0 +1,1 @@
+"""CaRe-DPO: SFT -> sample -> score -> DG-DPO -> caption -> retriever (``python -m experiments.care_dpo``)."""

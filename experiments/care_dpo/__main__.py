@@ -1,0 +1,3 @@
+from experiments.care_dpo.cli import cli
+
+cli()

@@ -1,0 +1,367 @@
+"""The whole CaRe-DPO pipeline as one resumable command (``python -m experiments.care_dpo --config ...``).
+
+Stages, each skipped when its output exists (a killed run started again continues with the first unfinished stage;
+a training stage resumes from its ``last.ckpt``, exactly, through ``main.py fit --ckpt_path``):
+
+1. ``sft``: ``main.py fit`` of the captioner on the ground-truth captions of the training videos;
+2. ``captions/sft.jsonl``: ``main.py predict`` of the SFT captioner over every video (greedy);
+3. ``retriever/sft-role``: a ``CaReRetriever`` trained on those captions: the frozen relevance scorer, and the
+   "SFT captions" row of the results;
+4. ``samples/<key>.jsonl``: K sampled captions per training video with their reference log-probabilities;
+5. ``preferences/<key>.jsonl``: the scored preference store;
+6. ``dgdpo/<key>``: ``main.py fit`` of DG-DPO from the SFT checkpoint on the store's pairs (groups, β, ω, γ);
+7. ``captions/dgdpo-<key>.jsonl``: the DG-DPO captioner over every video;
+8. ``retriever/<source>-<role>``: a retriever trained and tested on each caption source (``zero_shot`` - the
+   given zero-shot captions -, ``sft``, ``dgdpo``), with and without role embeddings as configured;
+9. ``summary.json`` in ``out``: every test metric, the discriminability of each caption source (how often a
+   video's caption alone picks it out of its near-duplicate family, and out of the whole test set), the attribute
+   precision/recall of each source on SynthVTR, and the wall time of every stage.
+
+Stage outputs live in ``work`` under keys of the settings they depend on, so runs that differ only in a later stage
+(an ablation over groups, β or roles) share the earlier ones; a lock file per stage keeps two concurrent runs from
+computing the same stage twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger(__name__)
+
+Role = Literal["role", "norole"]
+
+
+@dataclass
+class Sampling:
+    """Stage 4: ``num_samples`` (K) captions per training video at ``temperature`` (``top_p`` nucleus, optional)."""
+
+    num_samples: int = 4
+    temperature: float = 1.0
+    top_p: float | None = None
+    max_new_tokens: int | None = None
+    batch_size: int = 16
+
+
+@dataclass
+class Scoring:
+    """Stage 5: the relevance rule (``margin``, ``rank``, ``score``), the candidate group size and the inter-video
+    neighbour rule (``embedding``: nearest training video; ``family``: nearest member of the SynthVTR family)."""
+
+    relevance: Literal["margin", "rank", "score"] = "margin"
+    candidates: int = 7
+    neighbour: Literal["embedding", "family"] = "embedding"
+
+
+@dataclass
+class DGDPO:
+    """Stage 6: which groups train (``intra``, ``inter``), β, ω (``inter_weight``), γ (``sft_weight``) and, when set,
+    the epochs (default: the DG-DPO config's)."""
+
+    groups: list[str] = field(default_factory=lambda: ["intra", "inter"])
+    beta: float = 0.5
+    inter_weight: float = 1.0
+    sft_weight: float = 0.0
+    max_epochs: int | None = None
+
+
+class PipelineError(ValueError):
+    """A bad setting or a failed stage; the message names it and what to do."""
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class Pipeline:
+    """One seed of the pipeline (see the module docstring); ``run()`` returns the summary."""
+
+    def __init__(self, sft_config: str, dgdpo_config: str, caption_config: str, retriever_config: str,
+                 work: str, out: str, seed: int = 0, zero_shot_captions: str | None = None,
+                 sampling: Sampling | None = None, scoring: Scoring | None = None, dgdpo: DGDPO | None = None,
+                 sources: list[str] | None = None, roles: list[Role] | None = None,
+                 role_ablation_sources: list[str] | None = None, overrides: dict[str, list[str]] | None = None,
+                 discriminability_families: bool = True) -> None:
+        self.configs = {"sft": sft_config, "dgdpo": dgdpo_config, "caption": caption_config,
+                        "retriever": retriever_config}
+        for name, path in self.configs.items():
+            if not (ROOT / path).is_file() and not Path(path).is_file():
+                raise PipelineError(f"{name}_config: {path} does not exist")
+        self.work = Path(work) / f"seed{seed}"
+        self.out = Path(out)
+        self.seed = seed
+        self.zero_shot_captions = zero_shot_captions
+        self.sampling = sampling or Sampling()
+        self.scoring = scoring or Scoring()
+        self.dgdpo = dgdpo or DGDPO()
+        self.sources = sources or (["zero_shot", "sft", "dgdpo"] if zero_shot_captions else ["sft", "dgdpo"])
+        unknown = sorted(set(self.sources) - {"zero_shot", "sft", "dgdpo"})
+        if unknown:
+            raise PipelineError(f"sources: unknown {unknown}; choose from zero_shot, sft, dgdpo")
+        if "zero_shot" in self.sources and not zero_shot_captions:
+            raise PipelineError("sources has zero_shot but zero_shot_captions is not set")
+        self.roles = roles or ["role"]
+        self.role_ablation_sources = role_ablation_sources or []
+        # extra main.py arguments per stage kind (sft, dgdpo, caption, retriever), e.g. a test's sizes
+        self.overrides = {kind: list(args) for kind, args in (overrides or {}).items()}
+        unknown_stages = sorted(set(self.overrides) - set(self.configs))
+        if unknown_stages:
+            raise PipelineError(f"overrides: unknown stages {unknown_stages}; use {sorted(self.configs)}")
+        self.discriminability_families = discriminability_families
+        self.timings: dict[str, float] = {}
+        self.skipped: list[str] = []
+        self.ran: set[str] = set()
+
+    # ------------------------------------------------------------------ stage plumbing
+    def _main(self, kind: str, args: list[str], log_path: Path) -> None:
+        cmd = [sys.executable, str(ROOT / "main.py"), *args, *self.overrides.get(kind, [])]
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as fh:
+            fh.write("$ " + " ".join(cmd) + "\n")
+            fh.flush()
+            code = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=os.getcwd())
+        if code != 0:
+            tail = log_path.read_text(errors="replace").splitlines()[-15:]
+            raise PipelineError(f"stage command failed ({code}): {' '.join(cmd)}\nlog {log_path}:\n" + "\n".join(tail))
+
+    def _overlay(self, directory: Path, name: str, body: dict[str, Any]) -> str:
+        path = directory / f"{name}.overlay.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(body, sort_keys=False))
+        return str(path)
+
+    def _trainer_overlay(self, run_dir: Path) -> dict[str, Any]:
+        return {"seed_everything": self.seed,
+                "trainer": {"default_root_dir": str(run_dir),
+                            "logger": [{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                        "init_args": {"save_dir": str(run_dir), "name": "", "version": "run"}}]}}
+
+    def _stage(self, name: str, done: Path) -> bool:
+        """True when the stage must run (its ``done`` output is absent); records skipped stages."""
+        if done.exists():
+            if name not in self.ran:  # not the same stage asked for twice in this run (the scorer is a source too)
+                self.skipped.append(name)
+            return False
+        self.ran.add(name)
+        return True
+
+    def _fit(self, name: str, kind: str, run_dir: Path, overlay: dict[str, Any], test: bool) -> Path:
+        """``main.py fit`` into ``run_dir``; resumes from its ``last.ckpt`` after a kill. Returns the checkpoint
+        the later stages use (``last.ckpt``; the retrievers are tested on their best one by ``fit`` itself)."""
+        done = run_dir / "done.json"
+        last = run_dir / "run" / "checkpoints" / "last.ckpt"
+        with _locked(run_dir):
+            if self._stage(name, done):
+                started = time.perf_counter()
+                body = self._trainer_overlay(run_dir)
+                _merge(body, overlay)
+                config = self.configs[kind]
+                args = ["fit", "--config", config, "--config", self._overlay(run_dir, "stage", body),
+                        "--test_after_fit", str(test).lower()]
+                if last.is_file():
+                    args += ["--ckpt_path", str(last)]
+                self._main(kind, args, run_dir / "stage.log")
+                if not last.is_file():
+                    raise PipelineError(f"{name}: {last} was not written; does {config} save a last checkpoint "
+                                        "(ModelCheckpoint save_last: true)?")
+                seconds = round(time.perf_counter() - started, 1)
+                done.write_text(json.dumps({"seconds": seconds, "checkpoint": str(last)}))
+            self.timings[name] = json.loads(done.read_text())["seconds"]
+        return last
+
+    def _caption(self, name: str, checkpoint: Path, output: Path) -> Path:
+        done = output.with_name(output.name + ".done.json")
+        with _locked(output):
+            if self._stage(name, done):
+                started = time.perf_counter()
+                body = {"trainer": {"default_root_dir": str(output.parent / f"{output.stem}-predict"),
+                                    "callbacks": [{"class_path": "CaptionWriter",
+                                                   "init_args": {"output": str(output.resolve())}}]},
+                        "model": {"init_args": {"backend": {"init_args": {"checkpoint": str(checkpoint)}}}}}
+                self._main("caption", ["predict", "--config", self.configs["caption"],
+                            "--config", self._overlay(output.parent, output.stem, body)],
+                           output.parent / f"{output.stem}.log")
+                done.write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
+            self.timings[name] = json.loads(done.read_text())["seconds"]
+        return output
+
+    # ------------------------------------------------------------------ the stages
+    def run(self) -> dict[str, Any]:
+        total = time.perf_counter()
+        work = self.work
+        sft = self._fit("sft", "sft", work / "sft", {}, test=False)
+        captions = {"sft": self._caption("captions_sft", sft, work / "captions" / "sft.jsonl")}
+        scorer_dir = work / "retriever" / "sft-role"
+        scorer = self._retriever("sft", "role", captions["sft"], scorer_dir)
+        samples_key = _key(asdict(self.sampling))
+        samples = work / "samples" / f"{samples_key}.jsonl"
+        self._sample(sft, samples)
+        store_key = _key(samples_key, asdict(self.scoring))
+        store = work / "preferences" / f"{store_key}.jsonl"
+        self._score(scorer, samples, captions["sft"], store)
+        dgdpo_key = _key(store_key, asdict(self.dgdpo))
+        dgdpo_overlay: dict[str, Any] = {
+            "model": {"init_args": {"init_checkpoint": str(sft), "beta": self.dgdpo.beta,
+                                    "inter_weight": self.dgdpo.inter_weight, "sft_weight": self.dgdpo.sft_weight}},
+            "data": {"init_args": {"store": str(store.resolve()), "groups": list(self.dgdpo.groups)}}}
+        if self.dgdpo.max_epochs is not None:
+            dgdpo_overlay["trainer"] = {"max_epochs": self.dgdpo.max_epochs}
+        policy = self._fit("dgdpo", "dgdpo", work / "dgdpo" / dgdpo_key, dgdpo_overlay, test=False)
+        captions["dgdpo"] = self._caption("captions_dgdpo", policy, work / "captions" / f"dgdpo-{dgdpo_key}.jsonl")
+        if self.zero_shot_captions:
+            captions["zero_shot"] = Path(self.zero_shot_captions)
+        runs: dict[str, dict[str, Any]] = {}
+        for source in self.sources:
+            roles = set(self.roles) | ({"role", "norole"} if source in self.role_ablation_sources else set())
+            for role in sorted(roles):
+                tag = f"{source}-{role}" + (f"-{dgdpo_key}" if source == "dgdpo" else "")
+                run_dir = work / "retriever" / tag
+                self._retriever(source, role, captions[source], run_dir)
+                runs[f"{source}-{role}"] = _test_metrics(run_dir)
+        from experiments.care_dpo.caption_quality import caption_quality
+
+        quality = {source: caption_quality(self._data_config(), captions[source],
+                                           families=self.discriminability_families)
+                   for source in self.sources}
+        summary = {"seed": self.seed, "settings": {"sampling": asdict(self.sampling), "scoring": asdict(self.scoring),
+                                                   "dgdpo": asdict(self.dgdpo), "configs": self.configs,
+                                                   "zero_shot_captions": self.zero_shot_captions},
+                   "keys": {"samples": samples_key, "store": store_key, "dgdpo": dgdpo_key},
+                   "retrieval": runs, "captions": quality, "preference_pairs": _pair_counts(store),
+                   "dgdpo_train": _last_train_stats(work / "dgdpo" / dgdpo_key),
+                   "timings_s": self.timings, "skipped_stages": self.skipped,
+                   "wall_s": round(time.perf_counter() - total, 1)}
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _retriever(self, source: str, role: Role, captions: Path, run_dir: Path) -> Path:
+        overlay = {"model": {"init_args": {"role_embeddings": role == "role"}},
+                   "data": {"init_args": {"aux_captions": {"supplement": str(Path(captions).resolve())
+                                                           if Path(captions).exists() else str(captions)}}}}
+        name = f"retriever_{source}_{role}"
+        self._fit(name, "retriever", run_dir, overlay, test=True)
+        best = sorted((run_dir / "run" / "checkpoints").glob("best-*.ckpt"))
+        return best[-1] if best else run_dir / "run" / "checkpoints" / "last.ckpt"
+
+    def _load(self, kind: str, checkpoint: Path) -> Any:
+        if kind == "captioner":
+            from lightning_modules.captioning.training import CaptionerTraining
+
+            return CaptionerTraining.load_from_checkpoint(checkpoint, map_location="cpu")
+        from lightning_modules.care_dpo import CaReRetriever
+
+        return CaReRetriever.load_from_checkpoint(checkpoint, map_location="cpu")
+
+    def _data_config(self) -> Any:
+        """The retriever config's data module (the videos every stage shares), built from its YAML."""
+        from experiments.care_dpo.caption_quality import data_module_from_config
+
+        return data_module_from_config(self._resolve(self.configs["retriever"]), self.overrides.get("retriever", []))
+
+    @staticmethod
+    def _resolve(path: str) -> Path:
+        return Path(path) if Path(path).is_file() else ROOT / path
+
+    def _sample(self, sft: Path, samples: Path) -> None:
+        done = samples.with_name(samples.name + ".done.json")
+        with _locked(samples):
+            if self._stage("sample", done):
+                from experiments.care_dpo.preferences import sample_captions
+
+                started = time.perf_counter()
+                policy = self._load("captioner", sft)
+                s = self.sampling
+                sample_captions(policy, policy, self._data_config(), samples, num_samples=s.num_samples,
+                                temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                                batch_size=s.batch_size, seed=self.seed)
+                done.write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
+            self.timings["sample"] = json.loads(done.read_text())["seconds"]
+
+    def _score(self, scorer: Path, samples: Path, reference: Path, store: Path) -> None:
+        done = store.with_name(store.name + ".done.json")
+        with _locked(store):
+            if self._stage("score", done):
+                from experiments.care_dpo.preferences import score_preferences
+
+                started = time.perf_counter()
+                s = self.scoring
+                score_preferences(self._load("retriever", scorer), self._data_config(), samples, reference, store,
+                                  relevance=s.relevance, candidates=s.candidates, neighbour=s.neighbour)
+                done.write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
+            self.timings["score"] = json.loads(done.read_text())["seconds"]
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _test_metrics(run_dir: Path) -> dict[str, Any]:
+    found = sorted(run_dir.glob("**/test/metrics.json"))
+    if not found:
+        raise PipelineError(f"{run_dir}: no test/metrics.json (the retriever's fit did not test)")
+    record = json.loads(found[-1].read_text())
+    return {**record["metrics"], "seed": record.get("seed"), "git_sha": record.get("git_sha"),
+            "ckpt_path": record.get("ckpt_path"), "path": str(found[-1])}
+
+
+def _pair_counts(store: Path) -> dict[str, int]:
+    from datamodules.preferences import preference_pairs, read_preference_store
+
+    _, counts = preference_pairs(read_preference_store(store), ("intra", "inter"), str(store))
+    return counts
+
+
+def _last_train_stats(run_dir: Path) -> dict[str, float]:
+    """The last logged value of each DG-DPO training statistic (metrics.csv)."""
+    import csv
+
+    path = run_dir / "run" / "metrics.csv"
+    if not path.is_file():
+        return {}
+    last: dict[str, float] = {}
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            for key, value in row.items():
+                if key.startswith("train/") and value not in ("", None):
+                    last[key] = float(value)
+    return last
+
+
+def copy_for_sweep(summary: dict[str, Any], headline: str, logger_dir: Path) -> None:
+    """Under the local sweep runner: the headline retriever's test metrics as ``<run>/version_0/test/metrics.json``."""
+    source = Path(summary["retrieval"][headline]["path"])
+    target = logger_dir / "version_0" / "test"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, target / "metrics.json")
+    (logger_dir / "version_0" / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,69 @@
+"""CaRe-DPO's whole pipeline (``python -m experiments.care_dpo``) on the tiny SynthVTR with a tiny random Llama, from
+the shipped SynthVTR configs with size overrides only; then a rerun that skips every stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from experiments.care_dpo.cli import run
+from main import main
+from tests.caption_helpers import CONFIGS, TINY_SYNTH, save_tiny_llama, synth_args, tiny_synth
+from tests.run_helpers import REPO
+
+PIPELINE = REPO / "configs" / "care_dpo" / "synthvtr.yaml"
+
+
+def _data(prefix: str, root: Path, keep_predict: bool) -> list[str]:
+    values = {**TINY_SYNTH, "root": str(root)}
+    if not keep_predict:
+        values = {k: v for k, v in values.items() if not k.startswith("predict") and k != "video_dir"}
+    return [f"--{prefix}.{k}={v}" for k, v in values.items()]
+
+
+def test_pipeline_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
+    import yaml
+
+    tiny_synth(tmp_path)
+    main(["predict", "--config", str(CONFIGS / "synthvtr_supplement_c.yaml"), *synth_args(tmp_path),
+          f"--trainer.default_root_dir={tmp_path / 'zero_shot_run'}", "--trainer.enable_progress_bar=false"])
+    llama = save_tiny_llama(tmp_path / "tiny-llama")
+    # sizes only: the tiny data, a 2-layer random LM (all its layers: it has fewer than the shipped 6), one epoch,
+    # small batches; quiet progress bars
+    lm = [f"--model.init_args.captioner.init_args.lm={llama}", "--model.init_args.captioner.init_args.lm_layers=2"]
+    quiet = ["--trainer.enable_progress_bar=false"]
+    overrides = {
+        "sft": [*_data("data.init_args", tmp_path, False), *lm, "--data.init_args.batch_size=2",
+                "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1", *quiet],
+        "dgdpo": [*_data("data.init_args.videos.init_args", tmp_path, False), *lm, "--data.init_args.batch_size=2",
+                  "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1", *quiet],
+        "caption": [*_data("data.init_args", tmp_path, True), *quiet],
+        "retriever": [*_data("data.init_args", tmp_path, False), "--data.init_args.batch_size=2",
+                      "--trainer.max_epochs=1", *quiet],
+    }
+    settings = yaml.safe_load(PIPELINE.read_text())
+    settings.update(work=str(tmp_path / "work"), out=str(tmp_path / "out"), overrides=overrides,
+                    sampling={**settings["sampling"], "num_samples": 2, "max_new_tokens": 6, "batch_size": 3})
+    from experiments.care_dpo.pipeline import DGDPO, Sampling, Scoring
+
+    args = {**settings, "sampling": Sampling(**settings["sampling"]), "scoring": Scoring(**settings["scoring"]),
+            "dgdpo": DGDPO(**settings["dgdpo"])}
+    summary = run(**args)
+    assert set(summary["retrieval"]) == {"zero_shot-role", "sft-role", "dgdpo-role", "dgdpo-norole"}
+    for metrics in summary["retrieval"].values():
+        assert 0.0 <= metrics["t2v_R1"] <= 100.0 and metrics["num_videos"] == 2
+    assert set(summary["captions"]) == {"zero_shot", "sft", "dgdpo"}
+    assert {"caption_r1", "family_r1", "attribute_precision", "distinct_captions"} <= set(summary["captions"]["sft"])
+    assert summary["preference_pairs"]["inter"] == 4  # every training video has a family neighbour
+    assert summary["preference_pairs"]["intra"] + summary["preference_pairs"]["intra_ties"] == 4
+    assert summary["skipped_stages"] == []
+    work = tmp_path / "work" / "seed0"
+    store = next((work / "preferences").glob("*.jsonl"))
+    record = json.loads(store.read_text().splitlines()[0])
+    assert len(record["captions"]) == 2 and len(record["relevance"]) == 2 and record["relevance_rule"] == "margin"
+    captions = next((work / "captions").glob("dgdpo-*.jsonl"))
+    assert len(captions.read_text().splitlines()) == 8  # every video of the three splits
+    # a second run finds every output and only rebuilds the summary
+    again = run(**args)
+    assert set(again["skipped_stages"]) >= {"sft", "captions_sft", "sample", "score", "dgdpo", "captions_dgdpo"}
+    assert again["retrieval"]["dgdpo-role"]["t2v_R1"] == summary["retrieval"]["dgdpo-role"]["t2v_R1"]
