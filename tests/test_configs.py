@@ -55,6 +55,24 @@ def header_compositions() -> list[list[str | Path]]:
 
 
 COMPOSED = header_compositions() + BY_HAND
+# CaRe-DPO's pipeline configs (python -m experiments.care_dpo --config configs/care_dpo/<dataset>.yaml) and the
+# stage configs each one composes
+CARE_PIPELINES = sorted(p for p in (CONFIGS / "care_dpo").glob("*.yaml")
+                        if "sft_config" in (yaml.safe_load(p.read_text()) or {}))
+STAGES = {"sft_config": "fit", "dgdpo_config": "fit", "caption_config": "predict", "retriever_config": "fit"}
+
+
+def _listed(value: str | list[str] | None) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+def care_pipeline_files() -> set[Path]:
+    used = set(CARE_PIPELINES)
+    for path in CARE_PIPELINES:
+        settings = yaml.safe_load(path.read_text())
+        for key in [*STAGES, "data_config"]:
+            used.update(REPO / p for p in _listed(settings.get(key)))
+    return used
 
 
 def every_shipped_yaml() -> list[Path]:
@@ -73,7 +91,7 @@ def test_runnable_config_has_its_command(path: Path, subcommand: str) -> None:
 
 
 def test_every_yaml_is_used_by_a_composition() -> None:
-    used = {p for combo in COMPOSED for p in combo if isinstance(p, Path)}
+    used = {p for combo in COMPOSED for p in combo if isinstance(p, Path)} | care_pipeline_files()
     unused = sorted(str(p.relative_to(REPO)) for p in set(every_shipped_yaml()) - used)
     assert not unused, f"{unused}: compose them in a header command (or BY_HAND) so they are parsed"
 
@@ -99,3 +117,33 @@ def test_config_parses(combo: list[str | Path], capsys: pytest.CaptureFixture[st
     if subcommand == "predict":
         assert printed["model"]["class_path"].endswith("Captioner")
         assert any(cb["class_path"].endswith("CaptionWriter") for cb in printed["trainer"]["callbacks"])
+
+
+@pytest.mark.parametrize("path", CARE_PIPELINES, ids=lambda p: p.stem)
+def test_care_dpo_pipeline_config_and_its_stages_parse(path: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Every stage a CaRe-DPO pipeline config runs parses as the pipeline composes it (DG-DPO with the dataset wrapped
+    into its PreferenceDataModule when the pipeline has a data_config)."""
+    from experiments.care_dpo.pipeline import Pipeline
+
+    settings = yaml.safe_load(path.read_text())
+    pipeline = Pipeline(**{k: settings[k] for k in [*STAGES, "data_config", "zero_shot_captions", "sources"]
+                           if k in settings}, work=str(tmp_path / "work"), out=str(tmp_path / "out"))
+    for key, subcommand in STAGES.items():
+        args = [subcommand, *[a for p in _listed(settings[key]) for a in ("--config", str(REPO / p))]]
+        if key == "dgdpo_config":
+            overlay: dict = {"model": {"init_args": {"init_checkpoint": "sft.ckpt"}}}
+            if settings.get("data_config"):
+                videos = pipeline._data_section(_listed(settings["data_config"]))
+                overlay["data"] = {"class_path": "PreferenceDataModule",
+                                   "init_args": {"store": "store.jsonl", "videos": videos}}
+            extra = tmp_path / "dgdpo.yaml"
+            extra.write_text(yaml.safe_dump(overlay))
+            args += ["--config", str(extra)]
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--print_config"])
+        assert exit_info.value.code == 0, f"{path.name}: {key}"
+        printed = yaml.safe_load(capsys.readouterr().out)
+        expected = {"sft_config": "CaptionerTraining", "dgdpo_config": "CaptionerTraining",
+                    "caption_config": "Captioner", "retriever_config": "CaReRetriever"}[key]
+        assert printed["model"]["class_path"].endswith(expected), f"{path.name}: {key}"

@@ -27,13 +27,16 @@ from datamodules.base import VideoTextDataModule
 from datamodules.captions import CaptionStore
 
 
-def data_module_from_config(config: str | Path, overrides: Sequence[str] = ()) -> VideoTextDataModule:
-    """The ``data`` section of a LightningCLI YAML, with ``--data.…=value`` overrides, as a data module."""
+def data_module_from_section(data: dict[str, Any], overrides: Sequence[str] = ()) -> VideoTextDataModule:
+    """A LightningCLI ``data`` section (``class_path``/``init_args``), with ``--data.…=value`` overrides, as a data
+    module."""
+    import copy
+
     from jsonargparse import ArgumentParser
 
     import datamodules.registry  # noqa: F401  (short class names)
 
-    data = yaml.safe_load(Path(config).read_text())["data"]
+    data = copy.deepcopy(data)
     for arg in overrides:
         if not arg.startswith("--data."):
             continue

@@ -18,19 +18,23 @@ from jsonargparse import CLI
 from experiments.care_dpo.pipeline import DGDPO, Pipeline, Role, Sampling, Scoring, copy_for_sweep
 
 
-def run(sft_config: str, dgdpo_config: str, caption_config: str, retriever_config: str,
-        work: str = "runs/care_dpo/work", out: str = "runs/care_dpo/out", seed: int = 0,
-        zero_shot_captions: str | None = None, sampling: Sampling | None = None, scoring: Scoring | None = None,
+def run(sft_config: str | list[str], dgdpo_config: str | list[str], caption_config: str | list[str],
+        retriever_config: str | list[str], work: str = "runs/care_dpo/work", out: str = "runs/care_dpo/out",
+        seed: int = 0, zero_shot_captions: str | None = None, data_config: str | list[str] | None = None,
+        sampling: Sampling | None = None, scoring: Scoring | None = None,
         dgdpo: DGDPO | None = None, sources: list[str] | None = None, roles: list[Role] | None = None,
         role_ablation_sources: list[str] | None = None, headline: str = "dgdpo-role",
         overrides: dict[str, list[str]] | None = None, trainer: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the pipeline for one seed.
 
     Args:
-        sft_config: ``main.py fit`` config of the SFT captioner.
-        dgdpo_config: ``main.py fit`` config of DG-DPO (``PreferenceDataModule``).
-        caption_config: ``main.py predict`` config that captions every video with a ``TrainedCaptioner``.
-        retriever_config: ``main.py fit`` config of the ``CaReRetriever`` (its data section is the dataset).
+        sft_config: ``main.py fit`` config(s) of the SFT captioner (a list is composed in order, as ``--config``s).
+        dgdpo_config: ``main.py fit`` config(s) of DG-DPO (``PreferenceDataModule``).
+        caption_config: ``main.py predict`` config(s) that caption every video with a ``TrainedCaptioner``.
+        retriever_config: ``main.py fit`` config(s) of the ``CaReRetriever`` (their data section is the dataset the
+            sampling, scoring and caption measures read).
+        data_config: when given, the dataset's data config(s): DG-DPO's ``PreferenceDataModule`` wraps their data
+            section (so the DG-DPO config needs none of its own).
         work: folder of the shared stage outputs (keyed by their settings; ``seed<N>`` inside).
         out: folder of this run's ``summary.json``.
         seed: seed of every stage.
@@ -54,7 +58,8 @@ def run(sft_config: str, dgdpo_config: str, caption_config: str, retriever_confi
         logger_dir = Path(args["save_dir"]) / args["name"]
         out = str(logger_dir)
     pipeline = Pipeline(sft_config, dgdpo_config, caption_config, retriever_config, work=work, out=out, seed=seed,
-                        zero_shot_captions=zero_shot_captions, sampling=sampling, scoring=scoring, dgdpo=dgdpo,
+                        zero_shot_captions=zero_shot_captions, data_config=data_config, sampling=sampling,
+                        scoring=scoring, dgdpo=dgdpo,
                         sources=sources, roles=roles, role_ablation_sources=role_ablation_sources,
                         overrides=overrides)
     summary = pipeline.run()

@@ -102,17 +102,23 @@ def _locked(path: Path) -> Iterator[None]:
 class Pipeline:
     """One seed of the pipeline (see the module docstring); ``run()`` returns the summary."""
 
-    def __init__(self, sft_config: str, dgdpo_config: str, caption_config: str, retriever_config: str,
-                 work: str, out: str, seed: int = 0, zero_shot_captions: str | None = None,
+    def __init__(self, sft_config: str | list[str], dgdpo_config: str | list[str], caption_config: str | list[str],
+                 retriever_config: str | list[str], work: str, out: str, seed: int = 0,
+                 zero_shot_captions: str | None = None, data_config: str | list[str] | None = None,
                  sampling: Sampling | None = None, scoring: Scoring | None = None, dgdpo: DGDPO | None = None,
                  sources: list[str] | None = None, roles: list[Role] | None = None,
                  role_ablation_sources: list[str] | None = None, overrides: dict[str, list[str]] | None = None,
                  discriminability_families: bool = True) -> None:
-        self.configs = {"sft": sft_config, "dgdpo": dgdpo_config, "caption": caption_config,
-                        "retriever": retriever_config}
-        for name, path in self.configs.items():
-            if not (ROOT / path).is_file() and not Path(path).is_file():
-                raise PipelineError(f"{name}_config: {path} does not exist")
+        self.configs: dict[str, list[str]] = {
+            name: [paths] if isinstance(paths, str) else list(paths)
+            for name, paths in (("sft", sft_config), ("dgdpo", dgdpo_config), ("caption", caption_config),
+                                ("retriever", retriever_config), ("data", data_config or []))}
+        for name, paths in self.configs.items():
+            for path in paths:
+                if not (ROOT / path).is_file() and not Path(path).is_file():
+                    raise PipelineError(f"{name}_config: {path} does not exist")
+        if not all(self.configs[name] for name in ("sft", "dgdpo", "caption", "retriever")):
+            raise PipelineError("sft_config, dgdpo_config, caption_config and retriever_config are required")
         self.work = Path(work) / f"seed{seed}"
         self.out = Path(out)
         self.seed = seed
@@ -130,7 +136,7 @@ class Pipeline:
         self.role_ablation_sources = role_ablation_sources or []
         # extra main.py arguments per stage kind (sft, dgdpo, caption, retriever), e.g. a test's sizes
         self.overrides = {kind: list(args) for kind, args in (overrides or {}).items()}
-        unknown_stages = sorted(set(self.overrides) - set(self.configs))
+        unknown_stages = sorted(set(self.overrides) - {"sft", "dgdpo", "caption", "retriever"})
         if unknown_stages:
             raise PipelineError(f"overrides: unknown stages {unknown_stages}; use {sorted(self.configs)}")
         self.discriminability_families = discriminability_families
@@ -181,15 +187,14 @@ class Pipeline:
                 started = time.perf_counter()
                 body = self._trainer_overlay(run_dir)
                 _merge(body, overlay)
-                config = self.configs[kind]
-                args = ["fit", "--config", config, "--config", self._overlay(run_dir, "stage", body),
+                args = ["fit", *_config_args(self.configs[kind]), "--config", self._overlay(run_dir, "stage", body),
                         "--test_after_fit", str(test).lower()]
                 if last.is_file():
                     args += ["--ckpt_path", str(last)]
                 self._main(kind, args, run_dir / "stage.log")
                 if not last.is_file():
-                    raise PipelineError(f"{name}: {last} was not written; does {config} save a last checkpoint "
-                                        "(ModelCheckpoint save_last: true)?")
+                    raise PipelineError(f"{name}: {last} was not written; does {self.configs[kind]} save a last "
+                                        "checkpoint (ModelCheckpoint save_last: true)?")
                 seconds = round(time.perf_counter() - started, 1)
                 done.write_text(json.dumps({"seconds": seconds, "checkpoint": str(last)}))
             self.timings[name] = json.loads(done.read_text())["seconds"]
@@ -204,7 +209,7 @@ class Pipeline:
                                     "callbacks": [{"class_path": "CaptionWriter",
                                                    "init_args": {"output": str(output.resolve())}}]},
                         "model": {"init_args": {"backend": {"init_args": {"checkpoint": str(checkpoint)}}}}}
-                self._main("caption", ["predict", "--config", self.configs["caption"],
+                self._main("caption", ["predict", *_config_args(self.configs["caption"]),
                             "--config", self._overlay(output.parent, output.stem, body)],
                            output.parent / f"{output.stem}.log")
                 done.write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
@@ -230,6 +235,11 @@ class Pipeline:
             "model": {"init_args": {"init_checkpoint": str(sft), "beta": self.dgdpo.beta,
                                     "inter_weight": self.dgdpo.inter_weight, "sft_weight": self.dgdpo.sft_weight}},
             "data": {"init_args": {"store": str(store.resolve()), "groups": list(self.dgdpo.groups)}}}
+        if self.configs["data"]:  # the dataset's data section, wrapped: the DG-DPO config then holds no data itself
+            videos = self._data_section(self.configs["data"])
+            videos.setdefault("init_args", {})["feature_cache"] = True
+            dgdpo_overlay["data"] = {"class_path": "PreferenceDataModule",
+                                     "init_args": {**dgdpo_overlay["data"]["init_args"], "videos": videos}}
         if self.dgdpo.max_epochs is not None:
             dgdpo_overlay["trainer"] = {"max_epochs": self.dgdpo.max_epochs}
         policy = self._fit("dgdpo", "dgdpo", work / "dgdpo" / dgdpo_key, dgdpo_overlay, test=False)
@@ -279,11 +289,20 @@ class Pipeline:
 
         return CaReRetriever.load_from_checkpoint(checkpoint, map_location="cpu")
 
-    def _data_config(self) -> Any:
-        """The retriever config's data module (the videos every stage shares), built from its YAML."""
-        from experiments.care_dpo.caption_quality import data_module_from_config
+    def _data_section(self, paths: list[str]) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for path in paths:
+            section = yaml.safe_load(self._resolve(path).read_text()).get("data")
+            if section:
+                _merge(data, section)
+        return data
 
-        return data_module_from_config(self._resolve(self.configs["retriever"]), self.overrides.get("retriever", []))
+    def _data_config(self) -> Any:
+        """The retriever configs' data module (the videos every stage shares), built from their YAML."""
+        from experiments.care_dpo.caption_quality import data_module_from_section
+
+        return data_module_from_section(self._data_section(self.configs["retriever"]),
+                                        self.overrides.get("retriever", []))
 
     @staticmethod
     def _resolve(path: str) -> Path:
@@ -316,6 +335,10 @@ class Pipeline:
                                   relevance=s.relevance, candidates=s.candidates, neighbour=s.neighbour)
                 done.write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
             self.timings["score"] = json.loads(done.read_text())["seconds"]
+
+
+def _config_args(paths: list[str]) -> list[str]:
+    return [arg for path in paths for arg in ("--config", path)]
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:

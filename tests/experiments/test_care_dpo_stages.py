@@ -1,0 +1,138 @@
+"""CaRe-DPO's data stages on the tiny SynthVTR: sampling resumes after a crash (and a torn last line) to the file an
+uninterrupted run writes, scoring builds both groups' fields, and the caption measures read captions back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from datamodules.synthvtr.attributes import attribute_counts, mentioned_values, video_values
+from experiments.care_dpo.caption_quality import caption_quality
+from experiments.care_dpo.preferences import family_of, sample_captions, score_preferences
+from lightning_modules.backbones.two_tower import PretrainedTwoTower
+from lightning_modules.captioning import CaptionerTraining, PrefixCaptioner
+from lightning_modules.care_dpo import CaReRetriever
+from tests.caption_helpers import TINY_SYNTH, save_tiny_llama, tiny_synth
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def _tower() -> PretrainedTwoTower:
+    return PretrainedTwoTower(embed_dim=32, max_words=16, image_size=32, freeze_video=True, freeze_text=True)
+
+
+def _data(root: Path):
+    from datamodules import SynthVTR
+
+    settings = {k: v for k, v in TINY_SYNTH.items() if not k.startswith("predict") and k != "video_dir"}
+    return SynthVTR(root=str(root), feature_cache=True, **settings)
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory: pytest.TempPathFactory):
+    base = tmp_path_factory.mktemp("care")
+    tiny_synth(base)
+    llama = save_tiny_llama(base / "tiny-llama")
+    torch.manual_seed(0)
+    model = CaptionerTraining(PrefixCaptioner(str(llama), feature_dim=1280, num_prefix=2, lm_training="full",
+                                              max_new_tokens=5, video_tower=_tower()))
+    return base, model
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_sampling_resumes_after_a_crash_and_a_torn_line_to_the_uninterrupted_file(setting) -> None:
+    base, model = setting
+    whole = sample_captions(model, model, _data(base), base / "whole.jsonl", num_samples=3, batch_size=1, seed=7)
+    expected = _records(whole)
+    assert [r["video_id"] for r in expected] == sorted(r["video_id"] for r in expected) and len(expected) == 4
+    assert all(len(r["captions"]) == 3 and len(r["ref_logprob"]) == 3 for r in expected)
+
+    def crash_after_two(number: int) -> None:
+        if number == 1:
+            raise Crash
+
+    partial = base / "partial.jsonl"
+    with pytest.raises(Crash):
+        sample_captions(model, model, _data(base), partial, num_samples=3, batch_size=1, seed=7,
+                        after_chunk=crash_after_two)
+    assert len(_records(partial)) == 2
+    with partial.open("a") as fh:  # a kill in the middle of the third record's write
+        fh.write('{"video_id": "synth0')
+    sample_captions(model, model, _data(base), partial, num_samples=3, batch_size=1, seed=7)
+    assert _records(partial) == expected
+    # the reference log-probabilities are those of the captioner itself (round 1: policy = reference)
+    record = expected[0]
+    data = _data(base)
+    data.setup("fit")
+    from datamodules.feature_cache import build_or_load_cache
+
+    cache, _ = build_or_load_cache(data, model.backbone, torch.device("cpu"))
+    feats, mask = cache.video(record["video_id"])
+    with torch.no_grad():
+        again = model.captioner.sequence_logprob(feats[None].expand(3, -1, -1), [model.prompt] * 3,
+                                                 record["captions"], frame_mask=mask[None].expand(3, -1).bool())
+    assert torch.allclose(again, torch.tensor(record["ref_logprob"]), atol=1e-4)
+
+
+def test_scoring_writes_both_groups_fields_with_family_neighbours(setting, tmp_path: Path) -> None:
+    base, model = setting
+    samples = sample_captions(model, model, _data(base), tmp_path / "samples.jsonl", num_samples=2, batch_size=2)
+    reference = tmp_path / "reference.jsonl"
+    reference.write_text("".join(json.dumps({"video_id": r["video_id"], "kind": "supplement", "prompt": "p",
+                                             "captions": [r["captions"][0]]}) + "\n" for r in _records(samples)))
+    torch.manual_seed(0)
+    retriever = CaReRetriever(backbone=_tower(), logit_scale_init=10.0)
+    data = _data(base)
+    store = score_preferences(retriever, data, samples, reference, tmp_path / "store.jsonl", relevance="margin",
+                              candidates=2, neighbour="family")
+    families = family_of(data)
+    for record in _records(store):
+        assert families[record["neighbour_id"]] == families[record["video_id"]]
+        assert record["neighbour_id"] != record["video_id"] and len(record["candidates"]) == 2
+        assert len(record["relevance"]) == len(record["neighbour_relevance"]) == 2
+    ranked = score_preferences(retriever, data, samples, reference, tmp_path / "ranked.jsonl", relevance="rank",
+                               candidates=2)
+    assert all(-3.0 <= r <= -1.0 for rec in _records(ranked) for r in rec["relevance"])
+    with pytest.raises(ValueError, match="lacks samples of 1 training videos"):
+        short = tmp_path / "short.jsonl"
+        short.write_text("".join(json.dumps(r) + "\n" for r in _records(samples)[:-1]))
+        score_preferences(retriever, data, short, reference, tmp_path / "x.jsonl")
+
+
+def test_caption_measures_read_the_captions_back(setting, tmp_path: Path) -> None:
+    base, _ = setting
+    data = _data(base)
+    facts = {json.loads(line)["video_id"]: json.loads(line)["facts"]
+             for line in (data.root / "synthvtr" / "video_facts.jsonl").read_text().splitlines()}
+    data.setup("test")
+    ids = [v.video_id for v in data.splits["test"].videos]
+    texts = {v: data.video_texts(v)[0] for v in ids}
+    oracle = tmp_path / "oracle.jsonl"   # each video captioned by its own first ground-truth text
+    oracle.write_text("".join(json.dumps({"video_id": v, "kind": "supplement", "prompt": "p",
+                                          "captions": [texts[v]]}) + "\n" for v in ids))
+    quality = caption_quality(data, oracle)
+    assert quality["num_videos"] == 2 and quality["family_size"] == 2.0
+    assert quality["attribute_precision"] == 1.0  # ground-truth texts say nothing false
+    same = tmp_path / "same.jsonl"               # one caption for every video: no video can be told apart
+    same.write_text("".join(json.dumps({"video_id": v, "kind": "supplement", "prompt": "p",
+                                        "captions": ["a circle"]}) + "\n" for v in ids))
+    blind = caption_quality(data, same)
+    assert blind["distinct_captions"] == 0.0 and blind["caption_words"] == 2.0
+    assert set(facts) >= set(ids)
+
+
+def test_attribute_reading_takes_the_longest_phrase_once() -> None:
+    said = mentioned_values("a snow white ball moves left in the snow next to a crimson box")
+    assert said == {("colour", "white"), ("shape", "circle"), ("motion", "left"), ("background", "snow"),
+                    ("colour", "red"), ("shape", "square")}
+    truth = video_values(["bg:snow", "obj:white:circle", "mots:circle:left", "mot:white:circle:left"])
+    assert attribute_counts("a snow white ball moves left in the snow next to a crimson box",
+                            ["bg:snow", "obj:white:circle", "mots:circle:left"]) == (4, 6, len(truth))
