@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from experiments.care_dpo.cli import run
 from main import main
 from tests.caption_helpers import CONFIGS, TINY_SYNTH, save_tiny_llama, synth_args, tiny_synth
@@ -21,8 +23,11 @@ def _data(prefix: str, root: Path, keep_predict: bool) -> list[str]:
     return [f"--{prefix}.{k}={v}" for k, v in values.items()]
 
 
-def test_pipeline_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
+def pipeline_settings(tmp_path: Path) -> dict:
+    """The shipped SynthVTR pipeline config with the tiny data, a tiny LM and one epoch per stage (sizes only)."""
     import yaml
+
+    from experiments.care_dpo.pipeline import DGDPO, Sampling, Scoring
 
     tiny_synth(tmp_path)
     main(["predict", "--config", str(CONFIGS / "synthvtr_supplement_c.yaml"), *synth_args(tmp_path),
@@ -44,10 +49,12 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     settings = yaml.safe_load(PIPELINE.read_text())
     settings.update(work=str(tmp_path / "work"), out=str(tmp_path / "out"), overrides=overrides,
                     sampling={**settings["sampling"], "num_samples": 2, "max_new_tokens": 6, "batch_size": 3})
-    from experiments.care_dpo.pipeline import DGDPO, Sampling, Scoring
-
-    args = {**settings, "sampling": Sampling(**settings["sampling"]), "scoring": Scoring(**settings["scoring"]),
+    return {**settings, "sampling": Sampling(**settings["sampling"]), "scoring": Scoring(**settings["scoring"]),
             "dgdpo": DGDPO(**settings["dgdpo"])}
+
+
+def test_pipeline_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
+    args = pipeline_settings(tmp_path)
     summary = run(**args)
     assert set(summary["retrieval"]) == {"zero_shot-role", "sft-role", "dgdpo-role", "dgdpo-norole"}
     for metrics in summary["retrieval"].values():
@@ -67,3 +74,52 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     again = run(**args)
     assert set(again["skipped_stages"]) >= {"sft", "captions_sft", "sample", "score", "dgdpo", "captions_dgdpo"}
     assert again["retrieval"]["dgdpo-role"]["t2v_R1"] == summary["retrieval"]["dgdpo-role"]["t2v_R1"]
+
+
+@pytest.mark.slow
+def test_pipeline_killed_during_dgdpo_then_rerun_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    """SIGKILL of the whole process group (the pipeline and its running main.py stage) part-way through DG-DPO
+    training; the rerun of the same command skips the finished stages, redoes DG-DPO and ends with the summary and
+    caption files of a run never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    args = pipeline_settings(tmp_path)
+    plain = {k: (v.__dict__ if hasattr(v, "__dict__") else v) for k, v in args.items()}
+
+    def command(name: str) -> list[str]:
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({**plain, "work": str(tmp_path / name / "work"),
+                                          "out": str(tmp_path / name / "out")}))
+        return [sys.executable, "-m", "experiments.care_dpo", "--config", str(config)]
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    subprocess.run(command("whole"), cwd=REPO, env=env, check=True, capture_output=True, timeout=1200)
+    killed = subprocess.Popen(command("killed"), cwd=REPO, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stage_log = tmp_path / "killed" / "work" / "seed0" / "dgdpo"
+    deadline = time.time() + 900
+    while not list(stage_log.glob("*/stage.log")) and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(4.0)  # inside the DG-DPO main.py process
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert not list(stage_log.glob("*/done.json")), "DG-DPO finished before the kill; kill earlier"
+    subprocess.run(command("killed"), cwd=REPO, env=env, check=True, capture_output=True, timeout=1200)
+    whole = json.loads((tmp_path / "whole" / "out" / "summary.json").read_text())
+    resumed = json.loads((tmp_path / "killed" / "out" / "summary.json").read_text())
+    assert {"sft", "captions_sft", "sample", "score"} <= set(resumed["skipped_stages"])
+    for run_name, metrics in whole["retrieval"].items():
+        for key in ("t2v_R1", "t2v_R5", "t2v_MnR", "v2t_R1"):
+            assert resumed["retrieval"][run_name][key] == metrics[key], (run_name, key)
+    assert resumed["captions"] == {k: {**v, "captions": resumed["captions"][k]["captions"]}
+                                   for k, v in whole["captions"].items()}
+    for path in (tmp_path / "whole" / "work" / "seed0" / "captions").glob("dgdpo-*.jsonl"):
+        twin = tmp_path / "killed" / "work" / "seed0" / "captions" / path.name
+        assert [r["captions"] for r in map(json.loads, path.read_text().splitlines())] == [
+            r["captions"] for r in map(json.loads, twin.read_text().splitlines())]

@@ -268,7 +268,7 @@ class CaptionerTraining(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         scores = self.evaluate_split(self._eval["texts"], self._eval["videos"])
-        for name, value in scores.items():
-            self.log(f"{stage}/{name}", value, batch_size=1)
+        for name, value in scores.items():  # under DDP each rank scored its shard: the mean over ranks is logged
+            self.log(f"{stage}/{name}", value, batch_size=1, sync_dist=True)
         log.info("%s: %s", stage, {k: round(v, 4) for k, v in scores.items()})
         self._reset_eval()

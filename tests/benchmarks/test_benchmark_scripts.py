@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.run_helpers import REPO
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
@@ -47,3 +49,13 @@ def test_per_candidate_benchmark_runs_and_its_variants_agree(tmp_path: Path) -> 
     for fusion in ("sum", "gate"):  # the module's tiled path scores exactly what the all-at-once tensor scores
         assert abs(rows[f"{fusion}_naive"]["checksum"] - rows[f"{fusion}_chunked"]["checksum"]) < 1e-3
     assert rows["concat_chunked"]["extrapolated"] and rows["concat_chunked"]["pairs_timed"] == 4
+
+
+@pytest.mark.slow  # loads SmolLM2-135M three times (converted from the GGUF wheel on first use)
+def test_care_dpo_benchmark_runs_every_variant(tmp_path: Path) -> None:
+    out = tmp_path / "care_dpo.json"
+    _run("benchmarks/care_dpo.py", "--batch", "2", "--samples", "2", "--new-tokens", "2", "--repeats", "1",
+         "--json", str(out))
+    record = json.loads(out.read_text())
+    assert [(r["lm_layers"], r["lm_training"]) for r in record["results"]] == [(30, "full"), (30, "lora"), (6, "full")]
+    assert all(r["captions_per_s"] > 0 and r["dgdpo_step_s"] > 0 for r in record["results"])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from jsonargparse import CLI
 
 from experiments import sweep as runner
 from experiments.sweep import MAX_NAME, command_for, expand_grid, run_name, run_names, validate_sweep
@@ -108,7 +109,18 @@ def test_sweep_runs_parse(path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     for params in grid:
         if "config" in params:
             assert (REPO / params["config"]).is_file(), params["config"]
-    cmd = command_for(sweep, grid[-1], [])
+    logger = ('--trainer.logger=[{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": '
+              '{"save_dir": "runs/x", "name": "cell"}}]')  # what the local runner adds
+    cmd = command_for(sweep, grid[-1], [logger])
+    if "experiments.care_dpo" in cmd:  # the CaRe-DPO pipeline's own CLI
+        from experiments.care_dpo.cli import run
+
+        with pytest.raises(SystemExit) as exit_info:
+            CLI(run, as_positional=False, args=[*cmd[cmd.index("experiments.care_dpo") + 1:], "--print_config"])
+        assert exit_info.value.code == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["trainer"]["logger"][0]["init_args"]["name"] == "cell"
+        return
     subcommand_at = cmd.index("fit")
     with pytest.raises(SystemExit) as exit_info:
         main([*cmd[subcommand_at:], "--print_config"])
@@ -126,7 +138,7 @@ def test_sweep_files_are_valid_wandb_sweep_configs(path: Path) -> None:
 
 
 def test_validator_names_the_problems() -> None:
-    good = yaml.safe_load(SWEEPS[0].read_text())
+    good = next(sweep for sweep in (yaml.safe_load(p.read_text()) for p in SWEEPS) if "program" in sweep)
     assert validate_sweep(good) == []
     assert "method must be one of" in validate_sweep({**good, "method": "grd"})[0]
     assert "metric.goal" in validate_sweep({**good, "metric": {"name": "val/x", "goal": "max"}})[0]

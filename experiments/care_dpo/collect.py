@@ -1,0 +1,75 @@
+"""Collect the pipeline's per-seed ``summary.json`` files into ``results/``: the files themselves, and tables of the
+caption measures and stage times (mean ± sample std over seeds) that README ``json-table`` blocks render.
+
+    python -m experiments.care_dpo.collect runs/care_dpo/synthvtr/out/seed*/summary.json --out results/care_dpo/pipeline
+
+The retrieval runs go into the registry with ``python -m experiments.report.register`` (their ``test/metrics.json``
+and configs), like every other method's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+MEASURES = ("caption_r1", "family_r1", "attribute_precision", "attribute_recall", "distinct_captions", "caption_words")
+SOURCE_NAMES = {"zero_shot": "zero-shot (simulated VLM, \"Describe this video.\")", "sft": "SFT captioner",
+                "dgdpo": "DG-DPO captioner"}
+
+
+def mean_std(values: list[float], digits: int) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def collect(summaries: list[Path], out: Path) -> dict[str, Any]:
+    records = [json.loads(p.read_text()) for p in summaries]
+    seeds = sorted(r["seed"] for r in records)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"two summaries share a seed: {seeds}")
+    settings = {json.dumps(r["settings"], sort_keys=True) for r in records}
+    if len(settings) != 1:
+        raise ValueError("the summaries come from different pipeline settings; collect each setting separately")
+    out.mkdir(parents=True, exist_ok=True)
+    for record in records:
+        (out / f"summary_s{record['seed']}.json").write_text(json.dumps(record, indent=2) + "\n")
+    rows = []
+    for source in records[0]["captions"]:
+        row: dict[str, Any] = {"source": SOURCE_NAMES.get(source, source)}
+        for measure in MEASURES:
+            values = [r["captions"][source][measure] for r in records if r["captions"][source].get(measure) is not None]
+            if values:
+                scale = 100.0 if measure in ("attribute_precision", "attribute_recall", "distinct_captions") else 1.0
+                row[measure] = mean_std([v * scale for v in values], 1 if measure == "caption_words" else 2)
+        rows.append(row)
+    shared = {"seeds": ",".join(map(str, seeds)), "settings": records[0]["settings"],
+              "test": f"{records[0]['captions'][next(iter(records[0]['captions']))]['num_queries']} queries x "
+                      f"{records[0]['captions'][next(iter(records[0]['captions']))]['num_videos']} videos"}
+    (out / "captions.json").write_text(json.dumps({**shared, "rows": rows}, indent=2) + "\n")
+    stages = sorted({stage for r in records for stage in r["timings_s"]}, key=list(records[0]["timings_s"]).index)
+    timing_rows = [{"stage": stage, "seconds": mean_std([r["timings_s"][stage] for r in records
+                                                         if stage in r["timings_s"]], 0)} for stage in stages]
+    timing_rows.append({"stage": "total (stages)", "seconds": mean_std([sum(r["timings_s"].values())
+                                                                         for r in records], 0)})
+    (out / "timings.json").write_text(json.dumps({"seeds": shared["seeds"], "rows": timing_rows}, indent=2) + "\n")
+    pairs = [{"seed": r["seed"], **r["preference_pairs"],
+              **{k.removeprefix("train/"): round(v, 4) for k, v in r["dgdpo_train"].items()
+                 if k.startswith("train/reward_accuracy") or k.startswith("train/loss_")}} for r in records]
+    (out / "preferences.json").write_text(json.dumps({"seeds": shared["seeds"], "rows": pairs}, indent=2) + "\n")
+    return {"captions": rows, "timings": timing_rows, "preferences": pairs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("summaries", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    print(json.dumps(collect(args.summaries, args.out), indent=2))
+
+
+if __name__ == "__main__":
+    main()
