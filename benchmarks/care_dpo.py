@@ -114,7 +114,7 @@ def main() -> None:
         print(results[-1], flush=True)
     record = {"benchmark": "care_dpo", "threads": args.threads, "batch": args.batch, "samples": args.samples,
               "new_tokens": args.new_tokens, "repeats": args.repeats, "cpu": platform.processor() or platform.machine(),
-              "torch_threads": args.threads, "results": results,
+              "torch_threads": args.threads, "rows": results,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Collect the pipeline's per-seed ``summary.json`` files into ``results/``: the files themselves, and tables of the
 caption measures and stage times (mean ± sample std over seeds) that README ``json-table`` blocks render.
 
-    python -m experiments.care_dpo.collect runs/care_dpo/synthvtr/out/seed*/summary.json --out results/care_dpo/pipeline
+    python -m experiments.care_dpo.collect runs/care_dpo/synthvtr/out/seed*/summary.json --out results/care_dpo_pipeline
 
 The retrieval runs go into the registry with ``python -m experiments.report.register`` (their ``test/metrics.json``
 and configs), like every other method's.

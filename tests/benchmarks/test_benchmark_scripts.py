@@ -57,5 +57,5 @@ def test_care_dpo_benchmark_runs_every_variant(tmp_path: Path) -> None:
     _run("benchmarks/care_dpo.py", "--batch", "2", "--samples", "2", "--new-tokens", "2", "--repeats", "1",
          "--json", str(out))
     record = json.loads(out.read_text())
-    assert [(r["lm_layers"], r["lm_training"]) for r in record["results"]] == [(30, "full"), (30, "lora"), (6, "full")]
-    assert all(r["captions_per_s"] > 0 and r["dgdpo_step_s"] > 0 for r in record["results"])
+    assert [(r["lm_layers"], r["lm_training"]) for r in record["rows"]] == [(30, "full"), (30, "lora"), (6, "full")]
+    assert all(r["captions_per_s"] > 0 and r["dgdpo_step_s"] > 0 for r in record["rows"])
