@@ -74,6 +74,13 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     again = run(**args)
     assert set(again["skipped_stages"]) >= {"sft", "captions_sft", "sample", "score", "dgdpo", "captions_dgdpo"}
     assert again["retrieval"]["dgdpo-role"]["t2v_R1"] == summary["retrieval"]["dgdpo-role"]["t2v_R1"]
+    # a stage config changed since: the finished stage is not reused silently
+    from experiments.care_dpo.pipeline import PipelineError
+
+    sft = [*args["overrides"]["sft"], "--model.init_args.lr=0.5"]
+    changed = {**args, "overrides": {**args["overrides"], "sft": sft}}
+    with pytest.raises(PipelineError, match=r"sft: .* was made with other settings"):
+        run(**changed)
 
 
 @pytest.mark.slow

@@ -156,6 +156,11 @@ class Pipeline:
             tail = log_path.read_text(errors="replace").splitlines()[-15:]
             raise PipelineError(f"stage command failed ({code}): {' '.join(cmd)}\nlog {log_path}:\n" + "\n".join(tail))
 
+    def _digest(self, kind: str, body: dict[str, Any]) -> str:
+        """What a stage's output depends on: its config files' text, its overlay and its overrides."""
+        texts = [self._resolve(path).read_text() for path in self.configs[kind]]
+        return _key(texts, body, self.overrides.get(kind, []))
+
     def _overlay(self, directory: Path, name: str, body: dict[str, Any]) -> str:
         path = directory / f"{name}.overlay.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,9 +173,15 @@ class Pipeline:
                             "logger": [{"class_path": "lightning.pytorch.loggers.CSVLogger",
                                         "init_args": {"save_dir": str(run_dir), "name": "", "version": "run"}}]}}
 
-    def _stage(self, name: str, done: Path) -> bool:
-        """True when the stage must run (its ``done`` output is absent); records skipped stages."""
+    def _stage(self, name: str, done: Path, digest: str | None = None) -> bool:
+        """True when the stage must run (its ``done`` output is absent); records skipped stages. A finished stage
+        whose recorded ``digest`` (its config files' text and its arguments) differs from this run's is an error, not
+        a silent reuse of outputs made with other settings."""
         if done.exists():
+            recorded = json.loads(done.read_text()).get("digest")
+            if digest is not None and recorded is not None and recorded != digest:
+                raise PipelineError(f"{name}: {done.parent} was made with other settings (a stage config or an "
+                                    "override changed); delete that folder to redo the stage, or use another work")
             if name not in self.ran:  # not the same stage asked for twice in this run (the scorer is a source too)
                 self.skipped.append(name)
             return False
@@ -182,11 +193,12 @@ class Pipeline:
         the later stages use (``last.ckpt``; the retrievers are tested on their best one by ``fit`` itself)."""
         done = run_dir / "done.json"
         last = run_dir / "run" / "checkpoints" / "last.ckpt"
+        body = self._trainer_overlay(run_dir)
+        _merge(body, overlay)
+        digest = self._digest(kind, body)
         with _locked(run_dir):
-            if self._stage(name, done):
+            if self._stage(name, done, digest):
                 started = time.perf_counter()
-                body = self._trainer_overlay(run_dir)
-                _merge(body, overlay)
                 args = ["fit", *_config_args(self.configs[kind]), "--config", self._overlay(run_dir, "stage", body),
                         "--test_after_fit", str(test).lower()]
                 if last.is_file():
@@ -196,23 +208,24 @@ class Pipeline:
                     raise PipelineError(f"{name}: {last} was not written; does {self.configs[kind]} save a last "
                                         "checkpoint (ModelCheckpoint save_last: true)?")
                 seconds = round(time.perf_counter() - started, 1)
-                done.write_text(json.dumps({"seconds": seconds, "checkpoint": str(last)}))
+                done.write_text(json.dumps({"seconds": seconds, "checkpoint": str(last), "digest": digest}))
             self.timings[name] = json.loads(done.read_text())["seconds"]
         return last
 
     def _caption(self, name: str, checkpoint: Path, output: Path) -> Path:
         done = output.with_name(output.name + ".done.json")
+        body = {"trainer": {"default_root_dir": str(output.parent / f"{output.stem}-predict"),
+                            "callbacks": [{"class_path": "CaptionWriter",
+                                           "init_args": {"output": str(output.resolve())}}]},
+                "model": {"init_args": {"backend": {"init_args": {"checkpoint": str(checkpoint)}}}}}
+        digest = self._digest("caption", body)
         with _locked(output):
-            if self._stage(name, done):
+            if self._stage(name, done, digest):
                 started = time.perf_counter()
-                body = {"trainer": {"default_root_dir": str(output.parent / f"{output.stem}-predict"),
-                                    "callbacks": [{"class_path": "CaptionWriter",
-                                                   "init_args": {"output": str(output.resolve())}}]},
-                        "model": {"init_args": {"backend": {"init_args": {"checkpoint": str(checkpoint)}}}}}
                 self._main("caption", ["predict", *_config_args(self.configs["caption"]),
                             "--config", self._overlay(output.parent, output.stem, body)],
                            output.parent / f"{output.stem}.log")
-                done.write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
+                done.write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1), "digest": digest}))
             self.timings[name] = json.loads(done.read_text())["seconds"]
         return output
 
