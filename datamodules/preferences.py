@@ -77,12 +77,13 @@ def read_preference_store(path: str | Path) -> list[dict[str, Any]]:
 def preference_pairs(records: Sequence[dict[str, Any]], groups: Sequence[str] = GROUPS,
                      where: str = "<store>") -> tuple[list[PreferencePair], dict[str, int]]:
     """The pairs of each group in ``groups`` from store records, and their counts (``intra``, ``inter``,
-    ``intra_ties``). A record missing a key its group needs is an error naming the store, the line and the key."""
+    ``intra_ties``, and ``inter_conflicts``: inter pairs whose rejected side is an intra pair's chosen side). A record
+    missing a key its group needs is an error naming the store, the line and the key."""
     unknown = sorted(set(groups) - set(GROUPS))
     if unknown or not groups:
         raise ValueError(f"groups must be a non-empty subset of {list(GROUPS)}, got {list(groups)}")
     pairs: list[PreferencePair] = []
-    counts = {"intra": 0, "inter": 0, "intra_ties": 0}
+    counts = {"intra": 0, "inter": 0, "intra_ties": 0, "inter_conflicts": 0}
     for line, record in enumerate(records, start=1):
         for group in groups:
             absent = [key for key in REQUIRED_KEYS[group] if key not in record]
@@ -112,6 +113,10 @@ def preference_pairs(records: Sequence[dict[str, Any]], groups: Sequence[str] = 
                                         record["neighbour_captions"][confuser],
                                         float(record["neighbour_ref_logprob"][confuser])))
             counts["inter"] += 1
+    # an inter pair whose rejected side is an intra pair's chosen side: the two groups pull one (video, caption) in
+    # opposite directions (the neighbour's most confusable caption is often its own best one)
+    chosen = {(p.chosen_video, p.chosen) for p in pairs if p.group == "intra"}
+    counts["inter_conflicts"] = sum((p.rejected_video, p.rejected) in chosen for p in pairs if p.group == "inter")
     return pairs, counts
 
 

@@ -26,8 +26,22 @@ def mean_std(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def collect(summaries: list[Path], out: Path) -> dict[str, Any]:
+def collect(summaries: list[Path], out: Path, stores: list[Path] | None = None) -> dict[str, Any]:
+    """``stores`` (one preference store per summary, same order) are copied next to the summaries and recounted
+    with the current pair rules (``inter_conflicts`` included)."""
     records = [json.loads(p.read_text()) for p in summaries]
+    if stores:
+        import shutil
+
+        from datamodules.preferences import preference_pairs, read_preference_store
+
+        if len(stores) != len(records):
+            raise ValueError(f"{len(stores)} stores for {len(records)} summaries: give one store per summary")
+        out.mkdir(parents=True, exist_ok=True)
+        for record, store in zip(records, stores, strict=True):
+            shutil.copy(store, out / f"preferences_s{record['seed']}.jsonl")
+            record["preference_pairs"] = preference_pairs(read_preference_store(store), ("intra", "inter"),
+                                                          str(store))[1]
     seeds = sorted(r["seed"] for r in records)
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"two summaries share a seed: {seeds}")
@@ -67,8 +81,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("summaries", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--stores", type=Path, nargs="*", default=None,
+                        help="the preference store of each summary (same order): copied and recounted")
     args = parser.parse_args()
-    print(json.dumps(collect(args.summaries, args.out), indent=2))
+    print(json.dumps(collect(args.summaries, args.out, args.stores), indent=2))
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def test_intra_and_inter_pairs_on_a_tiny_store() -> None:
     records = [_record("v1", [0.1, 0.5, -0.2], "v2", [0.0, 0.3, 0.1]),
                _record("v2", [0.2, 0.2, 0.2], "v1", [0.4, -0.1, 0.0])]
     pairs, counts = preference_pairs(records, ("intra", "inter"))
-    assert counts == {"intra": 1, "inter": 2, "intra_ties": 1}
+    assert counts == {"intra": 1, "inter": 2, "intra_ties": 1, "inter_conflicts": 0}
     intra = [p for p in pairs if p.group == "intra"]
     assert [(p.chosen_video, p.chosen, p.chosen_ref, p.rejected_video, p.rejected, p.rejected_ref) for p in intra] == [
         ("v1", "v1-c1", -2.0, "v1", "v1-c2", -3.0)]
@@ -148,6 +148,9 @@ def test_intra_and_inter_pairs_on_a_tiny_store() -> None:
         "v1-c1", "v2", "v2-c1", -11.0)
     # a tie keeps the first caption as the best one
     assert (inter["v2"].chosen, inter["v2"].rejected, inter["v2"].rejected_ref) == ("v2-c0", "v1-c0", -10.0)
+    # v1's inter pair rejects v2-c1, which v2's own intra pair prefers: a conflict between the groups
+    _, conflicting = preference_pairs([records[0], _record("v2", [0.1, 0.6, 0.2], "v1", [0.4, -0.1, 0.0])])
+    assert conflicting["inter_conflicts"] == 1
     only_inter, counts = preference_pairs(records, ("inter",))
     assert {p.group for p in only_inter} == {"inter"} and counts["intra"] == 0
 
