@@ -136,3 +136,24 @@ def test_attribute_reading_takes_the_longest_phrase_once() -> None:
     truth = video_values(["bg:snow", "obj:white:circle", "mots:circle:left", "mot:white:circle:left"])
     assert attribute_counts("a snow white ball moves left in the snow next to a crimson box",
                             ["bg:snow", "obj:white:circle", "mots:circle:left"]) == (4, 6, len(truth))
+
+
+def test_collect_writes_mean_and_std_over_seeds_and_refuses_mixed_settings(tmp_path: Path) -> None:
+    from experiments.care_dpo.collect import collect
+
+    def summary(seed: int, r1: float, settings: dict) -> Path:
+        quality = {"caption_r1": r1, "family_r1": 30.0 + seed, "attribute_precision": 0.5, "attribute_recall": 0.25,
+                   "distinct_captions": 1.0, "caption_words": 10.0, "num_queries": 8, "num_videos": 2}
+        path = tmp_path / f"s{seed}.json"
+        path.write_text(json.dumps({"seed": seed, "settings": settings, "captions": {"sft": quality},
+                                    "timings_s": {"sft": 10.0 + seed, "sample": 5.0}, "preference_pairs": {"intra": 4},
+                                    "dgdpo_train": {"train/reward_accuracy_intra": 0.5, "train/loss_intra": 0.7}}))
+        return path
+
+    out = collect([summary(0, 2.0, {"a": 1}), summary(1, 4.0, {"a": 1})], tmp_path / "out")
+    assert out["captions"][0]["caption_r1"] == "3.00 ± 1.41" and out["captions"][0]["attribute_precision"] == "50.00 ± 0.00"
+    assert out["timings"][0] == {"stage": "sft", "seconds": "10 ± 1"} and out["timings"][-1]["seconds"] == "16 ± 1"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "captions.json", "preferences.json", "summary_s0.json", "summary_s1.json", "timings.json"]
+    with pytest.raises(ValueError, match="different pipeline settings"):
+        collect([summary(0, 2.0, {"a": 1}), summary(1, 4.0, {"a": 2})], tmp_path / "mixed")
