@@ -151,7 +151,8 @@ def test_collect_writes_mean_and_std_over_seeds_and_refuses_mixed_settings(tmp_p
         return path
 
     out = collect([summary(0, 2.0, {"a": 1}), summary(1, 4.0, {"a": 1})], tmp_path / "out")
-    assert out["captions"][0]["caption_r1"] == "3.00 ± 1.41" and out["captions"][0]["attribute_precision"] == "50.00 ± 0.00"
+    assert out["captions"][0]["caption_r1"] == "3.00 ± 1.41"
+    assert out["captions"][0]["attribute_precision"] == "50.00 ± 0.00"
     assert out["timings"][0] == {"stage": "sft", "seconds": "10 ± 1"} and out["timings"][-1]["seconds"] == "16 ± 1"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "captions.json", "preferences.json", "summary_s0.json", "summary_s1.json", "timings.json"]
