@@ -33,3 +33,9 @@ class FeatureCacheCallback(L.Callback):
         if not trainer.is_global_zero:
             cache, info = build_or_load_cache(source, backbone, device, build=False)
         dm.use_feature_cache(cache, info)
+
+
+def feature_cache_callbacks(module: L.LightningModule) -> list[L.Callback]:
+    """What a module's ``configure_callbacks`` returns: the cache callback when its data module asks for the cache."""
+    dm = getattr(module.trainer, "datamodule", None) if module._trainer is not None else None
+    return [FeatureCacheCallback()] if getattr(dm, "feature_cache", False) else []

@@ -366,12 +366,9 @@ class BaseRetrievalModule(L.LightningModule, ABC):
     def configure_callbacks(self) -> list[L.Callback]:
         """The frozen-feature cache callback (``callbacks/feature_cache.py``) when the data module asks for the cache
         (``data.init_args.feature_cache: true``); it builds the cache before this module's ``setup``."""
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if not getattr(dm, "feature_cache", False):
-            return []
-        from callbacks.feature_cache import FeatureCacheCallback
+        from callbacks.feature_cache import feature_cache_callbacks
 
-        return [FeatureCacheCallback()]
+        return feature_cache_callbacks(self)
 
     def training_step(self, batch: PairBatch, batch_idx: int) -> Tensor | None:
         # videos that failed to decode (on_decode_error: skip) were dropped from the batch; the epoch's total

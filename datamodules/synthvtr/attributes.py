@@ -62,3 +62,13 @@ def attribute_counts(caption: str, facts: Iterable[str]) -> tuple[int, int, int]
     truth = video_values(facts)
     said = mentioned_values(caption)
     return len(said & truth), len(said), len(truth)
+
+
+def attribute_scores(captions: dict[str, str], facts: dict[str, Iterable[str]]) -> dict[str, float | None]:
+    """Attribute precision and recall of a caption per video, pooled over the videos (None without mentions/values)."""
+    correct = mentioned = truth = 0
+    for video_id, caption in captions.items():
+        c, m, t = attribute_counts(caption, facts[video_id])
+        correct, mentioned, truth = correct + c, mentioned + m, truth + t
+    return {"attribute_precision": correct / mentioned if mentioned else None,
+            "attribute_recall": correct / truth if truth else None}

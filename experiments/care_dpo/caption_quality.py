@@ -105,15 +105,9 @@ def caption_quality(data: VideoTextDataModule, captions: str | Path, families: b
         out["family_size"] = float(same.sum(1).float().mean())
     if (root / "synthvtr" / "video_facts.jsonl").is_file():
         from datamodules.synthvtr import load_video_facts
-        from datamodules.synthvtr.attributes import attribute_counts
+        from datamodules.synthvtr.attributes import attribute_scores
 
-        facts = load_video_facts(root)
-        correct = mentioned = truth = 0
-        for vid, caption in zip(ids, caption_of, strict=True):
-            c, m, t = attribute_counts(caption, facts[vid])
-            correct, mentioned, truth = correct + c, mentioned + m, truth + t
-        out["attribute_precision"] = correct / mentioned if mentioned else None
-        out["attribute_recall"] = correct / truth if truth else None
+        out.update(attribute_scores(dict(zip(ids, caption_of, strict=True)), load_video_facts(root)))
     counts: dict[str, int] = {}
     for caption in caption_of:
         counts[caption] = counts.get(caption, 0) + 1

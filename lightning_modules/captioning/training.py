@@ -87,12 +87,9 @@ class CaptionerTraining(L.LightningModule):
         return self.captioner.video_tower
 
     def configure_callbacks(self) -> list[L.Callback]:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if not getattr(dm, "feature_cache", False):
-            return []
-        from callbacks.feature_cache import FeatureCacheCallback
+        from callbacks.feature_cache import feature_cache_callbacks
 
-        return [FeatureCacheCallback()]
+        return feature_cache_callbacks(self)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.hparams.init_checkpoint:
@@ -254,15 +251,10 @@ class CaptionerTraining(L.LightningModule):
         if root is None or not (Path(root) / "synthvtr" / "video_facts.jsonl").is_file():
             return {}
         from datamodules.synthvtr import load_video_facts
-        from datamodules.synthvtr.attributes import attribute_counts
+        from datamodules.synthvtr.attributes import attribute_scores
 
-        facts = load_video_facts(root)
-        correct = mentioned = truth = 0
-        for vid, caption in captions.items():
-            c, m, t = attribute_counts(caption, facts[vid])
-            correct, mentioned, truth = correct + c, mentioned + m, truth + t
-        return {"attribute_precision": correct / mentioned if mentioned else math.nan,
-                "attribute_recall": correct / truth if truth else math.nan}
+        scores = attribute_scores(captions, load_video_facts(root))
+        return {name: math.nan if value is None else value for name, value in scores.items()}
 
     def _log_eval(self, stage: str) -> None:
         if self.trainer.sanity_checking:
