@@ -118,6 +118,12 @@ class CaReRetriever(BaseRetrievalModule):
                              "(regenerate the caption file for all splits)")
         return {"video": self.fuse(video, F.normalize(caption, dim=-1))}
 
+    search_keys = ("text", "video")
+
+    def search_is_exact(self) -> bool:
+        """The score is the cosine of the two search vectors."""
+        return True
+
     def similarity(self, text_feats: Features, video_feats: Features) -> Tensor:
         """Cosine of the query and the video side."""
         return cosine_matrix(text_feats["text"], video_feats["video"])

@@ -55,6 +55,12 @@ class CLIP4Clip(BaseRetrievalModule):
             frames = self.temporal(frames, batch.mask)
         return {"video": masked_mean_pool(F.normalize(frames, dim=-1), batch.mask)}
 
+    search_keys = ("text", "video")
+
+    def search_is_exact(self) -> bool:
+        """The score is the cosine of the two search vectors."""
+        return True
+
     def similarity(self, text_feats: Features, video_feats: Features) -> Tensor:
         """Cosine similarity of sentence and pooled video embeddings (CLIP4Clip Eq. 3)."""
         return cosine_matrix(text_feats["text"], video_feats["video"])

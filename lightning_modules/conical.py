@@ -221,6 +221,20 @@ class ConicalEmbedding(BaseRetrievalModule):
             feats["supplement"] = self.encode_strings(self.batch_supplements(batch))
         return feats
 
+    # ------------------------------------------------------------------ search (experiments/search)
+    search_keys = ("query", "video")
+
+    def search_is_exact(self) -> bool:
+        """Exact when the reported score is the bare query against the video (``test_supplement: none``)."""
+        return self.eval_modes()[0] == "none"
+
+    def rerank(self, text_feats: Features, video_feats: Features) -> Tensor:
+        """The per-candidate and paired scores read each candidate's supplement (and the query's own video) through
+        the data module of an evaluation split, which a search over a folder does not have."""
+        raise NotImplementedError(f"{type(self).__name__}: the second stage of a search (test_supplement="
+                                  f"{self.eval_modes()[0]!r}) is not supported; query the index with --rerank 0 "
+                                  "(the query-video cosine only)")
+
     # ------------------------------------------------------------------ scoring
     def similarity(self, text_feats: Features, video_feats: Features) -> dict[str, Tensor]:
         """Cosine of text and video embeddings under every evaluated ``test_supplement`` mode (one view each)."""

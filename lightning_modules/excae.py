@@ -148,6 +148,12 @@ class ExCae(BaseRetrievalModule):
                 "video_other": F.normalize(mixtures[other] + base, dim=-1), "gates": gates[hp.eval_routing]}
 
     # ------------------------------------------------------------------ scoring
+    search_keys = ("text", "video")
+
+    def search_is_exact(self) -> bool:
+        """The score is the cosine of the two search vectors."""
+        return True
+
     def similarity(self, text_feats: Features, video_feats: Features) -> Tensor | dict[str, Tensor]:
         """Cosine of the query and video embeddings; at evaluation the ``topk`` and ``dense`` views."""
         sim = cosine_matrix(text_feats["text"], video_feats["video"])

@@ -29,6 +29,7 @@ from lightning_modules.components import (
     CoAttention,
     cross_view_hard_negatives,
     hard_negative_hinge,
+    masked_mean_pool,
     nucleus_filter,
     token_frame_similarity,
     topk_filter,
@@ -170,6 +171,22 @@ class NarVid(BaseRetrievalModule):
         if fusion == "sum":
             return views["video"] + views["narration"]
         return zscore(views["video"]) + zscore(views["narration"])
+
+    # ------------------------------------------------------------------ search (experiments/search)
+    def query_embedding(self, text_feats: Features) -> Tensor:
+        return F.normalize(text_feats["sentence"], dim=-1)
+
+    def index_embedding(self, video_feats: Features) -> Tensor:
+        """First stage of a two-stage search: each view's coarse score with QAF off (uniform frame weights, one
+        vector per video), summed over the views. The sum of two unit vectors is kept unnormalised, so its inner
+        product with the query is ``cos(q, frames) + cos(q, narration)``; the filtering, the fine matching and the
+        z-score fusion are the second stage's (``rerank``)."""
+        mask = video_feats["mask"].bool()
+        out = 0
+        for key in ("frames", "narration"):
+            if key in video_feats:
+                out = out + F.normalize(masked_mean_pool(F.normalize(video_feats[key], dim=-1), mask), dim=-1)
+        return out
 
     # ------------------------------------------------------------------ training
     def extra_losses(self, views: dict[str, Tensor], text_feats: Features, video_feats: Features,
