@@ -1,0 +1,217 @@
+"""Search over one's own videos (experiments/search): a tiny CLIP4Clip trained until it tells the six colours of the
+fake MSR-VTT apart, a folder with one clip per colour plus an unreadable file, then index -> query (exact top-1),
+the HTML page, the loopback server in headless Chromium, a mismatched checkpoint, and resume after SIGKILL; a tiny
+NarVid for the two-stage search."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from experiments.search.cli import main as search_main
+from experiments.search.indexer import IndexMismatchError, build_index, read_shards
+from experiments.search.page import serve
+from experiments.search.searcher import VideoSearchIndex
+from main import main
+from tests.browser_helpers import chromium, find_chromium
+from tests.conftest import COLOURS, make_fake_msrvtt
+from tests.run_helpers import TINY_CLIP4CLIP, csv_logger, narvid_args
+
+ROOT = Path(__file__).resolve().parents[2]
+NUM_TRAIN = 12  # make_fake_msrvtt's default: videos 12..17 are the test split, one per colour in COLOURS' order
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """CLIP4Clip (tests/conf/clip4clip_tiny.yaml) with meanP, trained 30 epochs instead of 2: enough for the tiny
+    random CLIP to rank each test clip first for its own colour (test R@1 = 100, checked here)."""
+    tmp = tmp_path_factory.mktemp("search")
+    data = make_fake_msrvtt(tmp / "msrvtt")
+    cli = main(["fit", "--config", str(TINY_CLIP4CLIP), "--data.init_args.root", str(data),
+                "--model.init_args.sim_header", "meanP", "--trainer.max_epochs", "30",
+                "--trainer.enable_progress_bar", "false", "--trainer.logger", csv_logger(tmp / "runs", "c4c")])
+    metrics = json.loads((Path(cli.trainer.log_dir) / "test" / "metrics.json").read_text())["metrics"]
+    assert metrics["t2v_R1"] == 100.0, metrics
+    folder = tmp / "my_videos"
+    colours = list(COLOURS)
+    for j, colour in enumerate(colours):  # nested folders: ids are relative paths
+        target = folder / ("outdoor" if j % 2 else "indoor") / f"{colour}_clip.mp4"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(data / "videos" / "all" / f"video{NUM_TRAIN + j}.mp4", target)
+    (folder / "broken.mp4").write_bytes(b"this is not a video")
+    ckpt = Path(cli.trainer.checkpoint_callback.best_model_path)
+    index = tmp / "index"
+    assert search_main(["index", "--ckpt", str(ckpt), "--videos", str(folder), "--out", str(index), "--num-workers",
+                        "0", "--no-progress", "--batch-size", "4"]) == 0
+    return {"tmp": tmp, "data": data, "ckpt": ckpt, "folder": folder, "index": index, "colours": colours}
+
+
+def _colour_id(colours: list[str], j: int) -> str:
+    return f"{'outdoor' if j % 2 else 'indoor'}/{colours[j]}_clip"
+
+
+def test_index_lists_the_unreadable_file_and_queries_find_each_clip(trained: dict[str, Any], tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = json.loads((trained["index"] / "manifest.json").read_text())
+    assert manifest["num_videos"] == 7 and manifest["num_indexed"] == 6 and manifest["num_unreadable"] == 1
+    assert manifest["unreadable"][0]["id"] == "broken" and "broken.mp4" in manifest["unreadable"][0]["error"]
+    assert manifest["index"]["type"] == "flat" and manifest["search"]["exact"] is True
+    assert manifest["checkpoint"]["method"] == "CLIP4Clip"
+    rows = [json.loads(line) for line in (trained["index"] / "videos.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == sorted(_colour_id(trained["colours"], j) for j in range(6))
+    assert all((trained["index"] / r["thumbnail"]).stat().st_size > 0 and r["duration"] == 2.0 for r in rows)
+    searcher = VideoSearchIndex(trained["index"])
+    queries = [f"a {colour} square moves right" for colour in trained["colours"]]
+    results = searcher.search(queries, k=3)
+    for j, result in enumerate(results):
+        assert result.hits[0].video_id == _colour_id(trained["colours"], j), (result.query, result.hits)
+        assert [h.rank for h in result.hits] == [1, 2, 3] and result.hits[0].score >= result.hits[1].score
+    # the index scores are the model's cosine: the same as scoring the query against the stored embeddings
+    text = searcher.encode_queries(queries[:1])
+    embeddings = np.load(trained["index"] / "embeddings.npy")
+    direct = embeddings @ searcher.retriever.query_embedding(text).numpy()[0]
+    assert results[0].hits[0].score == pytest.approx(float(direct.max()), abs=1e-5)
+    # the command line: a table, and an HTML page with the thumbnails inlined
+    page = tmp_path / "results.html"
+    assert search_main(["query", "--index", str(trained["index"]), queries[4], "-k", "2", "--html", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert f"{trained['colours'][4]}_clip.mp4" in out.splitlines()[1]
+    html = page.read_text()
+    assert html.count("data:image/jpeg;base64,") == 2 and _colour_id(trained["colours"], 4) in html
+
+
+def test_a_different_checkpoint_is_refused(trained: dict[str, Any], tmp_path: Path) -> None:
+    other = tmp_path / "retrained.ckpt"  # the same method and settings, other weights
+    state = torch.load(trained["ckpt"], map_location="cpu", weights_only=False)
+    name = next(k for k, v in state["state_dict"].items() if v.is_floating_point())
+    state["state_dict"][name] = state["state_dict"][name] + 0.01
+    torch.save(state, other)
+    with pytest.raises(IndexMismatchError, match="different file"):
+        VideoSearchIndex(trained["index"], ckpt=other)
+    with pytest.raises(IndexMismatchError, match="was built with checkpoint"):
+        build_index(other, trained["folder"], trained["index"], num_workers=0, progress=False)
+    with pytest.raises(FileNotFoundError, match="not a finished index"):
+        VideoSearchIndex(tmp_path)
+
+
+def test_served_page_answers_a_query_in_headless_chromium(trained: dict[str, Any], tmp_path: Path) -> None:
+    binary, why = find_chromium()
+    if binary is None:
+        pytest.skip(f"no Chromium for the browser check: {why}")
+    server = serve(VideoSearchIndex(trained["index"]), port=0)
+    host, port = server.server_address[:2]
+    assert host == "127.0.0.1"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with chromium(binary, height=700) as page:
+            page.open(f"http://127.0.0.1:{port}/")
+            assert page.evaluate("document.querySelectorAll('tr.hit').length") == 0
+            page.evaluate("document.querySelector('input[name=q]').value = 'a green square moves right'")
+            page.evaluate("document.querySelector('form').submit()")
+            page.wait_for("document.querySelectorAll('tr.hit').length > 0")
+            first = page.evaluate("document.querySelector('tr.hit').dataset.videoId")
+            assert first == _colour_id(trained["colours"], 1)
+            page.wait_for("Array.from(document.images).every(i => i.complete)")
+            assert page.evaluate("Array.from(document.images).filter(i => i.naturalWidth === 0).length") == 0
+            assert page.evaluate("document.querySelectorAll('tr.hit').length") == 6  # k = 10, 6 videos indexed
+            assert page.console_errors() == []
+            page.screenshot(tmp_path / "search.png", width=1000, height=700)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _index_command(ckpt: Path, folder: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "experiments.search", "index", "--ckpt", str(ckpt), "--videos", str(folder),
+            "--out", str(out), "--batch-size", "1", "--num-workers", "0", "--no-progress"]
+
+
+def test_indexing_resumes_after_sigkill(trained: dict[str, Any], tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    for n in range(40):  # 40 small clips: long enough to kill the run between batches
+        src = trained["folder"] / ("outdoor" if n % 2 else "indoor") / f"{trained['colours'][n % 6]}_clip.mp4"
+        (folder / f"part{n // 10}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, folder / f"part{n // 10}" / f"clip{n:02d}.mp4")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_index_command(trained["ckpt"], folder, killed), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(list((killed / "shards").glob("*.pt"))) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, "indexing ended before it could be killed"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "manifest.json").exists(), "the run finished before the kill"
+    before = {vid for shard in read_shards(killed) for vid in shard["ids"]}
+    assert 3 <= len(before) < 40
+    subprocess.run(_index_command(trained["ckpt"], folder, killed), cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    whole = tmp_path / "whole"
+    subprocess.run(_index_command(trained["ckpt"], folder, whole), cwd=ROOT, env=env, check=True, capture_output=True)
+    ids = [vid for shard in read_shards(killed) for vid in shard["ids"]]
+    assert len(ids) == len(set(ids)) == 40  # nothing encoded twice, nothing lost
+    assert (killed / "videos.jsonl").read_text() .replace(str(killed), "") == (
+        whole / "videos.jsonl").read_text().replace(str(whole), "")
+    np.testing.assert_allclose(np.load(killed / "embeddings.npy"), np.load(whole / "embeddings.npy"), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------- two stages
+@pytest.fixture(scope="module")
+def narvid_index(narrated_msrvtt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("narvid_search")
+    cli = main([*narvid_args(narrated_msrvtt, tmp, "narvid"), "--trainer.enable_progress_bar", "false"])
+    ckpt = Path(cli.trainer.checkpoint_callback.best_model_path)
+    store = narrated_msrvtt / "captions" / "narration_test.jsonl"
+    with pytest.raises(ValueError, match="--captions narration="):
+        build_index(ckpt, narrated_msrvtt / "videos" / "all", tmp / "no_captions", num_workers=0, progress=False)
+    index = tmp / "index"
+    build_index(ckpt, narrated_msrvtt / "videos" / "all", index, captions={"narration": str(store)}, num_workers=0,
+                progress=False)
+    return {"ckpt": ckpt, "index": index, "data": narrated_msrvtt}
+
+
+def test_narvid_first_stage_is_the_uniform_coarse_score_and_the_second_its_full_similarity(
+        narvid_index: dict[str, Any]) -> None:
+    searcher = VideoSearchIndex(narvid_index["index"])
+    model = searcher.retriever
+    assert searcher.exact is False
+    feats = searcher.video_features()
+    queries = ["a red square moves right", "a blue square moves right"]
+    text = searcher.encode_queries(queries)
+    # first stage: cos(q, mean of unit frames) + cos(q, mean of unit narration), by hand
+    q = torch.nn.functional.normalize(text["sentence"], dim=-1)
+    mask = feats["mask"].float()[..., None]
+    by_hand = 0
+    for key in ("frames", "narration"):
+        unit = torch.nn.functional.normalize(feats[key], dim=-1)
+        pooled = (unit * mask).sum(1) / mask.sum(1)
+        by_hand = by_hand + q @ torch.nn.functional.normalize(pooled, dim=-1).t()
+    first = model.query_embedding(text) @ model.index_embedding(feats).t()
+    torch.testing.assert_close(first, by_hand, atol=1e-5, rtol=1e-5)
+    # second stage over every video: the method's fused similarity of each query against the whole collection
+    n = len(searcher.videos)
+    results = searcher.search(queries, k=n, rerank=n)
+    for i, result in enumerate(results):
+        assert result.reranked and result.first_stage == n
+        full = model.rerank({k: v[i:i + 1] for k, v in text.items()}, feats)[0]
+        got = {h.row: h.score for h in result.hits}
+        assert got == pytest.approx({row: float(full[row]) for row in range(n)}, abs=1e-5)
+        assert [h.row for h in result.hits] == torch.argsort(full, descending=True, stable=True).tolist()
+    # rerank 0: the first stage's own order
+    stage_one = searcher.search(queries[:1], k=3, rerank=0)[0]
+    assert not stage_one.reranked
+    assert [h.row for h in stage_one.hits] == torch.argsort(first[0], descending=True)[:3].tolist()
