@@ -46,8 +46,8 @@ def page(body: str, title: str, query: str = "", k: int = 10, form: bool = False
     search_box = (f"<form action='/' method='get'><input name='q' value='{html.escape(query, quote=True)}' "
                   f"placeholder='describe a video' autofocus> <input name='k' type='number' min='1' value='{k}' "
                   "style='width:4em'> <button type='submit'>Search</button></form>") if form else ""
-    return (f"<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{search_box}{body}</body></html>")
+    return ("<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{search_box}{body}</body></html>")
 
 
 def write_results_page(results: list[SearchResult], index_dir: Path, out: Path) -> None:

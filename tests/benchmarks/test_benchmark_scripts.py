@@ -59,3 +59,12 @@ def test_care_dpo_benchmark_runs_every_variant(tmp_path: Path) -> None:
     record = json.loads(out.read_text())
     assert [(r["lm_layers"], r["lm_training"]) for r in record["rows"]] == [(30, "full"), (30, "lora"), (6, "full")]
     assert all(r["captions_per_s"] > 0 and r["dgdpo_step_s"] > 0 for r in record["rows"])
+
+
+def test_search_vector_benchmark_runs_every_index_type(tmp_path: Path) -> None:
+    out = tmp_path / "search_vectors.json"
+    _run("benchmarks/search.py", "--part", "vectors", "--sizes", "3000", "--clusters", "60", "--queries", "10",
+         "--nprobe", "4", "8", "--ef-search", "16", "--threads", "1", "--json", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["index"].split()[0] for r in rows] == ["flat", "ivf", "ivf", "hnsw"]
+    assert rows[0]["recall_at_10"] == 1.0 and all(0.0 <= r["recall_at_10"] <= 1.0 for r in rows)
