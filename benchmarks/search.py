@@ -118,9 +118,10 @@ def bench_indexing(args: argparse.Namespace) -> dict[str, Any]:
     from torch.utils.data import DataLoader
 
     from datamodules.captions import CaptionStore
+    from datamodules.folder import list_videos
     from experiments.search.checkpoint import load_retriever
     from experiments.search.cli import _captions
-    from experiments.search.collection import CollectionDataset, collate_collection, list_videos
+    from experiments.search.collection import CollectionDataset, collate_collection
     from experiments.search.indexer import CollectionEncoder, build_index, collection_settings
 
     torch.set_num_threads(args.threads)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from datamodules.base import VideoTextDataModule
     from datamodules.captions import CaptionRecord, CaptionStore
     from datamodules.didemo import DiDeMo
+    from datamodules.folder import VideoFolder
     from datamodules.msrvtt import MSRVTT
     from datamodules.msvd import MSVD
     from datamodules.preferences import PreferenceDataModule
@@ -32,10 +33,11 @@ _DEFINED_IN: dict[str, str] = {
     "PreferenceDataModule": "datamodules.preferences",
     "SynthVTR": "datamodules.synthvtr.datamodule",
     "VATEX": "datamodules.vatex",
+    "VideoFolder": "datamodules.folder",
 }
 
 __all__ = ["MSRVTT", "MSVD", "VATEX", "CaptionRecord", "CaptionStore", "DiDeMo", "PreferenceDataModule", "SynthVTR",
-           "VideoTextDataModule"]
+           "VideoFolder", "VideoTextDataModule"]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,8 +8,19 @@ torch-free), hence ``main.py`` imports this module. A new data module is added h
 
 from __future__ import annotations
 
-from datamodules import MSRVTT, MSVD, VATEX, DiDeMo, PreferenceDataModule, SynthVTR, VideoTextDataModule
+from datamodules import (
+    MSRVTT,
+    MSVD,
+    VATEX,
+    DiDeMo,
+    PreferenceDataModule,
+    SynthVTR,
+    VideoFolder,
+    VideoTextDataModule,
+)
 
 DATA_MODULES: tuple[type[VideoTextDataModule], ...] = (MSRVTT, MSVD, VATEX, DiDeMo, SynthVTR)
+# one's own videos, for predict (captioning before a search index, experiments/search)
+PREDICT_ONLY_DATA_MODULES = (VideoFolder,)
 # wraps one of them: CaRe-DPO's preference pairs (datamodules/preferences.py)
 WRAPPING_DATA_MODULES = (PreferenceDataModule,)

@@ -1,5 +1,6 @@
-"""A folder of one's own videos as a collection to index: ids, decoding (the checkpoint's frame sampling), a
-thumbnail strip and the duration of each video, and the collate that keeps failures listed."""
+"""A folder of one's own videos as a collection to index (listed by ``datamodules.folder.list_videos``): decoding
+with the checkpoint's frame sampling, a thumbnail strip and the duration of each video, and the collate that keeps
+failures listed."""
 
 from __future__ import annotations
 
@@ -16,28 +17,10 @@ from datamodules.annotations import Split, VideoEntry
 from datamodules.captions import CaptionStore
 from datamodules.collate import collate_videos
 from datamodules.datasets import VideoSource
-from datamodules.readers import VIDEO_EXTENSIONS, ReaderName
+from datamodules.readers import ReaderName
 
 THUMBNAIL_FRAMES = 4
 THUMBNAIL_HEIGHT = 96
-
-
-def list_videos(folder: str | Path) -> list[VideoEntry]:
-    """Every video file under ``folder`` (recursively), in path order. A video's id is its path relative to the
-    folder without the extension (``clips/a.mp4`` -> ``clips/a``), which is how caption stores name videos."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"--videos {root}: not a folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-    seen: dict[str, Path] = {}
-    for path in files:
-        video_id = path.relative_to(root).with_suffix("").as_posix()
-        if video_id in seen:
-            raise ValueError(f"{seen[video_id]} and {path} would share the id {video_id!r}; rename one of them")
-        seen[video_id] = path
-    if not seen:
-        raise FileNotFoundError(f"--videos {root}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
-    return [VideoEntry(video_id, path.resolve()) for video_id, path in seen.items()]
 
 
 def thumbnail_strip(frames: torch.Tensor, mask: torch.Tensor, count: int = THUMBNAIL_FRAMES,

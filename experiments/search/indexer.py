@@ -36,8 +36,9 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
 from datamodules.captions import CaptionStore
+from datamodules.folder import list_videos
 from experiments.search.checkpoint import RetrieverCheckpoint, load_retriever
-from experiments.search.collection import CollectionDataset, collate_collection, list_videos
+from experiments.search.collection import CollectionDataset, collate_collection
 from experiments.search.vector_index import EXACT_BELOW, IndexType, build_vector_index, write_index
 from lightning_modules.base import BaseRetrievalModule, as_float32
 

@@ -68,7 +68,8 @@ def evaluate(ckpt: str | Path, work: str | Path, candidates: Sequence[int], batc
         link = folder / f"{v.video_id}{v.path.suffix}"
         if not link.exists():
             link.symlink_to(v.path.resolve())
-    captions = {kind: str(dm._resolve(path)) for kind, path in (checkpoint.data.get("aux_captions") or {}).items()}
+    captions = {kind: str(path if Path(path).is_absolute() else dm.root / path)
+                for kind, path in (checkpoint.data.get("aux_captions") or {}).items()}
     started = time.perf_counter()
     build_index(checkpoint.path, folder, work / "index", captions, batch_size=batch_size, num_workers=num_workers,
                 progress=False)

@@ -6,11 +6,11 @@ import inspect
 
 import datamodules
 from datamodules.base import VideoTextDataModule
-from datamodules.registry import DATA_MODULES
+from datamodules.registry import DATA_MODULES, PREDICT_ONLY_DATA_MODULES
 
 
 def test_registry_lists_every_exported_data_module():
     exported = {getattr(datamodules, name) for name in datamodules.__all__}
     data_modules = {c for c in exported if inspect.isclass(c) and issubclass(c, VideoTextDataModule)
                     and c is not VideoTextDataModule}
-    assert set(DATA_MODULES) == data_modules
+    assert set(DATA_MODULES) | set(PREDICT_ONLY_DATA_MODULES) == data_modules

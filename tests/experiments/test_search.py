@@ -226,3 +226,33 @@ def test_indexing_benchmark_runs(trained: dict[str, Any], tmp_path: Path) -> Non
     record = json.loads(out.read_text())
     assert record["videos"] == 7 and len(record["rows"]) == 3
     assert all(r["videos_per_s"] > 0 for r in record["rows"])
+
+
+def test_own_folder_is_captioned_by_predict_with_the_ids_the_index_uses(trained: dict[str, Any],
+                                                                        tmp_path: Path) -> None:
+    """The README's narration command for one's own videos: the shipped LLaVA narration config on a VideoFolder.
+    Named overrides: the tiny random LLaVA of tests/caption_helpers.py for llava-hf/llava-1.5-7b-hf (no hub, no 7B
+    on a CPU test) with 2-4 new tokens (random weights rarely stop), the CPU, and 4 frames (the test checkpoint's)."""
+    from datamodules.captions import CaptionStore
+    from datamodules.folder import list_videos
+    from datamodules.readers import sample_frame_indices
+    from tests.caption_helpers import save_tiny_llava
+
+    folder = tmp_path / "mine"
+    shutil.copytree(trained["folder"], folder, ignore=shutil.ignore_patterns("broken.mp4"))
+    main(["predict", "--config", str(ROOT / "configs" / "captioners" / "narration_llava.yaml"), "--data", "VideoFolder",
+          "--data.init_args.root", str(folder), "--data.init_args.video_dir", ".", "--data.init_args.num_workers", "0",
+          "--data.init_args.num_frames", "4", "--trainer.accelerator", "cpu",
+          "--trainer.default_root_dir", str(tmp_path / "run"),
+          "--model.init_args.backend.init_args.model", str(save_tiny_llava(tmp_path / "llava")),
+          "--model.init_args.backend.init_args.max_new_tokens", "4",
+          "--model.init_args.backend.init_args.min_new_tokens", "2"])
+    store = CaptionStore.load(folder / "captions" / "narration_llava.jsonl", "narration")
+    ids = [e.video_id for e in list_videos(folder)]
+    assert sorted(store) == ids and len(ids) == 6
+    uniform = sample_frame_indices(16, 4, "uniform").tolist()  # what the index's loader feeds (exact alignment)
+    assert all(len(store[i].captions) == 4 and store[i].frame_indices == uniform for i in ids)
+    with pytest.raises(ValueError, match="no annotations"):
+        from datamodules import VideoFolder
+
+        VideoFolder(str(folder)).setup("fit")
