@@ -256,3 +256,20 @@ def test_own_folder_is_captioned_by_predict_with_the_ids_the_index_uses(trained:
         from datamodules import VideoFolder
 
         VideoFolder(str(folder)).setup("fit")
+
+
+@pytest.mark.slow
+def test_two_process_indexing_equals_one_process(trained: dict[str, Any], tmp_path: Path) -> None:
+    """Lightning's distributed predict on 2 CPU processes (gloo): one shard per rank and batch, the sampler's
+    padding de-duplicated, the same rows and embeddings as the single-process index."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp"
+    subprocess.run([*_index_command(trained["ckpt"], trained["folder"], out)[:-1], "--accelerator", "cpu",
+                    "--devices", "2", "--batch-size", "2", "--no-progress"], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=600)
+    assert {p.name[:3] for p in (out / "shards").glob("*.pt")} == {"000", "001"}
+    ours = json.loads((out / "manifest.json").read_text())
+    assert ours["num_indexed"] == 6 and [u["id"] for u in ours["unreadable"]] == ["broken"]
+    assert (out / "videos.jsonl").read_text() == (trained["index"] / "videos.jsonl").read_text()
+    np.testing.assert_allclose(np.load(out / "embeddings.npy"), np.load(trained["index"] / "embeddings.npy"),
+                               atol=1e-5)
