@@ -26,6 +26,10 @@ def mean_std(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
 def collect(summaries: list[Path], out: Path, stores: list[Path] | None = None) -> dict[str, Any]:
     """``stores`` (one preference store per summary, same order) are copied next to the summaries and recounted
     with the current pair rules (``inter_conflicts`` included)."""
@@ -64,11 +68,14 @@ def collect(summaries: list[Path], out: Path, stores: list[Path] | None = None) 
               "test": f"{records[0]['captions'][next(iter(records[0]['captions']))]['num_queries']} queries x "
                       f"{records[0]['captions'][next(iter(records[0]['captions']))]['num_videos']} videos"}
     (out / "captions.json").write_text(json.dumps({**shared, "rows": rows}, indent=2) + "\n")
+    # per seed, not averaged: a seed that ran alone on the machine and one that shared it are different measurements
     stages = sorted({stage for r in records for stage in r["timings_s"]}, key=list(records[0]["timings_s"]).index)
-    timing_rows = [{"stage": stage, "seconds": mean_std([r["timings_s"][stage] for r in records
-                                                         if stage in r["timings_s"]], 0)} for stage in stages]
-    timing_rows.append({"stage": "total (stages)", "seconds": mean_std([sum(r["timings_s"].values())
-                                                                         for r in records], 0)})
+    timing_rows = [{"stage": stage, **{f"seed_{r['seed']}": _seconds(r["timings_s"].get(stage)) for r in records}}
+                   for stage in stages]
+    timing_rows.append({"stage": "total (stages)",
+                        **{f"seed_{r['seed']}": _seconds(sum(r["timings_s"].values())) for r in records}})
+    timing_rows.append({"stage": "pipeline wall time (this invocation)",
+                        **{f"seed_{r['seed']}": _seconds(r.get("wall_s")) for r in records}})
     (out / "timings.json").write_text(json.dumps({"seeds": shared["seeds"], "rows": timing_rows}, indent=2) + "\n")
     pairs = [{"seed": r["seed"], **r["preference_pairs"],
               **{k.removeprefix("train/"): round(v, 4) for k, v in r["dgdpo_train"].items()

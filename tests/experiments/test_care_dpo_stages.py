@@ -138,7 +138,7 @@ def test_attribute_reading_takes_the_longest_phrase_once() -> None:
                             ["bg:snow", "obj:white:circle", "mots:circle:left"]) == (4, 6, len(truth))
 
 
-def test_collect_writes_mean_and_std_over_seeds_and_refuses_mixed_settings(tmp_path: Path) -> None:
+def test_collect_writes_mean_and_std_over_seeds_times_per_seed_and_refuses_mixed_settings(tmp_path: Path) -> None:
     from experiments.care_dpo.collect import collect
 
     def summary(seed: int, r1: float, settings: dict) -> Path:
@@ -153,7 +153,9 @@ def test_collect_writes_mean_and_std_over_seeds_and_refuses_mixed_settings(tmp_p
     out = collect([summary(0, 2.0, {"a": 1}), summary(1, 4.0, {"a": 1})], tmp_path / "out")
     assert out["captions"][0]["caption_r1"] == "3.00 ± 1.41"
     assert out["captions"][0]["attribute_precision"] == "50.00 ± 0.00"
-    assert out["timings"][0] == {"stage": "sft", "seconds": "10 ± 1"} and out["timings"][-1]["seconds"] == "16 ± 1"
+    assert out["timings"][0] == {"stage": "sft", "seed_0": "10", "seed_1": "11"}  # per seed: solo or shared machine
+    assert out["timings"][-2] == {"stage": "total (stages)", "seed_0": "15", "seed_1": "16"}
+    assert out["timings"][-1] == {"stage": "pipeline wall time (this invocation)", "seed_0": "—", "seed_1": "—"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "captions.json", "preferences.json", "summary_s0.json", "summary_s1.json", "timings.json"]
     with pytest.raises(ValueError, match="different pipeline settings"):
