@@ -75,7 +75,9 @@ class VideoSearchIndex:
                                      f"{recorded['sha256'][:12]}); {path} (sha256 {sha[:12]}) is a different file: "
                                      "its query embeddings would not match the index. Query with the checkpoint the "
                                      "index was built with, or build a new index with this one")
-        self.retriever = load_retriever(path, device).module
+        loaded = load_retriever(path, device)
+        self.retriever = loaded.module
+        self.retriever_data = loaded.data  # the data settings the checkpoint was trained with
         self.index = read_index(str(self.dir / "index.faiss"))
         set_search_parameters(self.index, nprobe, ef_search)
         self.videos = [json.loads(line) for line in (self.dir / "videos.jsonl").read_text().splitlines() if line]

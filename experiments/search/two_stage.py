@@ -32,9 +32,15 @@ import torch
 from experiments.search.checkpoint import load_retriever
 from experiments.search.indexer import build_index
 from experiments.search.searcher import VideoSearchIndex
+from experiments.search.vector_index import search
 from lightning_modules.metrics import retrieval_metrics
 
 log = logging.getLogger(__name__)
+
+
+def _data_class(ckpt: str | Path) -> str:
+    raw = torch.load(ckpt, map_location="cpu", weights_only=False)
+    return raw["datamodule_hyper_parameters"]["_class_path"]
 
 
 def test_split(ckpt_data: dict[str, Any], class_path: str) -> Any:
@@ -58,8 +64,7 @@ def evaluate(ckpt: str | Path, work: str | Path, candidates: Sequence[int], batc
              num_workers: int = 2) -> dict[str, Any]:
     work = Path(work)
     checkpoint = load_retriever(ckpt)
-    raw = torch.load(checkpoint.path, map_location="cpu", weights_only=False)
-    data_class = raw["datamodule_hyper_parameters"]["_class_path"]
+    data_class = _data_class(checkpoint.path)
     dm = test_split(checkpoint.data, data_class)
     split = dm.splits["test"]
     folder = work / "videos"
@@ -95,20 +100,35 @@ def evaluate(ckpt: str | Path, work: str | Path, candidates: Sequence[int], batc
         full_seconds = time.perf_counter() - t0
     full = full.numpy()
     full_top1 = full.argmax(1)
-    rows = [_row("full scoring", full, gt, None, None, full_seconds, len(queries))]
-    q = model.query_embedding(text).numpy()
-    first = q @ model.index_embedding(feats).numpy().T
-    rows.append(_row("first stage only", first, gt, None, None, None, len(queries)))
+    n_videos = len(searcher.videos)
+    one = [{k: v[i:i + 1] for k, v in text.items()} for i in range(len(queries))]
+    # per query, text already encoded (both ways encode it the same): every video re-scored by the method ...
+    t0 = time.perf_counter()
+    for i in range(len(queries)):
+        model.rerank(one[i], feats)
+    per_query_full = time.perf_counter() - t0
+    rows = [_row("full scoring (whole-matrix z-scores)", full, gt, None, None, per_query_full, len(queries))]
+    q = model.query_embedding(text).float().numpy()
+    t0 = time.perf_counter()
+    first_scores, first_rows = search(searcher.index, q, n_videos)  # batched: only its order is used here
+    first = np.full_like(full, -np.inf)
+    np.put_along_axis(first, first_rows, first_scores, axis=1)
+    for i in range(len(queries)):
+        search(searcher.index, q[i:i + 1], 10)
+    first_seconds = time.perf_counter() - t0
+    rows.append(_row("first stage only (FAISS)", first, gt, None, None, first_seconds, len(queries)))
     for n in candidates:
-        n = min(n, len(searcher.videos))
-        t0 = time.perf_counter()
-        results = searcher.search(queries, k=n, rerank=n) if len(queries) else []
-        seconds = time.perf_counter() - t0
+        n = min(n, n_videos)
         sim = np.full_like(full, -np.inf)
         recall_top1 = recall_gt = 0
-        for i, r in enumerate(results):
-            cand = [h.row for h in r.hits]
-            sim[i, cand] = [h.score for h in r.hits]
+        t0 = time.perf_counter()
+        for i in range(len(queries)):  # ... or the FAISS top N re-scored (views fused over the N)
+            _, cand = search(searcher.index, q[i:i + 1], n)
+            cand = cand[0]
+            sim[i, cand] = model.rerank(one[i], {k: v[torch.as_tensor(cand)] for k, v in feats.items()})[0].numpy()
+        seconds = time.perf_counter() - t0
+        for i in range(len(queries)):
+            cand = np.flatnonzero(np.isfinite(sim[i]))
             recall_top1 += int(full_top1[i] in cand)
             recall_gt += int(gt[i] in cand)
         rows.append(_row(f"two stages, N = {n}", sim, gt, recall_top1 / len(queries), recall_gt / len(queries),
@@ -116,12 +136,57 @@ def evaluate(ckpt: str | Path, work: str | Path, candidates: Sequence[int], batc
     base = rows[0]["t2v_R1"]
     for r in rows:
         r["delta_R1"] = round(r["t2v_R1"] - base, 3)
+    registered = _registered_r1(checkpoint.path)
     return {"rows": rows, "method": checkpoint.method, "checkpoint": str(checkpoint.path),
-            "checkpoint_sha256": checkpoint.sha256[:12], "dataset": dm.title if hasattr(dm, "title") else data_class,
-            "queries": len(queries), "videos": len(searcher.videos),
-            "index": searcher.manifest["index"]["type"], "index_seconds": round(index_seconds, 1),
-            "timing": "seconds for all queries on this machine's CPU threads (torch default), one query at a time "
-                      "for the two-stage rows, one tiled matrix for full scoring"}
+            "checkpoint_sha256": checkpoint.sha256[:12], "dataset": data_class.rpartition(".")[2],
+            "queries": len(queries), "videos": n_videos, "index": searcher.manifest["index"]["type"],
+            "index_seconds": round(index_seconds, 1), "full_scoring_batched_ms_per_query":
+                round(1000 * full_seconds / len(queries), 3), **registered,
+            "timing": "ms per query on this machine's CPU threads, the query's text encoding excluded (the same for "
+                      "every row), one query at a time"}
+
+
+def latency_by_size(searcher: VideoSearchIndex, queries: list[str], sizes: Sequence[int], n: int,
+                    num_queries: int = 50) -> list[dict[str, Any]]:
+    """Per-query scoring time as the collection grows: the index's videos repeated to each size (NarVid's cost
+    does not depend on what the features hold), a flat FAISS index over them, ``num_queries`` queries one at a time.
+    Full scoring re-scores every video; two stages search FAISS, then re-score the top ``n``."""
+    from experiments.search.vector_index import build_vector_index
+
+    model = searcher.retriever
+    feats = searcher.video_features()
+    text = searcher.encode_queries(queries[:num_queries])
+    one = [{k: v[i:i + 1] for k, v in text.items()} for i in range(len(queries[:num_queries]))]
+    q = model.query_embedding(text).float().numpy()
+    rows = []
+    with torch.no_grad():
+        base = len(searcher.videos)
+        for size in sizes:
+            reps = -(-size // base)
+            tiled = {k: v.repeat(reps, *([1] * (v.dim() - 1)))[:size] for k, v in feats.items()}
+            index, _ = build_vector_index(model.index_embedding(tiled).float().numpy(), "flat")
+            t0 = time.perf_counter()
+            for item in one:
+                model.rerank(item, tiled)
+            full = 1000 * (time.perf_counter() - t0) / len(one)
+            t0 = time.perf_counter()
+            for i, item in enumerate(one):
+                _, cand = search(index, q[i:i + 1], n)
+                model.rerank(item, {k: v[torch.as_tensor(cand[0])] for k, v in tiled.items()})
+            two = 1000 * (time.perf_counter() - t0) / len(one)
+            rows.append({"videos": size, "full_ms": round(full, 2), "two_stage_ms": round(two, 2),
+                         "speedup": round(full / two, 1)})
+            log.info("%s", rows[-1])
+    return rows
+
+
+def _registered_r1(ckpt: Path) -> dict[str, Any]:
+    """The checkpoint's own ``main.py test`` result when its run folder has one (to compare with full scoring here,
+    which encodes the videos through the index's decoding instead of the run's)."""
+    metrics = ckpt.parent.parent / "test" / "metrics.json"
+    if not metrics.is_file():
+        return {}
+    return {"checkpoint_test_t2v_R1": json.loads(metrics.read_text())["metrics"]["t2v_R1"]}
 
 
 def _row(name: str, sim: np.ndarray, gt: np.ndarray, recall_top1: float | None, recall_gt: float | None,
@@ -140,6 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--work", required=True, help="folder for the test split's links and its index")
     p.add_argument("--out", required=True, help="JSON with one row per search (a README json-table)")
     p.add_argument("--candidates", type=int, nargs="+", default=[10, 20, 50, 100])
+    p.add_argument("--latency-sizes", type=int, nargs="*", default=[160, 1_600, 16_000],
+                   help="collection sizes of the per-query latency comparison (the test videos repeated)")
+    p.add_argument("--latency-n", type=int, default=50, help="N of the latency comparison's two-stage search")
+    p.add_argument("--latency-out", default=None, help="JSON of the latency comparison (a README json-table)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--num-workers", type=int, default=2)
     args = p.parse_args(argv)
@@ -150,6 +219,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     for r in result["rows"]:
         print(r)
+    if args.latency_out and args.latency_sizes:
+        searcher = VideoSearchIndex(Path(args.work) / "index")
+        dm = test_split(searcher.retriever_data, _data_class(args.ckpt))
+        rows = latency_by_size(searcher, [t.text for t in dm.splits["test"].texts], args.latency_sizes,
+                               args.latency_n)
+        Path(args.latency_out).write_text(json.dumps({"rows": rows, "method": result["method"],
+                                                      "checkpoint_sha256": result["checkpoint_sha256"],
+                                                      "n": args.latency_n, "queries": 50,
+                                                      "timing": result["timing"]}, indent=1) + "\n")
     return 0
 
 
