@@ -273,3 +273,17 @@ def test_two_process_indexing_equals_one_process(trained: dict[str, Any], tmp_pa
     assert (out / "videos.jsonl").read_text() == (trained["index"] / "videos.jsonl").read_text()
     np.testing.assert_allclose(np.load(out / "embeddings.npy"), np.load(trained["index"] / "embeddings.npy"),
                                atol=1e-5)
+
+
+def test_two_stage_evaluation_reproduces_the_checkpoints_test(narvid_index: dict[str, Any], tmp_path: Path) -> None:
+    """Full scoring over the index's features is the run's own test (same decoding, float32): the same R@1; with N =
+    every video the first stage recalls everything."""
+    from experiments.search.two_stage import evaluate
+
+    result = evaluate(narvid_index["ckpt"], tmp_path / "work", [2, 100], num_workers=0)
+    rows = {r["search"].split(" (")[0]: r for r in result["rows"]}
+    assert result["videos"] == 6 and result["queries"] == 6
+    assert rows["full scoring"]["t2v_R1"] == pytest.approx(result["checkpoint_test_t2v_R1"])
+    assert rows["two stages, N = 6"]["first_stage_recall_of_truth"] == 1.0
+    assert rows["two stages, N = 6"]["first_stage_recall_of_full_top1"] == 1.0
+    assert rows["two stages, N = 2"]["first_stage_recall_of_truth"] <= 1.0
