@@ -30,6 +30,13 @@ def _seconds(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f}"
 
 
+def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings with each stage's config as a list (summaries written before the pipeline took lists of configs
+    record a single path, and no ``data`` entry, for the same run)."""
+    configs = {k: [v] if isinstance(v, str) else list(v or []) for k, v in settings.get("configs", {}).items()}
+    return {**settings, "configs": {k: v for k, v in configs.items() if v}}
+
+
 def collect(summaries: list[Path], out: Path, stores: list[Path] | None = None) -> dict[str, Any]:
     """``stores`` (one preference store per summary, same order) are copied next to the summaries and recounted
     with the current pair rules (``inter_conflicts`` included)."""
@@ -49,7 +56,7 @@ def collect(summaries: list[Path], out: Path, stores: list[Path] | None = None) 
     seeds = sorted(r["seed"] for r in records)
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"two summaries share a seed: {seeds}")
-    settings = {json.dumps(r["settings"], sort_keys=True) for r in records}
+    settings = {json.dumps(comparable_settings(r["settings"]), sort_keys=True) for r in records}
     if len(settings) != 1:
         raise ValueError("the summaries come from different pipeline settings; collect each setting separately")
     out.mkdir(parents=True, exist_ok=True)

@@ -158,5 +158,9 @@ def test_collect_writes_mean_and_std_over_seeds_times_per_seed_and_refuses_mixed
     assert out["timings"][-1] == {"stage": "pipeline wall time (this invocation)", "seed_0": "—", "seed_1": "—"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "captions.json", "preferences.json", "summary_s0.json", "summary_s1.json", "timings.json"]
+    from experiments.care_dpo.collect import comparable_settings
+
+    assert comparable_settings({"configs": {"sft": "a.yaml", "data": None}}) == comparable_settings(
+        {"configs": {"sft": ["a.yaml"], "data": []}})
     with pytest.raises(ValueError, match="different pipeline settings"):
         collect([summary(0, 2.0, {"a": 1}), summary(1, 4.0, {"a": 2})], tmp_path / "mixed")
