@@ -1,12 +1,12 @@
 """Search over one's own videos (``experiments/search``): vector-search latency and recall, and indexing throughput.
 
 ``--part vectors``: N synthetic unit embeddings (D=512) for N in ``--sizes`` (default 10k, 100k, 1M), clustered as
-video embeddings are (``--clusters`` centres; each vector is its centre plus Gaussian noise, renormalised, so that
-a vector's nearest neighbours share its cluster, unlike uniform random vectors where no index can beat a scan), and
-``--queries`` held-out queries drawn the same way. For each index type (exact ``flat``; ``ivf`` with
-nlist = 4 sqrt(N) at each ``--nprobe``; ``hnsw`` at each ``--ef-search``) it reports the build time, the latency of
-one query at a time (median and 95th percentile; FAISS on ``--threads`` threads) and recall@10 against the exact
-top 10.
+video embeddings are (N / ``--cluster-size`` random centres; each vector is its centre plus Gaussian noise of norm
+``--noise``, renormalised, so that a vector's nearest neighbours share its cluster, unlike uniform random vectors
+where no index can beat a scan), and ``--queries`` held-out queries drawn the same way. For each index type (exact
+``flat``; ``ivf`` with nlist = 4 sqrt(N) at each ``--nprobe``; ``hnsw`` at each ``--ef-search``) it reports the build
+time, the latency of one query at a time (median and 95th percentile; FAISS on ``--threads`` threads) and recall@10
+against the exact top 10.
 
 ``--part indexing`` (needs ``--ckpt`` and ``--videos``, plus ``--captions`` for a method that reads captions):
 videos/s of decoding alone (the collection's data loader without the model), of encoding alone (the method's
@@ -75,8 +75,9 @@ def bench_vectors(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for n in args.sizes:
         rng = np.random.default_rng(0)
-        base, centres = clustered(n, args.dim, args.clusters, args.noise, rng)
-        queries, _ = clustered(args.queries, args.dim, args.clusters, args.noise, rng, centres)
+        clusters = max(1, n // args.cluster_size)
+        base, centres = clustered(n, args.dim, clusters, args.noise, rng)
+        queries, _ = clustered(args.queries, args.dim, clusters, args.noise, rng, centres)
         t0 = time.perf_counter()
         flat, _ = build_vector_index(base, "flat")
         build = time.perf_counter() - t0
@@ -108,7 +109,7 @@ def bench_vectors(args: argparse.Namespace) -> dict[str, Any]:
                 print(rows[-1], flush=True)
             del hnsw
         del flat, base
-    return {"rows": rows, "benchmark": "search_vectors", "dim": args.dim, "clusters": args.clusters,
+    return {"rows": rows, "benchmark": "search_vectors", "dim": args.dim, "cluster_size": args.cluster_size,
             "noise": args.noise, "queries": args.queries, "k": args.k, "faiss_threads": args.threads,
             "faiss": faiss.__version__}
 
@@ -172,15 +173,15 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--clusters", type=int, default=10_000)
+    p.add_argument("--cluster-size", type=int, default=100, help="vectors per cluster (clusters = N / this)")
     p.add_argument("--noise", type=float, default=1.0, help="noise norm relative to the (unit) centre")
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("-k", type=int, default=10)
-    p.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64])
+    p.add_argument("--nprobe", type=int, nargs="+", default=[8, 32, 128])
     p.add_argument("--hnsw-max", type=int, default=1_000_000, help="skip HNSW above this many vectors")
     p.add_argument("--hnsw-m", type=int, default=32)
     p.add_argument("--ef-construction", type=int, default=40)
-    p.add_argument("--ef-search", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--ef-search", type=int, nargs="+", default=[64, 256])
     p.add_argument("--ckpt", default=None)
     p.add_argument("--videos", default=None)
     p.add_argument("--captions", nargs="*", default=[])

@@ -63,7 +63,7 @@ def test_care_dpo_benchmark_runs_every_variant(tmp_path: Path) -> None:
 
 def test_search_vector_benchmark_runs_every_index_type(tmp_path: Path) -> None:
     out = tmp_path / "search_vectors.json"
-    _run("benchmarks/search.py", "--part", "vectors", "--sizes", "3000", "--clusters", "60", "--queries", "10",
+    _run("benchmarks/search.py", "--part", "vectors", "--sizes", "3000", "--cluster-size", "50", "--queries", "10",
          "--nprobe", "4", "8", "--ef-search", "16", "--threads", "1", "--json", str(out))
     rows = json.loads(out.read_text())["rows"]
     assert [r["index"].split()[0] for r in rows] == ["flat", "ivf", "ivf", "hnsw"]
