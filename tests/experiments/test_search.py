@@ -287,3 +287,23 @@ def test_two_stage_evaluation_reproduces_the_checkpoints_test(narvid_index: dict
     assert rows["two stages, N = 6"]["first_stage_recall_of_truth"] == 1.0
     assert rows["two stages, N = 6"]["first_stage_recall_of_full_top1"] == 1.0
     assert rows["two stages, N = 2"]["first_stage_recall_of_truth"] <= 1.0
+
+
+def test_query_serve_command_answers_on_loopback(trained: dict[str, Any]) -> None:
+    """``query --serve`` as the README runs it (port 0: a free one, printed), then one request and Ctrl-C."""
+    import urllib.request
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.search", "query", "--index", str(trained["index"]),
+                             "--serve", "--port", "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "http://127.0.0.1:" in line, line
+        url = line.split("on ", 1)[1].split()[0]
+        with urllib.request.urlopen(url + "api?q=a+yellow+square+moves+right&k=2", timeout=60) as response:
+            hits = json.loads(response.read())["hits"]
+        assert [h["rank"] for h in hits] == [1, 2] and hits[0]["video_id"] == _colour_id(trained["colours"], 3)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
