@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,6 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from experiments.search.page import serve
 
         server = serve(searcher, args.port, args.k, args.rerank)
+
+        def stop(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        # Ctrl-C and a plain kill (SIGTERM, e.g. from a service manager) both stop the server cleanly; a process
+        # started in the background may inherit an ignored SIGINT, so its handler is set here too
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
         print(f"serving {args.index} on http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)
         try:
             server.serve_forever()
