@@ -286,7 +286,9 @@ def test_two_stage_evaluation_reproduces_the_checkpoints_test(narvid_index: dict
     assert rows["full scoring"]["t2v_R1"] == pytest.approx(result["checkpoint_test_t2v_R1"])
     assert rows["two stages, N = 6"]["first_stage_recall_of_truth"] == 1.0
     assert rows["two stages, N = 6"]["first_stage_recall_of_full_top1"] == 1.0
-    assert rows["two stages, N = 2"]["first_stage_recall_of_truth"] <= 1.0
+    # N = 2: the truth is recalled exactly when the first stage alone ranks it in its top 2
+    first_only = rows["first stage only"]
+    assert first_only["t2v_R1"] <= 100 * rows["two stages, N = 2"]["first_stage_recall_of_truth"] <= 100.0
 
 
 def test_query_serve_command_answers_on_loopback(trained: dict[str, Any]) -> None:
