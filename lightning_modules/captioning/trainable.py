@@ -23,6 +23,7 @@ the projector always; the LM not at all (``lm_training: frozen``), through low-r
 
 from __future__ import annotations
 
+import inspect
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -171,6 +172,7 @@ class PrefixCaptioner(TrainableCaptioner):
         self.bos_id: int | None = self.tokenizer.bos_token_id if add_bos else None
         extra: dict[str, Any] = {} if lm_layers is None else {"num_hidden_layers": lm_layers}
         self.lm = AutoModelForCausalLM.from_pretrained(lm, dtype=getattr(torch, dtype), **extra)
+        self._keeps_logits = "logits_to_keep" in inspect.signature(self.lm.forward).parameters
         self.lm.requires_grad_(lm_training == "full")
         self.lora_layers: list[str] = []
         if lm_training == "lora":
@@ -271,11 +273,20 @@ class PrefixCaptioner(TrainableCaptioner):
         inputs = torch.cat([head, self.lm.get_input_embeddings()(ids)], dim=1)
         attention = torch.cat([torch.ones(b, offset, dtype=torch.long, device=device), real.long()], dim=1)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        logits = self.lm(inputs_embeds=inputs, attention_mask=attention, position_ids=positions).logits
-        # the token at position i is predicted by the logits at i - 1
-        predicted = scored[:, 1:]
-        labels = torch.cat([torch.zeros(b, offset, dtype=torch.long, device=device), ids], dim=1)[:, 1:]
-        token_logprob = torch.log_softmax(logits[:, :-1][predicted].float(), dim=-1)
+        # the token at position i is predicted by the logits at i - 1, so no row needs logits before
+        # ``first - 1``: the LM head (a vocabulary-wide matrix product, the costliest layer of a small LM) skips the
+        # prefix and prompt positions when the model supports ``logits_to_keep``
+        first = offset + min(len(p) for p in prompt_ids)
+        extra: dict[str, Any] = {}
+        if self._keeps_logits:
+            extra["logits_to_keep"] = offset + length - (first - 1)
+        else:
+            first = 1
+        logits = self.lm(inputs_embeds=inputs, attention_mask=attention, position_ids=positions, **extra).logits
+        predicted = scored[:, first:]
+        labels = ids[:, first - offset:] if first >= offset else torch.cat(
+            [torch.zeros(b, offset - first, dtype=torch.long, device=device), ids], dim=1)
+        token_logprob = torch.log_softmax(logits[:, -predicted.shape[1] - 1:-1][predicted].float(), dim=-1)
         token_logprob = token_logprob.gather(-1, labels[predicted].unsqueeze(-1)).squeeze(-1)
         rows = torch.arange(b, device=device).unsqueeze(1).expand_as(predicted)[predicted]
         return torch.zeros(b, device=device, dtype=token_logprob.dtype).index_add(0, rows, token_logprob)
