@@ -27,11 +27,13 @@ class FeatureCacheCallback(L.Callback):
         backbone.to(device)
         # a data module that wraps a video data module (the preference pairs of CaRe-DPO) caches through it
         source = getattr(dm, "feature_source", dm)
+        # a model that runs its frozen text trunk live anyway (role vectors at its input) reads no cached text states
+        texts = bool(getattr(pl_module, "reads_cached_text", True))
         if trainer.is_global_zero:
-            cache, info = build_or_load_cache(source, backbone, device, build=True)
+            cache, info = build_or_load_cache(source, backbone, device, build=True, texts=texts)
         trainer.strategy.barrier("vtr_feature_cache")
         if not trainer.is_global_zero:
-            cache, info = build_or_load_cache(source, backbone, device, build=False)
+            cache, info = build_or_load_cache(source, backbone, device, build=False, texts=texts)
         dm.use_feature_cache(cache, info)
 
 

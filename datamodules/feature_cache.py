@@ -165,8 +165,11 @@ def _progress(iterable: Any, desc: str) -> Any:
 
 
 def build_or_load_cache(dm: VideoTextDataModule, backbone: Any, device: torch.device | None = None,
-                        build: bool = True) -> tuple[CachedFeatures, dict[str, Any]]:
+                        build: bool = True, texts: bool = True) -> tuple[CachedFeatures, dict[str, Any]]:
     """Load the cache for every split ``dm`` has set up, computing what is missing when ``build``.
+
+    ``texts: false`` leaves the text states out even for a frozen text trunk: for a model that runs that trunk live
+    anyway (CaRe-DPO's retriever with role embeddings adds its role vectors at the trunk's input).
 
     Under DDP the model calls this with ``build=True`` on rank 0 only, then a barrier, then on the
     other ranks with ``build=False`` (they only read).
@@ -180,7 +183,7 @@ def build_or_load_cache(dm: VideoTextDataModule, backbone: Any, device: torch.de
     (directory / "fingerprint.json").write_text(json.dumps(fingerprint, indent=2, default=str))
     cache = CachedFeatures()
     info: dict[str, Any] = {"dir": str(directory), "video": backbone.video_trunk_frozen,
-                            "text": backbone.text_trunk_frozen, "built_s": 0.0}
+                            "text": texts and backbone.text_trunk_frozen, "built_s": 0.0}
     was_training = backbone.training
     backbone.eval()
     started = time.perf_counter()
@@ -204,7 +207,7 @@ def build_or_load_cache(dm: VideoTextDataModule, backbone: Any, device: torch.de
             cache.add_videos(ids, np.load(path, mmap_mode="r"), np.load(mask_path))
             if aug_path is not None:
                 cache.add_augmented(ids, np.load(aug_path, mmap_mode="r"), [views[v] for v in ids])
-        if backbone.text_trunk_frozen:
+        if info["text"]:
             aux = dm.aux_texts(name) if hasattr(dm, "aux_texts") else set()
             texts = sorted({t.text for t in split.texts} | aux)
             path = directory / f"text_{name}_{_sha(texts)}.npy"

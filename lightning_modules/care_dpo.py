@@ -118,6 +118,12 @@ class CaReRetriever(BaseRetrievalModule):
                              "(regenerate the caption file for all splits)")
         return {"video": self.fuse(video, F.normalize(caption, dim=-1))}
 
+    @property
+    def reads_cached_text(self) -> bool:
+        """With role embeddings the (frozen) text trunk runs live on every query and caption, since the role vectors
+        enter at its input; the feature cache then skips the text states nothing would read."""
+        return self.roles is None
+
     search_keys = ("text", "video")
 
     def search_is_exact(self) -> bool:
