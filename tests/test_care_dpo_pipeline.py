@@ -47,6 +47,8 @@ def pipeline_settings(tmp_path: Path) -> dict:
                       "--trainer.max_epochs=1", *quiet],
     }
     settings = yaml.safe_load(PIPELINE.read_text())
+    shipped = settings.get("overrides") or {}  # the shipped config's own stage arguments stay, the sizes follow
+    overrides = {kind: [*shipped.get(kind, []), *overrides.get(kind, [])] for kind in {*shipped, *overrides}}
     settings.update(work=str(tmp_path / "work"), out=str(tmp_path / "out"), overrides=overrides,
                     sampling={**settings["sampling"], "num_samples": 2, "max_new_tokens": 6, "batch_size": 3})
     return {**settings, "sampling": Sampling(**settings["sampling"]), "scoring": Scoring(**settings["scoring"]),
