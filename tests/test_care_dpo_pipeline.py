@@ -57,15 +57,21 @@ def pipeline_settings(tmp_path: Path) -> dict:
 
 def test_pipeline_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     args = pipeline_settings(tmp_path)
+    core = run(**args)  # the shipped default: the pipeline proper (its scorer is the SFT row)
+    assert set(core["retrieval"]) == {"sft-role", "dgdpo-role"} and core["skipped_stages"] == []
+    # the README's table command: the same plus the two comparison retrievers, every earlier stage reused
+    args = {**args, "sources": ["zero_shot", "sft", "dgdpo"], "role_ablation_sources": ["dgdpo"]}
     summary = run(**args)
     assert set(summary["retrieval"]) == {"zero_shot-role", "sft-role", "dgdpo-role", "dgdpo-norole"}
+    assert set(summary["skipped_stages"]) == {"sft", "captions_sft", "retriever_sft_role", "sample", "score", "dgdpo",
+                                              "captions_dgdpo", "retriever_dgdpo_role"}
+    assert summary["retrieval"]["dgdpo-role"] == core["retrieval"]["dgdpo-role"]
     for metrics in summary["retrieval"].values():
         assert 0.0 <= metrics["t2v_R1"] <= 100.0 and metrics["num_videos"] == 2
     assert set(summary["captions"]) == {"zero_shot", "sft", "dgdpo"}
     assert {"caption_r1", "family_r1", "attribute_precision", "distinct_captions"} <= set(summary["captions"]["sft"])
     assert summary["preference_pairs"]["inter"] == 4  # every training video has a family neighbour
     assert summary["preference_pairs"]["intra"] + summary["preference_pairs"]["intra_ties"] == 4
-    assert summary["skipped_stages"] == []
     work = tmp_path / "work" / "seed0"
     store = next((work / "preferences").glob("*.jsonl"))
     record = json.loads(store.read_text().splitlines()[0])

@@ -62,6 +62,9 @@ def run(sft_config: str | list[str], dgdpo_config: str | list[str], caption_conf
                         scoring=scoring, dgdpo=dgdpo,
                         sources=sources, roles=roles, role_ablation_sources=role_ablation_sources,
                         overrides=overrides)
+    if headline not in pipeline.retriever_runs():
+        raise ValueError(f"headline {headline!r} is not a retriever this run trains ({pipeline.retriever_runs()}): add "
+                         "its caption source to --sources (a -norole run: to --role_ablation_sources)")
     summary = pipeline.run()
     if logger_dir is not None:
         copy_for_sweep(summary, headline, logger_dir)

@@ -144,6 +144,12 @@ class Pipeline:
         self.skipped: list[str] = []
         self.ran: set[str] = set()
 
+    def retriever_runs(self) -> list[str]:
+        """``<source>-<role>`` of every retriever this run trains and tests (the summary's ``retrieval`` keys)."""
+        return [f"{source}-{role}" for source in self.sources
+                for role in sorted(set(self.roles) | ({"role", "norole"} if source in self.role_ablation_sources
+                                                      else set()))]
+
     # ------------------------------------------------------------------ stage plumbing
     def _main(self, kind: str, args: list[str], log_path: Path) -> None:
         cmd = [sys.executable, str(ROOT / "main.py"), *args, *self.overrides.get(kind, [])]
@@ -260,13 +266,11 @@ class Pipeline:
         if self.zero_shot_captions:
             captions["zero_shot"] = Path(self.zero_shot_captions)
         runs: dict[str, dict[str, Any]] = {}
-        for source in self.sources:
-            roles = set(self.roles) | ({"role", "norole"} if source in self.role_ablation_sources else set())
-            for role in sorted(roles):
-                tag = f"{source}-{role}" + (f"-{dgdpo_key}" if source == "dgdpo" else "")
-                run_dir = work / "retriever" / tag
-                self._retriever(source, role, captions[source], run_dir)
-                runs[f"{source}-{role}"] = _test_metrics(run_dir)
+        for name in self.retriever_runs():
+            source, role = name.rsplit("-", 1)
+            run_dir = work / "retriever" / (name + (f"-{dgdpo_key}" if source == "dgdpo" else ""))
+            self._retriever(source, role, captions[source], run_dir)
+            runs[name] = _test_metrics(run_dir)
         from experiments.care_dpo.caption_quality import caption_quality
 
         quality = {source: caption_quality(self._data_config(), captions[source],
