@@ -1,7 +1,8 @@
 """Collect the pipeline's per-seed ``summary.json`` files into ``results/``: the files themselves, and tables of the
 caption measures and stage times (mean ± sample std over seeds) that README ``json-table`` blocks render.
 
-    python -m experiments.care_dpo.collect runs/care_dpo/synthvtr/out/seed*/summary.json --out results/care_dpo_pipeline
+    python -m experiments.care_dpo.collect runs/care_dpo/synthvtr/out/seed*/summary.json \
+        --out results/care_dpo_pipeline [--timed "default command=runs/.../summary.json" ...]
 
 The retrieval runs go into the registry with ``python -m experiments.report.register`` (their ``test/metrics.json``
 and configs), like every other method's.
@@ -91,14 +92,40 @@ def collect(summaries: list[Path], out: Path, stores: list[Path] | None = None) 
     return {"captions": rows, "timings": timing_rows, "preferences": pairs}
 
 
+def timed_runs(entries: list[str], out: Path) -> list[dict[str, Any]]:
+    """``LABEL=summary.json`` entries: each whole invocation's wall time beside the retrievers it trained, in
+    ``timed_runs.json`` (the summaries are copied next to it as ``timed_<n>_s<seed>.json``)."""
+    rows = []
+    out.mkdir(parents=True, exist_ok=True)
+    for number, entry in enumerate(entries):
+        label, sep, path = entry.partition("=")  # a sweep run folder's path may hold "=" itself
+        if not sep or not label:
+            raise ValueError(f"--timed {entry!r}: give LABEL=path/to/summary.json")
+        record = json.loads(Path(path).read_text())
+        if record.get("skipped_stages"):
+            raise ValueError(f"{path}: stages {record['skipped_stages']} were reused from an earlier run, so its wall "
+                             "time is not the whole pipeline's; time a run in a fresh work folder")
+        (out / f"timed_{number}_s{record['seed']}.json").write_text(json.dumps(record, indent=2) + "\n")
+        rows.append({"run": label, "seed": record["seed"], "retrievers": ", ".join(record["retrieval"]),
+                     "stages_s": _seconds(sum(record["timings_s"].values())), "wall_s": _seconds(record["wall_s"]),
+                     "wall_min": f"{record['wall_s'] / 60:.1f}"})
+    (out / "timed_runs.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("summaries", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--stores", type=Path, nargs="*", default=None,
                         help="the preference store of each summary (same order): copied and recounted")
+    parser.add_argument("--timed", nargs="*", default=[], metavar="LABEL=SUMMARY",
+                        help="whole runs (fresh work folder) whose wall time goes into timed_runs.json")
     args = parser.parse_args()
-    print(json.dumps(collect(args.summaries, args.out, args.stores), indent=2))
+    result = collect(args.summaries, args.out, args.stores)
+    if args.timed:
+        result["timed_runs"] = timed_runs(args.timed, args.out)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

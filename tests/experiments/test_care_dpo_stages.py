@@ -164,3 +164,24 @@ def test_collect_writes_mean_and_std_over_seeds_times_per_seed_and_refuses_mixed
         {"configs": {"sft": ["a.yaml"], "data": []}})
     with pytest.raises(ValueError, match="different pipeline settings"):
         collect([summary(0, 2.0, {"a": 1}), summary(1, 4.0, {"a": 2})], tmp_path / "mixed")
+
+
+def test_timed_runs_table_the_wall_time_of_whole_runs_and_refuse_a_run_that_reused_stages(tmp_path: Path) -> None:
+    from experiments.care_dpo.collect import timed_runs
+
+    def summary(name: str, wall: float, skipped: list[str]) -> Path:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"seed": 2, "retrieval": {"sft-role": {}, "dgdpo-role": {}},
+                                    "timings_s": {"sft": 100.4, "dgdpo": 50.0}, "wall_s": wall,
+                                    "skipped_stages": skipped}))
+        return path
+
+    rows = timed_runs([f"default command={summary('core', 1650.0, [])}"], tmp_path / "out")
+    assert rows == [{"run": "default command", "seed": 2, "retrievers": "sft-role, dgdpo-role", "stages_s": "150",
+                     "wall_s": "1650", "wall_min": "27.5"}]
+    assert json.loads((tmp_path / "out" / "timed_runs.json").read_text())["rows"] == rows
+    assert (tmp_path / "out" / "timed_0_s2.json").is_file()
+    with pytest.raises(ValueError, match="reused from an earlier run"):
+        timed_runs([f"again={summary('again', 20.0, ['sft'])}"], tmp_path / "out")
+    with pytest.raises(ValueError, match="LABEL=path"):
+        timed_runs([str(summary("nolabel", 20.0, []))], tmp_path / "out")
