@@ -51,7 +51,9 @@ def collect(summaries: list[Path], out: Path, stores: list[Path] | None = None) 
             raise ValueError(f"{len(stores)} stores for {len(records)} summaries: give one store per summary")
         out.mkdir(parents=True, exist_ok=True)
         for record, store in zip(records, stores, strict=True):
-            shutil.copy(store, out / f"preferences_s{record['seed']}.jsonl")
+            target = out / f"preferences_s{record['seed']}.jsonl"
+            if Path(store).resolve() != target.resolve():  # recollecting with the stores already in ``out``
+                shutil.copy(store, target)
             record["preference_pairs"] = preference_pairs(read_preference_store(store), ("intra", "inter"),
                                                           str(store))[1]
     seeds = sorted(r["seed"] for r in records)
@@ -109,7 +111,8 @@ def timed_runs(entries: list[str], out: Path) -> list[dict[str, Any]]:
         rows.append({"run": label, "seed": record["seed"], "retrievers": ", ".join(record["retrieval"]),
                      "stages_s": _seconds(sum(record["timings_s"].values())), "wall_s": _seconds(record["wall_s"]),
                      "wall_min": f"{record['wall_s'] / 60:.1f}"})
-    (out / "timed_runs.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    seeds = ",".join(str(seed) for seed in sorted({row["seed"] for row in rows}))
+    (out / "timed_runs.json").write_text(json.dumps({"seeds": seeds, "rows": rows}, indent=2) + "\n")
     return rows
 
 

@@ -179,7 +179,7 @@ def test_timed_runs_table_the_wall_time_of_whole_runs_and_refuse_a_run_that_reus
     rows = timed_runs([f"default command={summary('core', 1650.0, [])}"], tmp_path / "out")
     assert rows == [{"run": "default command", "seed": 2, "retrievers": "sft-role, dgdpo-role", "stages_s": "150",
                      "wall_s": "1650", "wall_min": "27.5"}]
-    assert json.loads((tmp_path / "out" / "timed_runs.json").read_text())["rows"] == rows
+    assert json.loads((tmp_path / "out" / "timed_runs.json").read_text()) == {"seeds": "2", "rows": rows}
     assert (tmp_path / "out" / "timed_0_s2.json").is_file()
     with pytest.raises(ValueError, match="reused from an earlier run"):
         timed_runs([f"again={summary('again', 20.0, ['sft'])}"], tmp_path / "out")
