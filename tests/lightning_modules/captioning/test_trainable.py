@@ -53,9 +53,13 @@ def _by_hand(model: PrefixCaptioner, features: Tensor, prompt: str, target: str)
     return sum(logprobs[start + j - 1, t] for j, t in enumerate(target_ids))
 
 
+@pytest.mark.parametrize("keeps_logits", [True, False], ids=["logits_to_keep", "all_logits"])
 @pytest.mark.parametrize("lm_training", ["frozen", "lora"])
-def test_sequence_logprob_is_the_hand_computed_sum_of_target_token_logprobs(lm_dir: Path, lm_training: str):
+def test_sequence_logprob_is_the_hand_computed_sum_of_target_token_logprobs(lm_dir: Path, lm_training: str,
+                                                                            keeps_logits: bool):
     model = _captioner(lm_dir, lm_training=lm_training).eval()
+    assert model._keeps_logits  # the test LM (Llama) takes logits_to_keep; False is the path of an LM that does not
+    model._keeps_logits = keeps_logits
     features = _features()
     got = model.sequence_logprob(features, PROMPTS, TARGETS)
     want = torch.stack([_by_hand(model, features[i], PROMPTS[i], TARGETS[i]) for i in range(2)])
