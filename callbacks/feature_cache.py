@@ -27,7 +27,7 @@ class FeatureCacheCallback(L.Callback):
         backbone.to(device)
         # a data module that wraps a video data module (the preference pairs of CaRe-DPO) caches through it
         source = getattr(dm, "feature_source", dm)
-        # a model that runs its frozen text trunk live anyway (role vectors at its input) reads no cached text states
+        # BaseRetrievalModule.reads_cached_text; a module without it (the captioner's training) reads what is cached
         texts = bool(getattr(pl_module, "reads_cached_text", True))
         if trainer.is_global_zero:
             cache, info = build_or_load_cache(source, backbone, device, build=True, texts=texts)

@@ -403,6 +403,10 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         if "qbnorm" in self.hparams.postprocess and stage in ("fit", "test"):
             check_query_bank(self, dm)  # before training, not hours later at the end of the test
 
+    # whether this method reads cached states of a frozen text trunk; a method that runs that trunk live anyway
+    # (CaRe-DPO's role vectors enter at its input) says False, and the cache then builds no text states
+    reads_cached_text: bool = True
+
     def configure_callbacks(self) -> list[L.Callback]:
         """The frozen-feature cache callback (``callbacks/feature_cache.py``) when the data module asks for the cache
         (``data.init_args.feature_cache: true``); it builds the cache before this module's ``setup``."""

@@ -53,6 +53,23 @@ def test_cached_features_equal_live_trunks(fake_msrvtt: Path, tmp_path: Path) ->
     assert {p: p.stat().st_mtime_ns for p in Path(info["dir"]).glob("*.npy")} == files
 
 
+def test_texts_false_caches_videos_only_and_the_data_serves_live_texts(fake_msrvtt: Path, tmp_path: Path) -> None:
+    """What the cache callback does for a module with ``reads_cached_text = False`` (CaRe's retriever with roles)."""
+    from tests.lightning_modules.test_care_dpo import tiny_retriever
+
+    # role vectors enter at the text trunk's input, so that trunk runs live; without them the cache serves it
+    assert not tiny_retriever(role_embeddings=True).reads_cached_text
+    assert tiny_retriever(role_embeddings=False).reads_cached_text
+    backbone = OpenCLIPBackbone("vtr-tiny-clip", pretrained=None, max_words=16, freeze_video=True,
+                                freeze_text=True).eval()
+    dm = make_dm(fake_msrvtt, tmp_path)
+    cache, info = build_or_load_cache(dm, backbone, torch.device("cpu"), texts=False)
+    assert cache.has_video and not cache.has_text and info["text"] is False
+    assert not list(Path(info["dir"]).glob("text_*.npy"))
+    dm.use_feature_cache(cache, info)
+    texts = collate_texts([dm.test_dataloader()[0].dataset[i] for i in range(3)])
+    assert texts.cached_tokens is None and len(texts.texts) == 3
+
 def test_fit_on_cached_features(fake_msrvtt: Path, tmp_path: Path) -> None:
     logger = json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",
                           "init_args": {"save_dir": str(tmp_path), "name": "cached"}}])
