@@ -4,11 +4,13 @@ Append-only writers (the caption writer, ``callbacks/caption_writer.py``) write 
 process killed mid-write leaves a torn *last* line, which is ignored with a warning (the writer redoes that
 record on resume). A malformed line anywhere else is corruption: an error naming the file and the line.
 Files written atomically (the SynthVTR metadata, ``datamodules/synthvtr/store.py``) pass
-``tolerate_torn_tail=False``: for them any malformed line is an error.
+``tolerate_torn_tail=False``: for them any malformed line is an error. A file named ``*.gz`` is read
+gzip-decompressed (the results registry keeps large stores that way).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 from collections.abc import Iterator
@@ -26,7 +28,13 @@ def read_jsonl_lines(path: str | Path, tolerate_torn_tail: bool = True) -> Itera
     last line (or for any bad line when ``tolerate_torn_tail`` is false).
     """
     path = Path(path)
-    lines = path.read_bytes().split(b"\n")
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"{path}: not a readable gzip file ({exc}); restore it or regenerate it") from exc
+    lines = data.split(b"\n")
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     for i, line in enumerate(lines):
         if not line.strip():

@@ -288,8 +288,9 @@ def build(groups: list[Group], seed: int, per_kind: int, out: Path, thumbnails: 
                 row = rows[g.ident][tid]
                 top = test.top(row, TOP_K)
                 query["gt"] = video(test.video_ids[test.gt[row]])
+                # four significant digits: what the registry keeps of a score (registry.SCORE_BITS)
                 query["res"][g.ident] = [int(test.ranks[row]), [video(test.video_ids[j]) for j in top],
-                                         [round(float(test.sim[row, j]), 4) for j in top]]
+                                         [float(f"{s:.4g}") for s in test.top_scores(row, TOP_K)]]
             pay["queries"].append(query)
         # aux captions of the shown videos, from every store a member used
         all_aux = {path: caps for g in qs.members for path, caps in views[_view_key(g)].aux.values()}

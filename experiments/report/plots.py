@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -15,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.report.runs import Group, fmt_value, short_key
+from experiments.report.runs import Group, Run, fmt_value, short_key
 from experiments.report.stats import mean_std
 
 
@@ -32,17 +31,18 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def read_curves(path: Path) -> dict[str, list[tuple[float, float]]]:
-    """``metrics.csv`` -> {"train/loss": [(step, value)], "val/t2v_R1": [(epoch, value)]} (missing file: {})."""
+def read_curves(run: Run) -> dict[str, list[tuple[float, float]]]:
+    """The run's ``metrics.csv`` (or the registry's ``metrics.csv.gz``) -> {"train/loss": [(step, value)],
+    "val/t2v_R1": [(epoch, value)]} (no file: empty lists)."""
     curves: dict[str, list[tuple[float, float]]] = {"train/loss": [], "val/t2v_R1": []}
-    if not path.is_file():
+    text = run.read_text("metrics.csv")
+    if text is None:
         return curves
-    with path.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            for key, x_key in (("train/loss", "step"), ("val/t2v_R1", "epoch")):
-                value, x = row.get(key), row.get(x_key)
-                if value not in (None, "") and x not in (None, ""):
-                    curves[key].append((float(x), float(value)))
+    for row in csv.DictReader(io.StringIO(text)):
+        for key, x_key in (("train/loss", "step"), ("val/t2v_R1", "epoch")):
+            value, x = row.get(key), row.get(x_key)
+            if value not in (None, "") and x not in (None, ""):
+                curves[key].append((float(x), float(value)))
     return curves
 
 
@@ -52,7 +52,7 @@ def training_curves(groups: list[Group]) -> bytes | None:
     drawn = False
     for i, group in enumerate(groups):
         for j, run in enumerate(group.runs):
-            curves = read_curves(run.path / "metrics.csv")
+            curves = read_curves(run)
             label = _legend_label(group) if j == 0 else None
             for ax, key, marker in ((ax_loss, "train/loss", None), (ax_val, "val/t2v_R1", "o")):
                 if curves[key]:
@@ -124,11 +124,11 @@ def rank_histograms(groups: list[Group]) -> bytes | None:
     return _png(fig)
 
 
-def read_expert_usage(run_path: Path) -> dict[str, Any] | None:
-    """A mixture-of-experts run's ``test/expert_usage.json`` (ExCae), or None."""
+def read_expert_usage(run: Run) -> dict[str, Any] | None:
+    """A mixture-of-experts run's ``expert_usage.json`` (ExCae; in ``test/`` of a run folder), or None."""
     import json
 
-    path = run_path / "test" / "expert_usage.json"
+    path = run.test_dir / "expert_usage.json"
     if not path.is_file():
         return None
     try:
@@ -141,7 +141,7 @@ def expert_usage_histograms(groups: list[Group]) -> bytes | None:
     """How often each expert is among a test video's active experts, per group (seeds summed), one panel each."""
     data = []
     for g in groups:
-        usages = [u for u in (read_expert_usage(r.path) for r in g.runs) if u and u.get("experts")]
+        usages = [u for u in (read_expert_usage(r) for r in g.runs) if u and u.get("experts")]
         if usages:
             counts = np.sum([[e["selected"] for e in u["experts"]] for u in usages], axis=0)
             data.append((g, counts, [e["group"] for e in usages[0]["experts"]]))

@@ -229,13 +229,14 @@ class Row:
 
 
 def _run_value(run: Run, key: str) -> Any:
-    """``key`` from the run's ``metrics.json`` (a metric or a dotted path), else from another JSON file of its
-    ``test/`` folder named by the key's first part (``expert_usage.entropy_bits``: ``test/expert_usage.json``)."""
+    """``key`` from the run's ``metrics.json`` (a metric or a dotted path), else from another JSON file next to it
+    named by the key's first part (``expert_usage.entropy_bits``: ``expert_usage.json``, in ``test/`` of a run
+    folder)."""
     try:
         return _lookup(run.record, key)
     except KeyError:
         head, _, rest = key.partition(".")
-        path = run.path / "test" / f"{head}.json"
+        path = run.test_dir / f"{head}.json"
         if not rest or not re.fullmatch(r"[A-Za-z0-9_]+", head) or not path.is_file():
             raise
         import json
@@ -305,7 +306,7 @@ def _cell(spec: Spec, row: Row, key: str) -> str:
             missing.append(run)
             continue
         if isinstance(value, (dict, list)):
-            raise spec.error(f"column {full!r}: {run.path / 'test' / 'metrics.json'} holds a "
+            raise spec.error(f"column {full!r}: {run.record_path} holds a "
                              f"{type(value).__name__} there, not a value; name a key inside it")
         values.append(value)
     if missing and row.view and not values:
@@ -313,7 +314,7 @@ def _cell(spec: Spec, row: Row, key: str) -> str:
     if missing and not values and key in spec.shared_columns:  # a method without that view (CLIP4Clip: narration)
         return "—"
     if missing:
-        raise spec.error(f"column {full!r}: absent from {missing[0].path / 'test' / 'metrics.json'}"
+        raise spec.error(f"column {full!r}: absent from {missing[0].record_path}"
                          + (f" (and {len(missing) - 1} more runs)" if len(missing) > 1 else "")
                          + "; use a key of its `metrics` object or a dotted path into the file")
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
@@ -338,7 +339,7 @@ def _oracle(spec: Spec, groups: list[Group]) -> dict[str, float]:
     for run in (r for g in groups for r in g.runs):
         oracle = run.record.get("data", {}).get("oracle")
         if not isinstance(oracle, dict) or any(not isinstance(oracle.get(k), (int, float)) for k in keys):
-            raise spec.error(f"oracle: {run.path / 'test' / 'metrics.json'} records no data.oracle with "
+            raise spec.error(f"oracle: {run.record_path} records no data.oracle with "
                              + ", ".join(keys) + " (only SynthVTR runs have one)")
         found[str(run.path)] = tuple(float(oracle[k]) for k in keys)
     if len(set(found.values())) > 1:
@@ -366,6 +367,15 @@ def _test_set(run: Run) -> str:
             + (f" ({protocol})" if protocol else ""))
 
 
+def _commit(run: Run) -> str:
+    """The commit, and for a run made with uncommitted changes (``git_dirty: true``, registered with
+    ``--allow-dirty``) the hash of its diff; a run that predates the field says nothing more."""
+    sha = str(run.record.get("git_sha") or "not recorded")[:7]
+    if run.record.get("git_dirty") is True:
+        sha += f" + uncommitted changes (diff {str(run.record.get('git_diff_sha256') or 'not recorded')[:8]})"
+    return sha
+
+
 def _distinct(group: Group, fn: Callable[[Run], str]) -> str:
     return " / ".join(dict.fromkeys(fn(r) for r in group.runs))
 
@@ -375,7 +385,7 @@ PROVENANCE: tuple[tuple[str, Callable[[Group], str]], ...] = (
     ("backbone", lambda g: report_provenance(g, "backbone")),
     ("dataset", lambda g: _distinct(g, _dataset)),
     ("precision", lambda g: report_provenance(g, "precision")),
-    ("commit", lambda g: _distinct(g, lambda r: str(r.record.get("git_sha") or "not recorded")[:7])),
+    ("commit", lambda g: _distinct(g, _commit)),
     ("test", lambda g: _distinct(g, _test_set)),
     # metrics.json's `leakage` (e.g. a conical run scoring a view with the paired video's supplement): shown when a
     # run has any, so no table of such numbers goes without it

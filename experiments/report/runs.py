@@ -1,10 +1,13 @@
 """Finding runs, loading their test artifacts, and grouping runs that differ only in seed.
 
-A run is any folder holding ``test/metrics.json`` (README "What a run leaves behind"). Only the artifacts are
-read: ``test/metrics.json``, ``test/config.yaml`` (or ``config.yaml``), ``test/sim_t2v.npy`` with its id files,
-``metrics.csv`` and, for a sweep folder, ``sweep_summary.json``; test-time post-processed numbers
-(``test/metrics_<flag>.json`` with ``test/sim_t2v_<flag>.npy``, README "Post-processing (DSL, QB-Norm)") are read
-next to them and kept apart from the plain ones.
+A run is a folder holding ``test/metrics.json`` (a run folder as ``main.py test`` leaves it, README "What a run
+leaves behind") or a registered run: a folder of the results registry whose ``metrics.json`` has a ``registry``
+object (``experiments/report/registry.py``). Only the artifacts are read: the metrics record, the config
+(``test/config.yaml`` or ``config.yaml``), the per-query results (a run folder's ``test/sim_t2v.npy`` with its id
+files; a registered run's ``queries.npz`` with its study's ``test_set_<sha>.json``), ``metrics.csv`` (or the
+registry's ``metrics.csv.gz``) and, for a sweep folder, ``sweep_summary.json``; test-time post-processed numbers
+(``metrics_<flag>.json`` with ``sim_t2v_<flag>.npy`` or ``queries_<flag>.npz``, README "Post-processing (DSL,
+QB-Norm)") are read next to them and kept apart from the plain ones.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import csv
 import fnmatch
 import glob
+import gzip
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -21,6 +26,9 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from experiments.report import registry
+from experiments.report.errors import ReportError
 
 # metrics.json keys the main table needs; a record without them is malformed
 REQUIRED_METRICS = ("t2v_R1", "t2v_R5", "t2v_R10", "t2v_MdR", "t2v_MnR", "v2t_R1", "v2t_R5", "v2t_R10", "rsum")
@@ -39,10 +47,6 @@ BOOKKEEPING = (
     # test-time post-processing never changes the plain numbers (its own files are read separately)
     "model.init_args.postprocess", "model.init_args.dsl_*", "model.init_args.qbnorm_*",
 )
-
-
-class ReportError(ValueError):
-    """Bad input to the report: the message names the file and what to do about it."""
 
 
 def _load_json(path: Path, what: str) -> Any:
@@ -92,32 +96,98 @@ def fmt_value(value: Any) -> str:
 
 @dataclass
 class TestSet:
-    """What a run was tested on: row and column ids, the ground-truth column of every row, the scores."""
+    """What a run was tested on and how each query fared: row and column ids, the ground-truth column of every row,
+    and either the full score matrix (a run folder) or its per-query results (a registered run's ``queries*.npz``)."""
 
     text_ids: list[str]
     video_ids: list[str]
     gt: np.ndarray
-    sim: np.ndarray
+    sim: np.ndarray | None = None
+    queries: registry.QueryResults | None = None
+    source: Path | None = None            # the file the scores come from (named in messages)
+    v2t_sim: np.ndarray | None = None     # a post-processing's own v2t matrix (still texts x videos)
+    has_v2t: bool = True                  # False: a post-processing that left v2t plain (no v2t ranks of its own)
 
     @cached_property
     def ranks(self) -> np.ndarray:
         """1-based rank of each text's ground-truth video; ties pessimistic (lightning_modules/metrics.py)."""
-        sim = self.sim.astype(np.float32, copy=False)
+        if self.queries is not None:
+            return self.queries.t2v_rank
+        sim = self._matrix().astype(np.float32, copy=False)
         target = sim[np.arange(len(self.gt)), self.gt][:, None]
         return (sim >= target).sum(axis=1)
 
+    @cached_property
+    def v2t_ranks(self) -> np.ndarray | None:
+        """1-based video-to-text rank of each video (its best caption against every video's best), None when the
+        per-query file keeps no v2t ranks (a post-processing that left v2t plain)."""
+        if self.queries is not None:
+            return self.queries.v2t_rank
+        if not self.has_v2t:
+            return None
+        sim = (self._matrix() if self.v2t_sim is None else self.v2t_sim).astype(np.float32, copy=False)
+        counts = np.bincount(self.gt, minlength=len(self.video_ids))
+        if (counts == 0).any():
+            raise ReportError(f"{self.source}: video {self.video_ids[int(np.argmin(counts))]!r} has no caption in "
+                              "text_to_video.json, so its video-to-text rank is undefined")
+        order = np.argsort(self.gt, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        group = np.maximum.reduceat(sim[order], starts, axis=0)   # [caption group u, video v]: best caption of u
+        own = group[np.arange(len(self.video_ids)), np.arange(len(self.video_ids))]
+        return (group >= own[None, :]).sum(axis=0)
+
+    def _matrix(self) -> np.ndarray:
+        assert self.sim is not None, "a TestSet holds a matrix or per-query results"
+        return self.sim
+
+    @property
+    def top_k(self) -> int:
+        """How many of each query's best videos can be listed."""
+        return self.queries.top_k if self.queries is not None else len(self.video_ids)
+
     def top(self, row: int, k: int = 5) -> list[int]:
-        return [int(i) for i in np.argsort(-self.sim[row], kind="stable")[:k]]
+        """The ``k`` best video columns of text ``row``, best first (ties: lower column first)."""
+        if self.queries is not None:
+            if k > self.queries.top_k and self.queries.top_k < len(self.video_ids):
+                raise ReportError(f"{self.source}: keeps the top {self.queries.top_k} videos of each query, and "
+                                  f"{k} were asked for; that needs the full similarity matrix (the run folder's "
+                                  "test/sim_t2v.npy, or the W&B artifact `register --wandb` uploaded, whose sha256 "
+                                  "the run's metrics.json records)")
+            return [int(i) for i in self.queries.t2v_top[row, :k]]
+        return [int(i) for i in np.argsort(-self._matrix()[row], kind="stable")[:k]]
+
+    def top_scores(self, row: int, k: int = 5) -> list[float]:
+        """The scores of :meth:`top`, at the registry's precision (``registry.SCORE_BITS`` significant bits), so a
+        run folder and its registered copy show the same numbers."""
+        if self.queries is not None:
+            self.top(row, k)  # the same message when k is too large
+            return [float(s) for s in self.queries.t2v_score[row, :k]]
+        scores = self._matrix()[row, self.top(row, k)]
+        return [float(s) for s in registry.quantize_scores(np.asarray(scores, dtype=np.float32))]
 
 
 @dataclass
 class Run:
-    path: Path                      # the run folder (holds test/)
-    record: dict[str, Any]          # test/metrics.json
+    path: Path                      # the run folder (holds test/) or the registered run's folder
+    record: dict[str, Any]          # test/metrics.json (a registered run: its metrics.json)
     config: dict[str, Any]          # test/config.yaml or config.yaml ({} when neither exists)
     config_path: Path | None
-    postprocessed: dict[str, dict[str, Any]] = field(default_factory=dict)  # flag -> test/metrics_<flag>.json
+    postprocessed: dict[str, dict[str, Any]] = field(default_factory=dict)  # flag -> metrics_<flag>.json
     _test: TestSet | None = field(default=None, repr=False)
+
+    @property
+    def registered(self) -> bool:
+        """A run of the results registry (compact files), not a run folder with its matrices."""
+        return registry.is_registry_record(self.record)
+
+    @property
+    def test_dir(self) -> Path:
+        """The folder of the run's test artifacts: ``test/`` of a run folder, the registered run's folder itself."""
+        return self.path if self.registered else self.path / "test"
+
+    @property
+    def record_path(self) -> Path:
+        return self.test_dir / "metrics.json"
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -151,39 +221,99 @@ class Run:
     @property
     def test(self) -> TestSet:
         if self._test is None:
-            self._test = load_test_set(self.path / "test")
+            self._test = load_registered_test_set(self) if self.registered else load_test_set(self.test_dir)
         return self._test
 
     def postprocessed_test(self, flag: str) -> TestSet:
-        """The post-processed t2v matrix ``sim_t2v_<flag>.npy`` with the run's ids (not cached)."""
-        return load_test_set(self.path / "test", f"sim_t2v_{flag}.npy")
+        """The post-processed scores of ``flag`` with the run's ids (not cached): ``sim_t2v_<flag>.npy`` (with
+        ``sim_v2t_<flag>.npy`` when the flag scored v2t on its own) or ``queries_<flag>.npz``."""
+        if self.registered:
+            return load_registered_test_set(self, flag)
+        test = load_test_set(self.test_dir, f"sim_t2v_{flag}.npy")
+        v2t = self.test_dir / f"sim_v2t_{flag}.npy"
+        if v2t.is_file():
+            test.v2t_sim = _load_matrix(v2t, (len(test.text_ids), len(test.video_ids)), self.test_dir)
+        else:  # QB-Norm re-scores t2v only: its v2t numbers are the plain matrix's
+            test.has_v2t = False
+        return test
+
+    def read_text(self, name: str) -> str | None:
+        """A text file of the run folder (``metrics.csv``), or its gzip-compressed registry copy (``<name>.gz``);
+        None when neither exists."""
+        plain, packed = self.path / name, self.path / f"{name}.gz"
+        try:
+            if plain.is_file():
+                return plain.read_text()
+            if packed.is_file():
+                return gzip.decompress(packed.read_bytes()).decode()
+        except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as err:
+            raise ReportError(f"{plain if plain.is_file() else packed}: unreadable ({err}); restore it from the run "
+                              "or the registry (git)") from err
+        return None
+
+
+def _load_matrix(path: Path, shape: tuple[int, int], test_dir: Path) -> np.ndarray:
+    if not path.is_file():
+        raise ReportError(f"{path}: missing; the paired comparison and the rank plots need it. Re-run "
+                          "`python main.py test` with write_artifacts: true, or pass --no-matrices.")
+    try:
+        sim = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ReportError(f"{path}: not a readable .npy matrix ({err}); re-run `python main.py test`.") from err
+    if sim.ndim != 2 or sim.shape != shape:
+        raise ReportError(f"{path}: shape {sim.shape} disagrees with text_ids.json ({shape[0]} texts) and "
+                          f"video_ids.json ({shape[1]} videos) in {test_dir}; the files come from different "
+                          "test runs or were truncated. Re-run `python main.py test` for this run.")
+    if np.isnan(sim).any():
+        raise ReportError(f"{path}: contains NaN scores; ranks are undefined. Re-test a checkpoint that did "
+                          "not diverge.")
+    return sim
 
 
 def load_test_set(test_dir: Path, matrix: str = "sim_t2v.npy") -> TestSet:
-    """The similarity matrix with its ids, checked against each other."""
+    """A run folder's similarity matrix with its ids, checked against each other."""
     sim_path = test_dir / matrix
     if not sim_path.is_file():
         raise ReportError(f"{sim_path}: missing; the paired comparison and the rank plots need it. Re-run "
                           "`python main.py test` with write_artifacts: true, or pass --no-matrices.")
-    try:
-        sim = np.load(sim_path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise ReportError(f"{sim_path}: not a readable .npy matrix ({err}); re-run `python main.py test`.") from err
     text_ids = _load_json(test_dir / "text_ids.json", "the row ids")
     video_ids = _load_json(test_dir / "video_ids.json", "the column ids")
     gt = _load_json(test_dir / "text_to_video.json", "the ground-truth columns")
-    if sim.ndim != 2 or sim.shape != (len(text_ids), len(video_ids)):
-        raise ReportError(f"{sim_path}: shape {sim.shape} disagrees with text_ids.json ({len(text_ids)} texts) and "
-                          f"video_ids.json ({len(video_ids)} videos) in {test_dir}; the files come from different "
-                          "test runs or were truncated. Re-run `python main.py test` for this run.")
+    if not isinstance(text_ids, list) or not isinstance(video_ids, list):
+        raise ReportError(f"{test_dir}: text_ids.json and video_ids.json must hold lists; re-run `python main.py "
+                          "test` for this run.")
+    sim = _load_matrix(sim_path, (len(text_ids), len(video_ids)), test_dir)
     gt_arr = np.asarray(gt, dtype=np.int64)
     if gt_arr.shape != (len(text_ids),) or (len(gt_arr) and (gt_arr.min() < 0 or gt_arr.max() >= len(video_ids))):
         raise ReportError(f"{test_dir / 'text_to_video.json'}: needs one column index in [0, {len(video_ids)}) per "
                           f"text ({len(text_ids)}); re-run `python main.py test` for this run.")
-    if np.isnan(sim).any():
-        raise ReportError(f"{sim_path}: contains NaN scores; ranks are undefined. Re-test a checkpoint that did "
-                          "not diverge.")
-    return TestSet([str(t) for t in text_ids], [str(v) for v in video_ids], gt_arr, sim)
+    return TestSet([str(t) for t in text_ids], [str(v) for v in video_ids], gt_arr, sim, source=sim_path)
+
+
+def registered_split(run: Run) -> registry.SplitIds:
+    """The study's test set a registered run's ``metrics.json`` names (``registry.test_set``)."""
+    info = registry.registry_info(run.record, run.record_path)
+    name = info.get("test_set")
+    if not isinstance(name, str) or not registry.TEST_SET.fullmatch(name):
+        raise ReportError(f"{run.record_path}: records no test set (`registry.test_set`), so it has no per-query "
+                          "results; the report reads such runs with --no-matrices")
+    return registry.read_split(run.path.parent / name, info.get("test_set_sha256"))
+
+
+def load_registered_test_set(run: Run, name: str = "") -> TestSet:
+    """A registered run's per-query results (``queries.npz``, or ``queries_<name>.npz``) with its study's ids."""
+    info = registry.registry_info(run.record, run.record_path)
+    file = registry.queries_file(name)
+    if not any(m.get("queries") == file for m in info["matrices"] if isinstance(m, dict)):
+        registered = [m.get("queries") for m in info["matrices"] if isinstance(m, dict) and m.get("queries")]
+        raise ReportError(f"{run.path / file}: not registered with this run (its metrics.json lists "
+                          f"{', '.join(registered) or 'no per-query file'}; it was registered with --no-matrix or "
+                          "without that matrix): the paired comparison and the rank plots need it; pass "
+                          "--no-matrices, or re-register the run from its run folder")
+    ids = registered_split(run)
+    queries = registry.read_queries(run.path / file, ids)
+    return TestSet(list(ids.text_ids), list(ids.video_ids), np.asarray(ids.text_to_video, dtype=np.int64),
+                   queries=queries, source=run.path / file)
 
 
 def load_run(metrics_path: Path) -> Run:
@@ -196,10 +326,11 @@ def load_run(metrics_path: Path) -> Run:
     if missing:
         raise ReportError(f"{metrics_path}: 'metrics' lacks numeric {', '.join(missing)}. Re-run `python main.py "
                           "test` for this run or leave it out.")
-    run_dir = metrics_path.parent.parent
+    # a registered run keeps its files in its own folder; a run folder in test/ below it
+    run_dir = metrics_path.parent if registry.is_registry_record(record) else metrics_path.parent.parent
     config: dict[str, Any] = {}
     config_path = None
-    for candidate in (metrics_path.parent / "config.yaml", run_dir / "config.yaml"):
+    for candidate in dict.fromkeys((metrics_path.parent / "config.yaml", run_dir / "config.yaml")):
         if candidate.is_file():
             try:
                 loaded = yaml.safe_load(candidate.read_text())
@@ -232,11 +363,14 @@ def load_postprocessed(test_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Paths and glob patterns -> existing paths (a pattern or path that matches nothing is an error)."""
+    """Paths and glob patterns -> existing paths (a pattern or path that matches nothing is an error). A pattern's
+    matches are its folders and ``metrics.json`` files: ``results/study/*`` also matches the study's
+    ``test_set_<sha>.json``, which is no run."""
     paths: list[Path] = []
     for item in inputs:
         if glob.has_magic(item):
             matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
+            matches = [p for p in matches if p.is_dir() or p.name == "metrics.json"]
             if not matches:
                 raise ReportError(f"{item}: the pattern matches nothing; check the path (quote it so the shell "
                                   "does not expand it first).")
@@ -249,16 +383,27 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return paths
 
 
+def is_run_record(path: Path) -> bool:
+    """Whether ``path`` (a ``metrics.json``) is a run's: in a run folder's ``test/``, or a registered run's."""
+    if path.parent.name == "test":
+        return True
+    try:
+        return registry.is_registry_record(json.loads(path.read_text()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+
+
 def find_metrics(path: Path) -> list[Path]:
     if path.is_file():
-        if path.name == "metrics.json" and path.parent.name == "test":
+        if path.name == "metrics.json" and is_run_record(path):
             return [path]
-        raise ReportError(f"{path}: is a file; pass a run folder (holding test/metrics.json) or a folder of runs.")
-    found = sorted(path.rglob("test/metrics.json"))
+        raise ReportError(f"{path}: is a file; pass a run folder (holding test/metrics.json), a registered run or a "
+                          "folder of runs.")
+    found = sorted(p for p in path.rglob("metrics.json") if is_run_record(p))
     if not found:
-        raise ReportError(f"{path}: no run found (no test/metrics.json below it). A run is the folder `main.py fit` "
-                          "or `main.py test` logs to (runs/<name>/version_N/); pass such folders, a sweep's --out "
-                          "folder, or a glob of them.")
+        raise ReportError(f"{path}: no run found (no test/metrics.json, and no registered run's metrics.json, below "
+                          "it). A run is the folder `main.py fit` or `main.py test` logs to (runs/<name>/version_N/); "
+                          "pass such folders, a sweep's --out folder, a results/ study, or a glob of them.")
     return found
 
 
@@ -278,15 +423,17 @@ def discover(inputs: list[str]) -> tuple[list[Run], list[Path]]:
 
 def has_training_rows(run: Run) -> bool:
     """Whether the run's ``metrics.csv`` logged a ``train/`` or ``val/`` value (a ``fit`` run, not a test only)."""
-    path = run.path / "metrics.csv"
-    if not path.is_file():
+    try:
+        text = run.read_text("metrics.csv")
+    except ReportError:
+        return False
+    if text is None:
         return False
     try:
-        with path.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            columns = [c for c in reader.fieldnames or [] if c.startswith(("train/", "val/"))]
-            return any(row.get(c) not in (None, "") for row in reader for c in columns)
-    except (OSError, UnicodeDecodeError, csv.Error):
+        reader = csv.DictReader(io.StringIO(text))
+        columns = [c for c in reader.fieldnames or [] if c.startswith(("train/", "val/"))]
+        return any(row.get(c) not in (None, "") for row in reader for c in columns)
+    except csv.Error:
         return False
 
 
@@ -312,7 +459,8 @@ def split_retests(runs: list[Run]) -> tuple[list[Run], list[tuple[Run, Run]]]:
         original = None
         if ckpt and not has_training_rows(run):
             path = Path(ckpt).expanduser()
-            resolved = path.resolve()
+            # the registry writes a checkpoint path relative to the registered run's folder
+            resolved = (run.path / path if run.registered and not path.is_absolute() else path).resolve()
             exact = [r for r in trained if r is not run and r.path.resolve() in resolved.parents]
             tail = [r for r in trained if r is not run and len(path.parts) >= 4
                     and path.parts[-4:-2] == r.path.parts[-2:]]
@@ -376,7 +524,12 @@ class Group:
 
 
 def _code_version(run: Run) -> str:
-    return str(run.record.get("git_sha") or "unknown")[:7]
+    """The commit, and for a run made with uncommitted changes (``git_dirty``) the hash of its diff too: such a run
+    is not the same code as a clean run of the commit."""
+    sha = str(run.record.get("git_sha") or "unknown")[:7]
+    if run.record.get("git_dirty") is True:
+        sha += "+diff" + str(run.record.get("git_diff_sha256") or "unknown")[:8]
+    return sha
 
 
 def group_runs(runs: list[Run], merge_commits: bool = False) -> list[Group]:

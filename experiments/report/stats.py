@@ -108,7 +108,7 @@ def compare(a: Group, b: Group, resamples: int = 10_000, seed: int = 0) -> Compa
         hits_a, gt_a = _hits_by_text(ra.test, order)
         hits_b, gt_b = _hits_by_text(rb.test, order)
         if gt_a != gt_b:
-            raise ReportError(f"{ra.path / 'test'} and {rb.path / 'test'}: the same text ids have different "
+            raise ReportError(f"{ra.test_dir} and {rb.test_dir}: the same text ids have different "
                               "ground-truth videos; the two runs did not use the same annotations.")
         diffs.append(hits_a - hits_b)
     per_seed = [paired_bootstrap(d, resamples, seed) for d in diffs]
