@@ -1,10 +1,11 @@
-"""Mean ± sample std over seeds of test metrics, from run directories' ``test/metrics.json``.
+"""Mean ± sample std over seeds of test metrics, from run directories' ``test/metrics.json`` or registered runs'
+``metrics.json`` (``results/<study>/<name>/``).
 
     python -m experiments.seed_summary results/clip_init_synthvtr --group '(.*)_s\\d+$'
 
-Every ``metrics.json`` below the given folders is one run; runs are grouped by the first capture group of
-``--group`` applied to the run's folder name (the folder holding ``test/``, or the ``version_N`` folder's
-parent). Prints a markdown table with the number of seeds and the seeds themselves, so a reader can
+Every run below the given folders is one run; runs are grouped by the first capture group of ``--group`` applied
+to the run's folder name (the folder holding ``test/`` or the registered run's folder, or the ``version_N``
+folder's parent). Prints a markdown table with the number of seeds and the seeds themselves, so a reader can
 check what was averaged.
 """
 
@@ -18,12 +19,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from experiments.report.runs import is_run_record
+
 METRICS = ("t2v_R1", "t2v_R5", "t2v_R10", "t2v_MdR", "v2t_R1", "rsum")
 
 
 def run_name(metrics_file: Path) -> str:
-    """``<name>/version_N/test/metrics.json`` -> ``name``; ``<name>/test/metrics.json`` -> ``name``."""
-    run = metrics_file.parent.parent
+    """``<name>/version_N/test/metrics.json`` -> ``name``; ``<name>/test/metrics.json`` -> ``name``; a registered
+    run's ``<name>/metrics.json`` -> ``name``."""
+    run = metrics_file.parent.parent if metrics_file.parent.name == "test" else metrics_file.parent
     return run.parent.name if re.fullmatch(r"version_\d+", run.name) else run.name
 
 
@@ -31,9 +35,9 @@ def collect(folders: list[Path], group: str) -> dict[str, list[dict[str, Any]]]:
     pattern = re.compile(group)
     groups: dict[str, list[dict[str, Any]]] = {}
     for folder in folders:
-        files = sorted(folder.rglob("test/metrics.json"))
+        files = sorted(p for p in folder.rglob("metrics.json") if is_run_record(p))
         if not files:
-            raise FileNotFoundError(f"{folder}: no test/metrics.json below it")
+            raise FileNotFoundError(f"{folder}: no test/metrics.json (or registered run's metrics.json) below it")
         for path in files:
             name = run_name(path)
             match = pattern.search(name)

@@ -16,6 +16,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from experiments.report import registry
+
 MEASURES = ("caption_r1", "family_r1", "attribute_precision", "attribute_recall", "distinct_captions", "caption_words")
 SOURCE_NAMES = {"zero_shot": "zero-shot (simulated VLM, \"Describe this video.\")", "sft": "SFT captioner",
                 "dgdpo": "DG-DPO captioner"}
@@ -43,17 +45,18 @@ def collect(summaries: list[Path], out: Path, stores: list[Path] | None = None) 
     with the current pair rules (``inter_conflicts`` included)."""
     records = [json.loads(p.read_text()) for p in summaries]
     if stores:
-        import shutil
-
         from datamodules.preferences import preference_pairs, read_preference_store
 
         if len(stores) != len(records):
             raise ValueError(f"{len(stores)} stores for {len(records)} summaries: give one store per summary")
         out.mkdir(parents=True, exist_ok=True)
         for record, store in zip(records, stores, strict=True):
-            target = out / f"preferences_s{record['seed']}.jsonl"
+            # gzip-compressed (without a timestamp): a store is ~0.75 MB of JSON lines, ~0.1 MB packed, and
+            # datamodules.jsonl reads either
+            target = out / f"preferences_s{record['seed']}.jsonl.gz"
             if Path(store).resolve() != target.resolve():  # recollecting with the stores already in ``out``
-                shutil.copy(store, target)
+                data = Path(store).read_bytes()
+                registry.write_atomic(target, data if Path(store).name.endswith(".gz") else registry.gzip_bytes(data))
             record["preference_pairs"] = preference_pairs(read_preference_store(store), ("intra", "inter"),
                                                           str(store))[1]
     seeds = sorted(r["seed"] for r in records)
