@@ -166,6 +166,32 @@ def test_collect_writes_mean_and_std_over_seeds_times_per_seed_and_refuses_mixed
         collect([summary(0, 2.0, {"a": 1}), summary(1, 4.0, {"a": 2})], tmp_path / "mixed")
 
 
+def test_collect_keeps_the_preference_stores_gzipped_and_counts_the_committed_ones_unchanged(tmp_path: Path) -> None:
+    """A store is copied as ``preferences_s<seed>.jsonl.gz`` (a plain one compressed, a gzipped one as is) and
+    recounted from it; the committed seed-0 store gives the pair counts the committed table shows."""
+    import gzip
+
+    from experiments.care_dpo.collect import collect
+
+    committed = Path(__file__).resolve().parents[2] / "results" / "care_dpo_pipeline"
+    table = {row["seed"]: row for row in json.loads((committed / "preferences.json").read_text())["rows"]}
+    summary = json.loads((committed / "summary_s0.json").read_text())
+    (tmp_path / "s0.json").write_text(json.dumps(summary))
+    plain = tmp_path / "store.jsonl"
+    plain.write_bytes(gzip.decompress((committed / "preferences_s0.jsonl.gz").read_bytes()))
+    out = tmp_path / "out"
+    first = collect([tmp_path / "s0.json"], out, [plain])
+    target = out / "preferences_s0.jsonl.gz"
+    assert gzip.decompress(target.read_bytes()) == plain.read_bytes()
+    counts = {k: table[0][k] for k in ("intra", "inter", "intra_ties", "inter_conflicts")}
+    assert {k: first["preferences"][0][k] for k in counts} == counts
+    again = collect([tmp_path / "s0.json"], out, [target])  # recollecting from the stores already in --out
+    assert again["preferences"] == first["preferences"]
+    packed = collect([tmp_path / "s0.json"], tmp_path / "out2", [committed / "preferences_s0.jsonl.gz"])
+    assert (tmp_path / "out2" / "preferences_s0.jsonl.gz").read_bytes() == (
+        committed / "preferences_s0.jsonl.gz").read_bytes() and packed["preferences"] == first["preferences"]
+
+
 def test_timed_runs_table_the_wall_time_of_whole_runs_and_refuse_a_run_that_reused_stages(tmp_path: Path) -> None:
     from experiments.care_dpo.collect import timed_runs
 

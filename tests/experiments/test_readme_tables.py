@@ -1,7 +1,7 @@
 """The results registry: README tables generated from committed results (experiments/report/readme.py).
 
 The first test is the registry check itself: README.md must equal what its results-table blocks generate from
-results/. The others build a temporary README over copies of committed run folders.
+results/. The others build a temporary README over copies of committed (registered, compact) runs.
 """
 
 from __future__ import annotations
@@ -32,24 +32,23 @@ def test_readme_tables_match_the_committed_results(capsys: pytest.CaptureFixture
 
 # ---------------------------------------------------------------- a temporary registry
 def copy_run(src: Path, dst: Path) -> Path:
-    """The files the table needs (no similarity matrix): test/metrics.json and the configs."""
-    (dst / "test").mkdir(parents=True)
-    shutil.copy(src / "test" / "metrics.json", dst / "test" / "metrics.json")
-    for name in ("config.yaml", "test/config.yaml"):
-        if (src / name).is_file():
-            shutil.copy(src / name, dst / name)
+    """A registered run's folder, and the study's test set file it names (its query ids live there)."""
+    shutil.copytree(src, dst)
+    test_set = json.loads((src / "metrics.json").read_text())["registry"]["test_set"]
+    if test_set and not (dst.parent / test_set).exists():
+        shutil.copy(src.parent / test_set, dst.parent / test_set)
     return dst
 
 
 def edit_metrics(run: Path, **changes: object) -> None:
-    path = run / "test" / "metrics.json"
+    path = run / "metrics.json"
     record = json.loads(path.read_text())
     record["metrics"].update(changes)
     path.write_text(json.dumps(record))
 
 
 def r1(run: Path) -> float:
-    return float(json.loads((run / "test" / "metrics.json").read_text())["metrics"]["t2v_R1"])
+    return float(json.loads((run / "metrics.json").read_text())["metrics"]["t2v_R1"])
 
 
 @pytest.fixture
@@ -133,7 +132,7 @@ def test_single_line_marker_default_grouping_oracle_and_a_view_row(
     readme = write_readme(registry, marker, intro=f"# demo\n\n{example}")
     assert run(readme, capsys)[0] == 0
     rows = table_rows(readme)
-    seq = json.loads((demo / "clip4clip_seqTransf" / "test" / "metrics.json").read_text())
+    seq = json.loads((demo / "clip4clip_seqTransf" / "metrics.json").read_text())
     assert rows["run"] == ["t2v R@1", "t2v R@5", "t2v MdR"]
     assert rows["CLIP4Clip seqTransf"] == [f"{seq['metrics'][k]:.1f}" for k in ("t2v_R1", "t2v_R5", "t2v_MdR")]
     assert rows["its video view"] == ["12.5", "40.0", ""]  # a view records no MdR: blank
@@ -187,7 +186,7 @@ def test_a_missing_closing_marker_and_disagreeing_oracles_are_errors(
     code, _, err = run(readme, capsys, check=True)
     assert code == 2 and f"{readme}:3:" in err and "no closing `<!-- /results-table -->` before the next" in err
 
-    record_path = registry / "results" / "study" / "B_new_s0" / "test" / "metrics.json"
+    record_path = registry / "results" / "study" / "B_new_s0" / "metrics.json"
     record = json.loads(record_path.read_text())
     record["data"]["oracle"]["R@1"] = 1.0
     record_path.write_text(json.dumps(record))
@@ -209,7 +208,7 @@ def test_reproduction_table_from_results_and_paper_csv(tmp_path: Path, capsys: p
     readme = tmp_path / "README.md"
     readme.write_text("# t\n\n<!-- reproduction-table: repro.yaml -->\n<!-- /reproduction-table -->\n")
     assert main([str(readme)]) == 0
-    r1 = json.loads((DEMO / "clip4clip_meanP" / "test" / "metrics.json").read_text())["metrics"]["t2v_R1"]
+    r1 = json.loads((DEMO / "clip4clip_meanP" / "metrics.json").read_text())["metrics"]["t2v_R1"]
     text = readme.read_text()
     assert f"| meanP | SynthVTR | two-tower | `make demo` | {r1:.2f} (seed 0; `results/demo/clip4clip_meanP`) | — |" \
         in text
@@ -247,13 +246,13 @@ def test_json_table_from_its_json(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_comparison_block_is_the_reports_paired_comparison(tmp_path: Path) -> None:
     study = tmp_path / "results" / "demo"
     for name in ("clip4clip_meanP", "clip4clip_seqTransf"):
-        shutil.copytree(DEMO / name, study / name)  # with sim_t2v.npy and the ids: the bootstrap needs them
+        copy_run(DEMO / name, study / name)  # with queries.npz and the test set: the bootstrap needs them
     readme = tmp_path / "README.md"
     readme.write_text("<!-- comparison-table: results/demo -->\n<!-- /comparison-table -->\n")
     assert main([str(readme)]) == 0
     text = readme.read_text()
     row = next(line for line in text.splitlines() if line.startswith("| G1 "))
-    r1 = {n: json.loads((DEMO / n / "test" / "metrics.json").read_text())["metrics"]["t2v_R1"]
+    r1 = {n: json.loads((DEMO / n / "metrics.json").read_text())["metrics"]["t2v_R1"]
           for n in ("clip4clip_meanP", "clip4clip_seqTransf")}
     assert f"{r1['clip4clip_meanP'] - r1['clip4clip_seqTransf']:+.2f} [" in row  # one seed pair: pooled = seed 0
     assert main(["--check", str(readme)]) == 0
@@ -262,7 +261,7 @@ def test_comparison_block_is_the_reports_paired_comparison(tmp_path: Path) -> No
 def test_a_column_can_read_another_json_file_of_the_test_folder(tmp_path: Path) -> None:
     study = tmp_path / "results" / "moe"
     copy_run(DEMO / "clip4clip_meanP", study / "a_s0")
-    (study / "a_s0" / "test" / "expert_usage.json").write_text(json.dumps({"entropy_bits": 1.25}))
+    (study / "a_s0" / "expert_usage.json").write_text(json.dumps({"entropy_bits": 1.25}))
     readme = tmp_path / "README.md"
     readme.write_text("<!-- results-table: results/moe | group: (.*)_s\\d+$ | "
                       "columns: expert_usage.entropy_bits = H, expert_usage.missing = M -->\n<!-- /results-table -->\n")
@@ -292,12 +291,11 @@ def test_paper_column_from_the_csv(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_comparison_block_merge_commits_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     study = tmp_path / "results" / "demo"
     for name in ("clip4clip_meanP", "clip4clip_seqTransf"):
-        shutil.copytree(DEMO / name, study / name)
-    other = study / "clip4clip_meanP_other_commit"
-    shutil.copytree(DEMO / "clip4clip_meanP", other)
-    record = json.loads((other / "test" / "metrics.json").read_text())
+        copy_run(DEMO / name, study / name)
+    other = copy_run(DEMO / "clip4clip_meanP", study / "clip4clip_meanP_other_commit")
+    record = json.loads((other / "metrics.json").read_text())
     record["git_sha"], record["seed"] = "0" * 40, 1
-    (other / "test" / "metrics.json").write_text(json.dumps(record))
+    (other / "metrics.json").write_text(json.dumps(record))
     readme = tmp_path / "README.md"
     readme.write_text("<!-- comparison-table: results/demo -->\n<!-- /comparison-table -->\n")
     assert main([str(readme)]) == 0
@@ -314,8 +312,8 @@ def test_provenance_names_a_declared_leak_and_only_then(tmp_path: Path) -> None:
     study = tmp_path / "results" / "leak"
     copy_run(DEMO / "clip4clip_meanP", study / "plain_s0")
     leaky = copy_run(DEMO / "clip4clip_meanP", study / "leaky_s0")
-    record = json.loads((leaky / "test" / "metrics.json").read_text())
-    (leaky / "test" / "metrics.json").write_text(json.dumps({**record, "leakage": ["the query saw its target"]}))
+    record = json.loads((leaky / "metrics.json").read_text())
+    (leaky / "metrics.json").write_text(json.dumps({**record, "leakage": ["the query saw its target"]}))
     readme = tmp_path / "README.md"
     block = ("<!-- results-table: {} | group: (.*)_s\\d+$ | columns: t2v_R1 | provenance: yes -->\n"
              "<!-- /results-table -->\n")
@@ -326,3 +324,25 @@ def test_provenance_names_a_declared_leak_and_only_then(tmp_path: Path) -> None:
     assert main([str(readme)]) == 0
     text = " ".join(readme.read_text().split())
     assert "leakage the query saw its target (leaky) / none (plain)" in text
+
+
+def test_provenance_names_uncommitted_changes_by_the_hash_of_their_diff(tmp_path: Path) -> None:
+    """A run registered with --allow-dirty (git_dirty: true) says so in the provenance line; a clean run and a run
+    that predates the field (no git_dirty) show the commit only."""
+    study = tmp_path / "results" / "dirty"
+    clean = copy_run(DEMO / "clip4clip_meanP", study / "clean_s0")
+    dirty = copy_run(DEMO / "clip4clip_meanP", study / "dirty_s0")
+    record = json.loads((clean / "metrics.json").read_text())
+    (clean / "metrics.json").write_text(json.dumps({**record, "git_dirty": False}))
+    (dirty / "metrics.json").write_text(json.dumps({**record, "git_dirty": True, "git_diff_sha256": "ab12cd34" * 8}))
+    readme = tmp_path / "README.md"
+    block = ("<!-- results-table: {} | group: (.*)_s\\d+$ | columns: t2v_R1 | provenance: yes -->\n"
+             "<!-- /results-table -->\n")
+    readme.write_text(block.format("results/dirty"))
+    assert main([str(readme)]) == 0
+    text = " ".join(readme.read_text().split())
+    sha = record["git_sha"][:7]
+    assert f"commit {sha} (clean) / {sha} + uncommitted changes (diff ab12cd34) (dirty)" in text
+    readme.write_text(block.format("results/dirty/clean_s0"))
+    assert main([str(readme)]) == 0
+    assert "uncommitted" not in readme.read_text()

@@ -123,6 +123,30 @@ def test_bootstrap_section_compares_the_pair(built: dict, runs: Path) -> None:
     assert "no mismatch" in built["md"].split("## Checks")[1]
 
 
+def test_registered_copies_give_the_report_of_their_run_folders(built: dict, runs: Path, tmp_path: Path) -> None:
+    """Registered into a study (compact files, no matrix), the four runs give the same tables, bootstrap intervals,
+    plots and sampled queries as their run folders."""
+    from experiments.report.register import main as register
+
+    study = tmp_path / "results" / "cmp"
+    register([f"{p}={p.parent.name}" for p in sorted(runs.glob("*/version_0"))] + ["--study", str(study)])
+    assert not list(study.rglob("*.npy"))
+    out = tmp_path / "registered"
+    report([str(study), "--out", str(out), "--resamples", "2000"])
+    md = (out / "report.md").read_text()
+    for section in ("Main table", "Paired comparison (bootstrap over queries)"):
+        assert table(md, section) == table(built["md"], section), section
+    for png in ("gt_rank_hist.png", "training_curves.png"):
+        assert (out / "plots" / png).read_bytes() == (built["out"] / "plots" / png).read_bytes(), png
+    assert "no mismatch" in md.split("## Checks")[1] and "a registered run's from `queries.npz`" in md
+
+    def queries(html: str) -> list:
+        data = json.loads(html.split("<script type='application/json' id='qb-data'>")[1].split("</script>")[0])
+        return [([v["id"] for v in s["videos"]], [(q["kinds"], q["res"]) for q in s["queries"]]) for s in data["sets"]]
+
+    assert queries((out / "index.html").read_text()) == queries(built["html"])
+
+
 def test_sweep_table_rows_are_the_swept_parameter(built: dict, runs: Path, tmp_path: Path) -> None:
     rows = table(built["md"], f"Sweep {runs.name}")
     assert sorted(r["sim_header"] for r in rows) == ["meanP", "seqTransf"]
