@@ -316,6 +316,8 @@ def register(plan: Plan, force: bool = False, matrix: bool = True, allow_dirty: 
         os.replace(tmp, dest)
         done = True
     finally:
+        if not done and backup.exists() and not dest.exists():  # the new folder could not take the old one's place
+            os.replace(backup, dest)
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(backup, ignore_errors=True)
         if not done and new_split and ids is not None:  # no run refers to the test set this call wrote

@@ -12,7 +12,7 @@ from tests.run_helpers import REPO
 STUDY = REPO / "results" / "clip_init_synthvtr"
 
 
-def test_seed_summary_reads_registered_runs(capsys: object) -> None:
+def test_seed_summary_reads_registered_runs() -> None:
     groups = collect([STUDY], r"(.*)_s\d+$")
     assert sorted(groups) == ["A_old", "B_new", "C_scale100_trunk"] and all(len(g) == 3 for g in groups.values())
     values = [json.loads((STUDY / f"A_old_s{s}" / "metrics.json").read_text())["metrics"]["t2v_R1"] for s in (0, 1, 2)]
