@@ -4,8 +4,9 @@ caption measures and stage times (mean ± sample std over seeds) that README ``j
     python -m experiments.care_dpo.collect runs/care_dpo/synthvtr/out/seed*/summary.json \
         --out results/care_dpo_pipeline [--timed "default command=runs/.../summary.json" ...]
 
-The retrieval runs go into the registry with ``python -m experiments.report.register`` (their ``test/metrics.json``
-and configs), like every other method's.
+``--stores`` copies each seed's preference store as ``preferences_s<seed>.jsonl.gz`` (gzip-compressed) and
+recounts its pairs. The retrieval runs go into the registry with ``python -m experiments.report.register`` (its
+compact files: metrics, config, per-query results), like every other method's.
 """
 
 from __future__ import annotations
