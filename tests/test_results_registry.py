@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
+
 from experiments.report import registry
 from experiments.report.cli import recheck
-from experiments.report.runs import discover
+from experiments.report.runs import Run, discover
 from tests.run_helpers import REPO
 
 RESULTS = REPO / "results"
@@ -25,6 +27,12 @@ def disk_usage(root: Path) -> int:
     return total
 
 
+@pytest.fixture(scope="module")
+def registered() -> list[Run]:
+    runs, _ = discover([str(RESULTS)])
+    return runs
+
+
 def test_results_fit_the_budget() -> None:
     used = disk_usage(RESULTS)
     assert used <= BUDGET, (
@@ -33,22 +41,20 @@ def test_results_fit_the_budget() -> None:
         "gzip large logs, or raise the budget here with a reason.")
 
 
-def test_no_full_matrix_old_layout_or_machine_path_in_results() -> None:
+def test_no_full_matrix_old_layout_or_machine_path_in_results(registered: list[Run]) -> None:
     assert not list(RESULTS.rglob("*.npy")), "full similarity matrices belong in W&B artifacts (register --wandb)"
     old = sorted(str(p.parent.parent.relative_to(RESULTS)) for p in RESULTS.rglob("test/metrics.json"))
     assert not old, f"runs in the old registry layout (run `python -m experiments.report.migrate`): {old[:5]}"
-    runs, _ = discover([str(RESULTS)])
-    assert len(runs) >= 201
-    for run in runs:
+    assert len(registered) >= 201 and all(run.registered for run in registered)
+    for run in registered:
         for path in run.path.iterdir():
             if path.suffix in (".json", ".yaml"):
                 found = registry.EMBEDDED_ABSOLUTE.search(path.read_text())
                 assert found is None, f"{path}: holds the machine path {found.group(0)!r}"
 
 
-def test_every_registered_run_agrees_with_its_per_query_files() -> None:
-    runs, _ = discover([str(RESULTS)])
-    with_queries = [r for r in runs if (r.path / registry.QUERIES).is_file()]
+def test_every_registered_run_agrees_with_its_per_query_files(registered: list[Run]) -> None:
+    with_queries = [r for r in registered if (r.path / registry.QUERIES).is_file()]
     assert len(with_queries) >= 162
     for run in with_queries:
         assert recheck(run) == [], run.path
