@@ -322,13 +322,13 @@ def checks_section(groups: list[Group], matrices: bool, retests: list[tuple[Run,
         if registered < len(runs):
             sources.append("a run folder's from `sim_t2v.npy` + `text_to_video.json`")
         if registered:
-            sources.append("a registered run's from `queries.npz`, which `register` made from the full matrix after "
-                           "checking every metric against it (its sha256 is in the run's metrics.json)")
-        notes.insert(0, f"Every metric ({', '.join(RECHECKED)}) of every run was recomputed from its per-query ranks "
-                        f"({'; '.join(sources)})"
-                        + (f", and those of its {postprocessed} post-processed record(s) from `sim_t2v_<flag>.npy` or "
-                           "`queries_<flag>.npz`" if postprocessed else "")
-                        + f" (ties pessimistic): {len(mismatches) or 'no'} mismatch(es) with the metrics files.")
+            sources.append("a registered run's from `queries.npz`, which `register` wrote from the full matrix after "
+                           "checking every metric against it; the matrix's sha256 is in the run's metrics.json")
+        notes.insert(0, f"Every metric ({', '.join(RECHECKED)}) of every run"
+                        + (f" and of its {postprocessed} post-processed record(s) (`sim_t2v_<flag>.npy` or "
+                           "`queries_<flag>.npz`)" if postprocessed else "")
+                        + f" was recomputed from its per-query ranks, ties pessimistic ({'; '.join(sources)}): "
+                        + f"{len(mismatches) or 'no'} mismatch(es) with the metrics files.")
         notes[1:1] = mismatches
     return Section("Checks", notes or ["Nothing to report."])
 

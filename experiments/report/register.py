@@ -195,6 +195,7 @@ def compact(test: Path, record: dict[str, Any], ids: registry.SplitIds) -> Compa
         file = registry.queries_file(name)
         if flag_record.is_file():  # a post-processing flag: its own record, t2v on this matrix
             flag = _json(flag_record, "the post-processed metrics")
+            flag = flag if isinstance(flag, dict) else {}
             v2t_path = test / f"sim_v2t_{name}.npy"
             v2t_sim = _matrix(v2t_path, ids) if v2t_path.is_file() else None
             again = retrieval_metrics(sim, gt)
@@ -204,8 +205,8 @@ def compact(test: Path, record: dict[str, Any], ids: registry.SplitIds) -> Compa
             else:  # QB-Norm leaves v2t plain: its record copies the plain numbers
                 again.update({k: v for k, v in computed.items() if k.startswith("v2t_")})
             again["rsum"] = sum(again[f"{d}_R{k}"] for d in ("t2v", "v2t") for k in (1, 5, 10))
-            _check((flag or {}).get("metrics", {}), again, [k for k in again if k != "num_texts" and k != "num_videos"],
-                   path, flag_record.name)
+            _check(flag.get("metrics") or {}, again, [k for k in again if k not in ("num_texts", "num_videos")], path,
+                   flag_record.name)
             out.queries[file] = registry.query_results(sim, gt, v2t_sim, v2t=v2t_sim is not None)
             out.expected[file] = again
         else:  # a raw similarity view: metrics.json has its <view>/... keys
@@ -250,7 +251,10 @@ def _no_absolute(value: Any, where: Path) -> None:
 
 
 def data_root(config: dict[str, Any]) -> PurePosixPath | None:
-    root = (config.get("data") or {}).get("init_args", {}).get("root") if isinstance(config.get("data"), dict) else None
+    """The run's data root when its config gives an absolute one (a relative root stays as it is)."""
+    data = config.get("data")
+    args = data.get("init_args") if isinstance(data, dict) else None
+    root = args.get("root") if isinstance(args, dict) else None
     return PurePosixPath(root) if isinstance(root, str) and root.startswith("/") else None
 
 
@@ -273,7 +277,10 @@ def register(plan: Plan, force: bool = False, matrix: bool = True, allow_dirty: 
     packed = compact(test, record, ids) if matrix and ids is not None else Compacted()
     config_path = next((p for p in (test / "config.yaml", run / "config.yaml") if p.is_file()), None)
     config_text = config_path.read_text() if config_path is not None else None
-    config = yaml.safe_load(config_text) if config_text is not None else None
+    try:
+        config = yaml.safe_load(config_text) if config_text is not None else None
+    except yaml.YAMLError as err:
+        raise ReportError(f"{config_path}: not valid YAML ({err}); restore the run's resolved config") from err
     if config_text is not None and not isinstance(config, dict):
         raise ReportError(f"{config_path}: expected a mapping (LightningCLI's resolved config)")
     rewriter = registry.PathRewriter(plan.origin, data_root(config or {}), plan.study_origins, plan.name)
