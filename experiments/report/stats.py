@@ -91,7 +91,7 @@ def compare(a: Group, b: Group, resamples: int = 10_000, seed: int = 0) -> Compa
     """ΔR@1 (t2v) of a minus b, per matched seed and pooled, on queries aligned by text id."""
     if not same_test_set(a, b):
         raise ReportError(f"{a.label} ({a.runs[0].path}) and {b.label} ({b.runs[0].path}) were not tested on the "
-                          "same texts and videos (text_ids.json / video_ids.json differ); a paired comparison needs "
+                          "same texts and videos (their text and video ids differ); a paired comparison needs "
                           "one test set.")
     seeds_a = {r.seed: r for r in a.runs}
     seeds_b = {r.seed: r for r in b.runs}
