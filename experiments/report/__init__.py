@@ -6,7 +6,8 @@
 Modules: ``runs`` (finding, loading and grouping runs), ``stats`` (mean ± std, paired bootstrap), ``papers``
 (``configs/paper_results.csv``), ``plots`` (matplotlib, Agg), ``render`` (markdown + self-contained HTML),
 ``browser`` (the query browser: texts, thumbnails, filters), ``robustness`` (the same comparisons on several SynthVTR
-configurations), ``wandb_log`` (``--wandb``), ``cli`` (the sections and the command line).
+configurations), ``wandb_log`` (``--wandb``), ``cli`` (the sections and the command line); ``registry`` (the
+results registry's compact format), ``register`` and ``migrate`` (putting runs into it), ``readme`` (README blocks).
 """
 
 from experiments.report.cli import main
