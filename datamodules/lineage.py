@@ -214,7 +214,7 @@ def leakage_verdict(root: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     leaks: list[str] = []
     unverified: list[str] = []
     for chain, item in _walk(root):
-        where = " <- ".join(reversed(chain)) if len(chain) > 1 else chain[0]
+        where = " <- ".join(chain)  # from the run down to the stage that read
         for missing in item.get("missing") or []:
             unverified.append(f"{where}: {missing}")
         against = item.get("checked_against")
