@@ -248,10 +248,23 @@ class CaptionWriter(BasePredictionWriter):
             added = merge_rank_files(self.output, self.kind)
             for r in range(self._world):
                 self._marker(r).unlink(missing_ok=True)
+            self._write_lineage(pl_module)
             rate = self._num_written / elapsed if elapsed > 0 else 0.0
             merged = f"; merged {added} records from rank files" if added else ""
             log.info(f"caption writer: rank 0 wrote {self._num_written} records in {elapsed:.1f} s "
                      f"({rate:.2f} videos/s){merged} -> {self.output}")
+
+    def _write_lineage(self, pl_module: L.LightningModule) -> None:
+        """``<output>.lineage.json``: what the whole store was made from (``datamodules/lineage.py``), rewritten from
+        every record of this kind after each run, so a resumed store is described whole."""
+        assert self.output is not None
+        describe = getattr(pl_module, "store_lineage", None)
+        if describe is None or not self.output.is_file():
+            return
+        from datamodules.lineage import write_sidecar
+
+        records = [r for r in read_jsonl(self.output) if self.kind is None or r.get("kind") == self.kind]
+        write_sidecar(self.output, describe(records, self.output))
 
     def _wait_for_ranks(self) -> bool:
         deadline = time.monotonic() + self.merge_timeout_s

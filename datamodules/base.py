@@ -164,7 +164,7 @@ class VideoTextDataModule(L.LightningDataModule):
         self._train_loader: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, Any] | None = None  # from a checkpoint, until the loader exists
         self._bank_source: Split | None = None  # the training split's texts, for QB-Norm's query bank
-        self._texts_by_video: tuple[tuple[str, ...], dict[str, list[str]]] | None = None  # video_texts' table
+        self._texts_by_video: tuple[tuple[str, ...], dict[str, list[tuple[str, str, str]]]] | None = None
 
     def _resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -590,6 +590,10 @@ class VideoTextDataModule(L.LightningDataModule):
                 self._text_sources[name].cache = cache
                 self._video_sources[name].text_cache = cache
 
+    def aux_store(self, kind: str) -> CaptionStore | None:
+        """The loaded auxiliary caption store of ``kind`` (None before setup loaded it, or when not configured)."""
+        return self._aux_stores.get(kind)
+
     def aux_captions_of(self, split_name: str, video_indices: Sequence[int], kind: str) -> list[list[str]]:
         """The ``kind`` captions of videos of a split, by dataset index (``TextBatch.video_index``,
         ``VideoBatch.index``): what a method reads when a text needs its paired video's caption (conical embedding
@@ -612,12 +616,16 @@ class VideoTextDataModule(L.LightningDataModule):
 
     def video_texts(self, video_id: str) -> list[str]:
         """Every annotated text of a video in the set-up splits, in split order (empty if it has none)."""
+        return [text for _, _, text in self.video_text_entries(video_id)]
+
+    def video_text_entries(self, video_id: str) -> list[tuple[str, str, str]]:
+        """``(split, text id, text)`` of every annotated text of a video in the set-up splits, in split order."""
         key = tuple(sorted(self.splits))
         if self._texts_by_video is None or self._texts_by_video[0] != key:  # built once per set of set-up splits
-            table: dict[str, list[str]] = {}
-            for split in self.splits.values():
+            table: dict[str, list[tuple[str, str, str]]] = {}
+            for name, split in self.splits.items():
                 for text in split.texts:
-                    table.setdefault(split.videos[text.video].video_id, []).append(text.text)
+                    table.setdefault(split.videos[text.video].video_id, []).append((name, text.text_id, text.text))
             self._texts_by_video = (key, table)
         return list(self._texts_by_video[1].get(video_id, []))
 

@@ -60,6 +60,17 @@ class CaptionRecord:
     model: str = ""
     created: str = ""
     frame_indices: list[int] | None = None
+    # the annotated text a {text} prompt was filled with, its id and split (what a test's lineage counts)
+    context_text: str | None = None
+    context_text_id: str | None = None
+    context_split: str | None = None
+
+
+def _optional_str(obj: dict[str, object], key: str, where: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{where}: {key!r} must be a string, got {type(value).__name__} (video {obj['video_id']!r})")
+    return value
 
 
 def _parse_record(obj: object, where: str) -> CaptionRecord:
@@ -87,7 +98,10 @@ def _parse_record(obj: object, where: str) -> CaptionRecord:
     return CaptionRecord(video_id=obj["video_id"], kind=obj["kind"], captions=list(captions),
                          prompt=str(obj.get("prompt", "")), model=str(obj.get("model", "")),
                          created=str(obj.get("created", "")),
-                         frame_indices=list(frame_indices) if frame_indices is not None else None)
+                         frame_indices=list(frame_indices) if frame_indices is not None else None,
+                         context_text=_optional_str(obj, "context_text", where),
+                         context_text_id=_optional_str(obj, "context_text_id", where),
+                         context_split=_optional_str(obj, "context_split", where))
 
 
 class CaptionStore(dict[str, CaptionRecord]):

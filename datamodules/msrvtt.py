@@ -9,9 +9,11 @@ Protocols:
 * ``test_protocol: jsfusion`` (default): the 1,000 csv rows are the queries, one per test video.
 * ``test_protocol: all_captions``: every caption in ``MSRVTT_data.json`` of the csv's videos is a query
   (multi-caption evaluation, used by SynthVTR and for MSR-VTT "full" style evaluation).
-* ``val_protocol: test`` evaluates validation on the test split (what CLIP4Clip and NarVid do);
-  ``heldout`` holds out ``val_videos`` training videos, grouped by YouTube parent (``url``) so clips of one
-  parent video never straddle train and val; ``metrics.json`` records which one selected the model.
+* ``val_protocol: heldout`` (default) holds out ``val_videos`` training videos, grouped by YouTube parent (``url``)
+  so clips of one parent video never straddle train and val, and selects the model on them; ``test`` evaluates
+  validation on the test split (what CLIP4Clip's and NarVid's released code do, to reproduce their numbers): the
+  checkpoint is then chosen on the test split, and the computed leakage verdict of every number says so
+  (``metrics.json`` ``leakage``; README "Leakage").
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class MSRVTT(VideoTextDataModule):
         test_csv: test list (1k-A ``MSRVTT_JSFUSION_test.csv``).
         data_json: the annotation file with every caption.
         test_protocol: ``jsfusion`` (csv sentence per video) or ``all_captions``.
-        val_protocol: ``test`` (validate on the test split) or ``heldout`` (videos held out of train).
+        val_protocol: ``heldout`` (videos held out of train; default) or ``test`` (validate on the test split: model
+            selection on test data, reported as a leak).
         val_videos: number of training videos held out when ``val_protocol`` is ``heldout``.
         val_seed: seed of the held-out draw.
         **kwargs: ``VideoTextDataModule`` arguments.
@@ -42,7 +45,7 @@ class MSRVTT(VideoTextDataModule):
     def __init__(self, train_csv: str = "MSRVTT_train.9k.csv", test_csv: str = "MSRVTT_JSFUSION_test.csv",
                  data_json: str = "MSRVTT_data.json",
                  test_protocol: Literal["jsfusion", "all_captions"] = "jsfusion",
-                 val_protocol: Literal["test", "heldout"] = "test", val_videos: int = 1000, val_seed: int = 0,
+                 val_protocol: Literal["test", "heldout"] = "heldout", val_videos: int = 1000, val_seed: int = 0,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.train_csv = train_csv
@@ -106,7 +109,8 @@ class MSRVTT(VideoTextDataModule):
     def load_split(self, split: str) -> Split:
         if split == "val" and self.val_protocol == "test":
             result = self.load_split("test")
-            result.name, result.info = "val", {**result.info, "model_selection": "test split (CLIP4Clip habit)"}
+            selection = "test split (val_protocol: test, CLIP4Clip's habit)"
+            result.name, result.info = "val", {**result.info, "model_selection": selection}
             return result
         if split in ("train", "val"):
             train_ids = self._train_ids()

@@ -50,6 +50,7 @@ from datamodules.batch import AuxCaptions, PairBatch, TextBatch, VideoBatch, nor
 from datamodules.captions import CaptionKind
 from lightning_modules.backbones.base import TextFeatures, VideoTextBackbone
 from lightning_modules.components.losses import symmetric_infonce
+from lightning_modules.lineage import LineageMixin, test_lineage, verdict_fields
 from lightning_modules.metrics import retrieval_metrics
 from lightning_modules.optim import SCHEDULES, OptimizerName, ScheduleName, build_optimizer, warmup_cosine
 from lightning_modules.postprocess import DSL_TEMPERATURE, QBNORM_BETA, QBNORM_TOPK
@@ -108,7 +109,7 @@ def score_tiles(similarity: Callable[[Features, Features], Scores], text_feats: 
     return out[""] if single else out
 
 
-class BaseRetrievalModule(L.LightningModule, ABC):
+class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
     """Shared retrieval core. See the module docstring for the contract.
 
     Args:
@@ -324,6 +325,7 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         zero row cached (masked either way).
         """
         aux = batch.aux.get(kind)
+        self.note_aux_read(kind)
         if not isinstance(aux, AuxCaptions):
             raise KeyError(f"{type(self).__name__} needs {kind!r} captions in the batch under aux[{kind!r}]: set "
                            f"data.init_args.aux_captions: {{{kind}: <{kind}.jsonl>}}")
@@ -489,7 +491,9 @@ class BaseRetrievalModule(L.LightningModule, ABC):
     def on_validation_epoch_start(self) -> None:
         self._eval_store = {"text": [], "video": []}
 
-    on_test_epoch_start = on_validation_epoch_start
+    def on_test_epoch_start(self) -> None:
+        self._eval_store = {"text": [], "video": []}
+        self.reset_lineage_reads()  # the test's lineage lists the captions the test itself reads
 
     def _gather_eval(self, kind: str) -> tuple[Tensor, Features]:
         if not self._eval_store[kind]:
@@ -610,7 +614,11 @@ class BaseRetrievalModule(L.LightningModule, ABC):
         return out
 
     def test_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """metrics.json's content for ``metrics``, with ``postprocess: none`` (a post-processed record sets its own)."""
+        """metrics.json's content for ``metrics``, with ``postprocess: none`` (a post-processed record sets its own).
+
+        ``lineage`` is what fed the numbers (``lightning_modules/lineage.py``) and ``leakage`` the verdict computed
+        from it: every read of test data in a role where that is a leak (never typed by hand).
+        """
         ev = self._last_eval
         dm = self.trainer.datamodule
         return {
@@ -622,6 +630,7 @@ class BaseRetrievalModule(L.LightningModule, ABC):
             "data": dm.describe("test") if hasattr(dm, "describe") else {},
             "world_size": self.trainer.world_size, "precision": str(self.trainer.precision),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **verdict_fields(test_lineage(self, dm)),
         }
 
     def _resolved_config(self) -> str:

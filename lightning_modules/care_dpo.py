@@ -106,6 +106,7 @@ class CaReRetriever(BaseRetrievalModule):
             captions, present = self.aux_caption_embeddings(batch, self.caption_kind)
             caption = captions[:, 0]
         else:
+            self.note_aux_read(self.caption_kind)
             aux = batch.aux.get(self.caption_kind)
             if not isinstance(aux, AuxCaptions):
                 raise KeyError(f"CaReRetriever needs one caption per video under aux[{self.caption_kind!r}]: set "

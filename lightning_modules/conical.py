@@ -26,11 +26,17 @@ What they give, and what this module does with it:
 the text carries information from the ground truth. ``test_supplement`` chooses how a test query is scored:
 
 * ``paired``: the query fused with its own video's supplement — what the data source "video-text pairs" suggests,
-  and a leak: ``metrics.json`` says so under ``leakage``;
+  and a leak: the test input is chosen through the ground-truth pairing;
 * ``none``: the bare query (the model was trained with supplements);
-* ``per_candidate``: the score of (query, video j) fuses the query with *video j's* supplement: leak-free when the
-  supplements were written without the test texts (prompts B and C), and exact; it costs one fused text per
-  (query, video) pair — a matrix product for ``sum``, texts x videos encoder passes for ``concat`` — scored in tiles.
+* ``per_candidate``: the score of (query, video j) fuses the query with *video j's* supplement: exact, and leak-free
+  when no test video's supplement was written from a test query (prompts B and C; prompt A under the captioner's
+  default ``text_context: training``, where test videos get the fallback prompt). It costs one fused text per
+  (query, video) pair — a matrix product for ``sum``, texts x videos encoder passes for ``concat`` — in tiles.
+
+Whether a number leaked is computed, not declared: ``lineage_test_reads`` records what each scored mode read (the
+ground-truth pairing for ``paired``, the test videos' supplement records for ``paired`` and ``per_candidate``, each
+scoped to its view), and the verdict in ``metrics.json`` (``leakage``) counts test queries among the texts those
+supplements were written from (``lightning_modules/lineage.py``).
 
 Every test also scores the other modes of ``report_supplements`` as views (``paired/t2v_R1`` ... in metrics.json),
 so one trained model answers the question; validation (model selection) scores ``val_supplement`` only.
@@ -54,7 +60,6 @@ from lightning_modules.components import cosine_matrix, infonce, masked_mean_poo
 TextFusion = Literal["concat", "sum", "gate"]
 TestSupplement = Literal["paired", "none", "per_candidate"]
 SUPPLEMENT_MODES: tuple[str, ...] = get_args(TestSupplement)
-LEAK_NOTE = "test-time supplement from the paired video (leaks the target)"
 
 
 def fuse_strings(query: str, supplement: str, separator: str) -> str:
@@ -188,6 +193,7 @@ class ConicalEmbedding(BaseRetrievalModule):
 
     def batch_supplements(self, batch: VideoBatch) -> list[str]:
         """The supplement of each video of a batch (its record's first caption)."""
+        self.note_aux_read(self.supplement_key)
         aux = batch.aux.get(self.supplement_key)
         if aux is None:
             raise KeyError(f"{type(self).__name__} needs {self.supplement_key!r} captions in the batch: set "
@@ -198,6 +204,7 @@ class ConicalEmbedding(BaseRetrievalModule):
 
     def supplements_of(self, video_index: Tensor) -> list[str]:
         """The supplement of each video (dataset index into the split evaluated now)."""
+        self.note_aux_read(self.supplement_key)
         rows = self.trainer.datamodule.aux_captions_of(self._split_name(), video_index.tolist(), self.supplement_key)
         return [captions[0] for captions in rows]
 
@@ -319,14 +326,40 @@ class ConicalEmbedding(BaseRetrievalModule):
 
     # ------------------------------------------------------------------ artifacts
     def test_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """metrics.json, with the supplement mode and, when a scored mode reads the paired video's supplement, the
-        leak under ``leakage`` (the report prints it beside every number)."""
+        """metrics.json, with the supplement mode of the reported score and of each view (the lineage of each mode's
+        reads, and so the computed leakage verdict, comes from ``lineage_test_reads``)."""
         record = super().test_record(metrics)
         modes = self.eval_modes()
         record["test_supplement"] = modes[0]
         record["supplement_views"] = modes
-        if modes[0] == "paired":
-            record["leakage"] = [LEAK_NOTE]
-        elif "paired" in modes:
-            record["leakage"] = [f"view paired/* only: {LEAK_NOTE}"]
         return record
+
+    def lineage_test_reads(self, dm: Any, test: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+        """What each scored mode read at test, scoped to its view unless it is the reported score: ``paired`` reads
+        the ground-truth pairing (each query's own video) and the test videos' supplements; ``per_candidate`` the
+        test videos' supplements; ``none`` nothing beyond the test split."""
+        from datamodules.lineage import GROUND_TRUTH, read_record
+        from lightning_modules.lineage import aux_reads
+
+        modes = self.eval_modes()
+        reads: list[dict[str, Any]] = []
+        upstream: list[dict[str, Any]] = []
+        missing: list[str] = []
+        split = dm.splits["test"]
+        for position, mode in enumerate(modes):
+            if mode == "none":
+                continue
+            scope = None if position == 0 else f"{mode}/*"
+            mode_reads, mode_up, mode_missing = aux_reads(dm, "test", [self.supplement_key], test, scope=scope)
+            if mode == "paired":
+                pairing = read_record(GROUND_TRUTH, getattr(dm, "name", "?"), "test",
+                                      [v.video_id for v in split.videos], [t.text_id for t in split.texts], test,
+                                      detail="each test query is fused with the supplement of its own ground-truth "
+                                             "video (test_supplement: paired)")
+                if scope:
+                    pairing["scope"] = scope
+                mode_reads.insert(0, pairing)
+            reads += mode_reads
+            upstream += mode_up
+            missing += mode_missing
+        return reads, upstream, missing

@@ -143,7 +143,23 @@ def _write_artifacts(module: BaseRetrievalModule, name: str, result: dict[str, A
         (out / f"bank_text_ids_{name}.json").write_text(json.dumps(result["bank_text_ids"]))
     record = module.test_record(result["metrics"])
     record["postprocess"] = result["postprocess"]
+    if "bank_text_ids" in result:  # the bank is one more read of this number's lineage (overlap with test counted)
+        record.update(_bank_lineage(module, result["bank_text_ids"]))
     (out / f"metrics_{name}.json").write_text(json.dumps(record, indent=2, default=str))
+
+
+def _bank_lineage(module: BaseRetrievalModule, bank_text_ids: list[str]) -> dict[str, Any]:
+    """metrics.json's lineage and verdict with QB-Norm's query bank added as a read (``query bank`` role)."""
+    from datamodules.lineage import QUERY_BANK, read_record
+    from lightning_modules.lineage import test_lineage, test_set_of, verdict_fields
+
+    dm = module.trainer.datamodule
+    test = test_set_of(dm)
+    bank = dm.query_bank(module.hparams.qbnorm_bank_size, seed=QBNORM_BANK_SEED)
+    videos = sorted({bank.videos[t.video].video_id for t in bank.texts})
+    read = read_record(QUERY_BANK, getattr(dm, "name", "?"), bank.name, videos, bank_text_ids, test,
+                       texts=[], detail=f"{len(bank_text_ids)} training texts normalise the test scores")
+    return verdict_fields(test_lineage(module, dm, extra_reads=[read]))
 
 
 def postprocessed_metrics(t2v: Tensor, v2t: Tensor | None, gt: Tensor, plain: dict[str, Any]) -> dict[str, float]:

@@ -177,6 +177,8 @@ class ShippedRunner:
                                   "trainer.default_root_dir": out_dir}
         if data_class == "SynthVTR":
             values.update({f"data.init_args.{k}": v for k, v in SYNTH_SIZES.items()})
+        if data_class == "MSRVTT":  # size: the held-out selection videos of the 12 fake training videos
+            values["data.init_args.val_videos"] = 4
         logger = config["trainer"].get("logger")
         if isinstance(logger, list | dict):  # the shipped loggers, writing under out_dir
             entries = logger if isinstance(logger, list) else [logger]
@@ -236,6 +238,8 @@ class ShippedRunner:
                                   "out": out_dir, **CSI_SIZES}
         if data_class == "SynthVTR":
             values.update({f"data.init_args.{k}": v for k, v in SYNTH_SIZES.items()})
+        if data_class == "MSRVTT":  # size: the held-out selection videos of the 12 fake training videos
+            values["data.init_args.val_videos"] = 4
         if config["evaluator"]["init_args"].get("path") is not None:
             values.update(CSI_EVALUATOR_PATH)
         for role, key in (("captioner", "captioner"), ("engineer generator", "engineer.init_args.generator")):

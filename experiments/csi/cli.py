@@ -38,7 +38,15 @@ import datamodules.registry  # noqa: F401  (short class names for data modules)
 import lightning_modules.captioning  # noqa: F401  (short class names for caption backends and text generators)
 from datamodules.base import VideoTextDataModule
 from datamodules.batch import VideoBatch
-from experiments.csi.engineers import LLMPromptEngineer, PromptEngineer, RandomMutation, ScoredPrompt
+from datamodules.lineage import write_sidecar
+from experiments.csi.engineers import (
+    LLMPromptEngineer,
+    ProbeExample,
+    PromptEngineer,
+    RandomMutation,
+    RoundContext,
+    ScoredPrompt,
+)
 from experiments.csi.score import CaptionScore, SentenceEmbedder, caption_score
 from lightning_modules.captioning.backends.base import CaptionBackend
 from lightning_modules.captioning.captioner import EXCAE_PROMPT, Captioner
@@ -67,6 +75,36 @@ def _probe_set(data: VideoTextDataModule, size: int, seed: int) -> tuple[list[st
                        f"choose 1..{len(ids)}")
     chosen = sorted(random.Random(f"csi-probe:{seed}").sample(ids, size))
     return chosen, {v: texts[v] for v in chosen}
+
+
+def _probe_text_ids(data: VideoTextDataModule, probe: list[str]) -> list[str]:
+    """The ids of the probe videos' training texts (what CSI reads of the split, for its lineage)."""
+    split = data.splits["train"]
+    chosen = set(probe)
+    return [t.text_id for t in split.texts if split.videos[t.video].video_id in chosen]
+
+
+def _prompt_lineage(data: VideoTextDataModule, probe: list[str], engineer: PromptEngineer) -> dict[str, Any]:
+    """The lineage node of ``best_prompt.txt``: the probe videos and texts that chose it (``probe set`` role: a
+    prompt chosen on test pairs would leak into every caption written with it)."""
+    from datamodules.lineage import PROBE_SET, node, read_record
+    from lightning_modules.lineage import test_set_of
+
+    test = test_set_of(data)
+    read = read_record(PROBE_SET, data.name, "train", probe, _probe_text_ids(data, probe), test,
+                       detail=f"scored every round; the engineer ({engineer.name}) reads some of these pairs")
+    return node("csi", "caption self-improvement (best_prompt.txt)", test, [read])
+
+
+def round_context(rounds: list[dict[str, Any]], gt_texts: dict[str, list[str]]) -> RoundContext | None:
+    """The iteration's probe pairs for the engineer: the best scored round's example captions beside the human
+    texts of those videos (rebuilt from ``rounds.jsonl``, so a resumed run shows what an uninterrupted one did)."""
+    scored = [r for r in rounds if r.get("score") is not None and r.get("examples")]
+    if not scored:
+        return None
+    best = max(scored, key=lambda r: (r["score"], -r["round"]))
+    return RoundContext(best["prompt"], tuple(ProbeExample(tuple(gt_texts.get(v, [])), tuple(captions))
+                                              for v, captions in best["examples"].items()))
 
 
 def _probe_batches(data: VideoTextDataModule, probe: list[str], needs_pixels: bool) -> list[VideoBatch]:
@@ -250,7 +288,8 @@ def run_csi(captioner: CaptionBackend, engineer: PromptEngineer, data: VideoText
         index = len(rounds)
         started = time.perf_counter()
         history = [ScoredPrompt(r["prompt"], r["score"], r["accepted"]) for r in rounds if r.get("score") is not None]
-        prompt = initial_prompt if index == 0 else engineer.propose(history, index, num_captions)
+        prompt = initial_prompt if index == 0 else engineer.propose(history, index, num_captions,
+                                                                    round_context(rounds, gt_texts))
         best = max((h.score for h in history), default=float("-inf"))
         record: dict[str, Any] = {"round": index, "prompt": prompt, "engineer": engineer.name if index else "initial"}
         earlier = next((r for r in rounds if r["prompt"] == prompt and r.get("score") is not None), None)
@@ -275,6 +314,7 @@ def run_csi(captioner: CaptionBackend, engineer: PromptEngineer, data: VideoText
     scored = [r for r in rounds if r.get("score") is not None]
     best_round = max(scored, key=lambda r: (r["score"], -r["round"]))
     (out_dir / "best_prompt.txt").write_text(best_round["prompt"] + "\n", encoding="utf-8")
+    write_sidecar(out_dir / "best_prompt.txt", _prompt_lineage(data, probe, engineer))
     _plot(rounds, out_dir / "score_vs_round.png")
     summary = {"best_prompt": best_round["prompt"], "best_score": best_round["score"],
                "best_round": best_round["round"], "initial_score": rounds[0]["score"], "rounds": len(rounds),

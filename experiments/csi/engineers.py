@@ -1,7 +1,10 @@
 """CSI's prompt engineers: they propose the next captioning prompt from the history of scored prompts.
 
 * :class:`LLMPromptEngineer` asks a text generator (an OpenAI-compatible API such as GPT-4o, as in the paper, or
-  SmolLM2-135M-Instruct offline) for a better prompt, showing it earlier prompts with their scores (best last).
+  SmolLM2-135M-Instruct offline) for a better prompt, showing it earlier prompts with their scores (best last) and,
+  as the paper's engineer rewrites "with reference to the corresponding video-text pairs involved in this
+  iteration" (``engineer_context: pairs``, the default), some probe videos' human texts beside the captions the best
+  prompt so far wrote for them (bounded in length; ``prompts`` shows the scored prompts only).
 * :class:`RandomMutation` is the no-LLM baseline: it edits the best prompt so far at random, adding or removing
   one generic captioning aspect (actions, setting, colours, ...). It knows nothing about any dataset's answers.
 
@@ -16,8 +19,11 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from lightning_modules.captioning.backends.base import TextGenerator
+
+EngineerContext = Literal["pairs", "prompts"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,22 @@ class ScoredPrompt:
     accepted: bool
 
 
+@dataclass(frozen=True)
+class ProbeExample:
+    """One probe video of a round as the engineer sees it: its human texts and the captions a prompt wrote."""
+
+    texts: tuple[str, ...]
+    captions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """The video-text pairs of the iteration: probe examples captioned with ``prompt`` (the best prompt so far)."""
+
+    prompt: str
+    examples: tuple[ProbeExample, ...]
+
+
 class PromptEngineer(ABC):
     """Proposes the prompt of round ``round_index`` (>= 1) from the rounds before it."""
 
@@ -38,8 +60,9 @@ class PromptEngineer(ABC):
         """Identifier written into every round record."""
 
     @abstractmethod
-    def propose(self, history: Sequence[ScoredPrompt], round_index: int, num_captions: int) -> str:
-        """The next prompt (stripped, non-empty)."""
+    def propose(self, history: Sequence[ScoredPrompt], round_index: int, num_captions: int,
+                context: RoundContext | None = None) -> str:
+        """The next prompt (stripped, non-empty); ``context`` holds the iteration's probe pairs, when there are any."""
 
 
 def best_prompt(history: Sequence[ScoredPrompt]) -> ScoredPrompt:
@@ -53,7 +76,7 @@ how different they are from each other. Higher scores are better.
 
 Earlier instructions and their scores, from worst to best:
 {history}
-
+{pairs}
 Write one new instruction that is likely to score higher than all of them. It must ask for {k} captions. \
 Reply with the instruction only, on one line."""
 
@@ -80,32 +103,68 @@ class LLMPromptEngineer(PromptEngineer):
         temperature: sampling temperature of the request.
         max_new_tokens: completion length.
         seed: base seed; round ``r`` samples with seed ``seed + r`` where the generator takes a seed.
+        engineer_context: ``pairs`` (default; the paper's): the meta-prompt also shows up to ``context_videos`` probe
+            videos' human texts and the captions the best prompt so far wrote for them; ``prompts``: the scored
+            prompts only.
+        context_videos: probe videos shown under ``pairs``.
+        context_chars: each shown text and caption is cut to this many characters, so a long caption set cannot
+            crowd the history out of a small model's context.
     """
 
     def __init__(self, generator: TextGenerator, max_history: int = 10, temperature: float = 0.8,
-                 max_new_tokens: int = 80, seed: int = 0) -> None:
+                 max_new_tokens: int = 80, seed: int = 0, engineer_context: EngineerContext = "pairs",
+                 context_videos: int = 2, context_chars: int = 160) -> None:
+        if engineer_context not in ("pairs", "prompts"):
+            raise ValueError(f"engineer_context must be pairs or prompts, got {engineer_context!r}")
+        if context_videos < 1 or context_chars < 16:
+            raise ValueError(f"context_videos ({context_videos}) must be >= 1 and context_chars ({context_chars}) "
+                             ">= 16")
         self.generator = generator
         self.max_history = max_history
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.seed = seed
+        self.engineer_context = engineer_context
+        self.context_videos = context_videos
+        self.context_chars = context_chars
 
     @property
     def name(self) -> str:
-        return f"llm({self.generator.model_name})"
+        return f"llm({self.generator.model_name}, context={self.engineer_context})"
 
-    def meta_prompt(self, history: Sequence[ScoredPrompt], num_captions: int) -> str:
+    def meta_prompt(self, history: Sequence[ScoredPrompt], num_captions: int,
+                    context: RoundContext | None = None) -> str:
         unique: dict[str, float] = {}
         for h in history:
             unique[h.prompt] = max(h.score, unique.get(h.prompt, float("-inf")))
         shown = sorted(unique.items(), key=lambda kv: kv[1])[-self.max_history:]
         lines = "\n".join(f"Instruction: {p}\nScore: {s:.4f}" for p, s in shown)
-        return META_PROMPT.format(k=num_captions, history=lines)
+        pairs = self.pairs_text(context) if self.engineer_context == "pairs" else ""
+        return META_PROMPT.format(k=num_captions, history=lines, pairs=pairs)
 
-    def propose(self, history: Sequence[ScoredPrompt], round_index: int, num_captions: int) -> str:
+    def pairs_text(self, context: RoundContext | None) -> str:
+        """The iteration's probe pairs for the meta-prompt (empty without a context), each line bounded."""
+        if context is None or not context.examples:
+            return ""
+
+        def cut(text: str) -> str:
+            text = " ".join(text.split())
+            return text if len(text) <= self.context_chars else text[:self.context_chars - 3].rstrip() + "..."
+
+        blocks = []
+        for n, example in enumerate(context.examples[:self.context_videos], start=1):
+            human = "\n".join(f"  - {cut(t)}" for t in example.texts[:2])
+            written = "\n".join(f"  - {cut(c)}" for c in example.captions[:3])
+            blocks.append(f"Video {n}\nHuman descriptions:\n{human}\nCaptions written with the best instruction:\n"
+                          f"{written}")
+        return (f"\nVideos of this round, with their human descriptions and the captions written by the best "
+                f"instruction so far ({cut(context.prompt)}):\n" + "\n".join(blocks) + "\n")
+
+    def propose(self, history: Sequence[ScoredPrompt], round_index: int, num_captions: int,
+                context: RoundContext | None = None) -> str:
         if hasattr(self.generator, "seed"):
             self.generator.seed = self.seed + round_index  # type: ignore[attr-defined]
-        conversation = [{"role": "user", "content": self.meta_prompt(history, num_captions)}]
+        conversation = [{"role": "user", "content": self.meta_prompt(history, num_captions, context)}]
         (text,) = self.generator.complete([conversation], max_new_tokens=self.max_new_tokens,
                                           temperature=self.temperature)
         return first_instruction(text)
@@ -151,7 +210,9 @@ class RandomMutation(PromptEngineer):
     def name(self) -> str:
         return f"random_mutation(seed={self.seed})"
 
-    def propose(self, history: Sequence[ScoredPrompt], round_index: int, num_captions: int) -> str:
+    def propose(self, history: Sequence[ScoredPrompt], round_index: int, num_captions: int,
+                context: RoundContext | None = None) -> str:
+        """Edits the best prompt; ``context`` is not read (the baseline knows nothing of any video or text)."""
         rng = random.Random(f"{self.seed}:{round_index}")
         prompt = best_prompt(history).prompt
         for _ in range(rng.randint(1, self.max_edits)):

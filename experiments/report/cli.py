@@ -84,14 +84,16 @@ def _captions(run: Run) -> str:
 
 
 def _leakage(run: Run) -> str:
-    flag = run.record.get("leakage")
-    if flag in (None, "", [], {}, False):
-        return "none"
-    if isinstance(flag, dict):
-        return ", ".join(f"{k}={fmt_value(v)}" for k, v in flag.items())
-    if isinstance(flag, list):
-        return ", ".join(str(v) for v in flag)
-    return str(flag)
+    """The run's computed leakage verdict (``metrics.json`` ``leakage``, from its lineage; ``datamodules/lineage.py``).
+
+    A run written before lineage was recorded has no verdict: said as such, never as "none"."""
+    from datamodules.lineage import verdict_text
+
+    if "lineage" not in run.record:
+        legacy = run.record.get("leakage")
+        listed = ", ".join(str(v) for v in legacy) if isinstance(legacy, list) else (str(legacy) if legacy else "")
+        return "not computed (run predates lineage records)" + (f"; it declared: {listed}" if listed else "")
+    return verdict_text(run.record.get("leakage") or [], run.record.get("leakage_unverified") or [])
 
 
 PROVENANCE = {

@@ -33,7 +33,7 @@ list (``columns``, ``rows``) continues on the next line after a trailing ``,`` o
 - ``bold`` (optional): rows (``group`` or ``group@view``, separated by ``;``) whose values are shown in bold.
 - ``digits`` (default 2), ``label`` (header of the first column, default ``group``).
 - ``provenance: yes``: a line under the table from the artifacts (seeds, backbone, dataset and generator,
-  precision, commit, queries × videos, and any ``leakage`` a run's metrics.json declares).
+  precision, commit, queries × videos, and the computed ``leakage`` verdict of every run).
 - ``paper`` (optional): ``group = method`` entries separated by ``;``: a last column with that method's t2v R@1 from
   ``configs/paper_results.csv`` (backbone and dataset shown; ``—`` for groups not named).
 - ``oracle: yes``: SynthVTR's caption-consistent oracle and chance rows from ``data.oracle`` of ``metrics.json``.
@@ -387,8 +387,7 @@ PROVENANCE: tuple[tuple[str, Callable[[Group], str]], ...] = (
     ("precision", lambda g: report_provenance(g, "precision")),
     ("commit", lambda g: _distinct(g, _commit)),
     ("test", lambda g: _distinct(g, _test_set)),
-    # metrics.json's `leakage` (e.g. a conical run scoring a view with the paired video's supplement): shown when a
-    # run has any, so no table of such numbers goes without it
+    # the computed leakage verdict of every run (metrics.json `leakage`, from its lineage), on every table
     ("leakage", lambda g: report_provenance(g, "leakage")),
 )
 
@@ -402,8 +401,6 @@ def provenance_line(spec: Spec, rows: list[Row]) -> str:
         by_value: dict[str, list[str]] = {}
         for key, group in groups.items():
             by_value.setdefault(fn(group), []).append(shown[key])
-        if name == "leakage" and set(by_value) == {"none"}:
-            continue
         if len(by_value) == 1:
             parts.append(f"{name} {next(iter(by_value))}")
         else:

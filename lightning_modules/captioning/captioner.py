@@ -28,6 +28,7 @@ from datamodules.captions import KINDS, CaptionKind
 from lightning_modules.captioning.backends.base import CaptionBackend, CaptionOutput, CaptionRequest, tile_grid
 
 NARVID_PROMPT = "Please describe this image for image-captioning task."
+TextContext = Literal["training", "any"]
 EXCAE_PROMPT = "Generate 10 captions from different perspectives about this video."
 
 
@@ -39,9 +40,17 @@ class Captioner(L.LightningModule):
         kind: ``narration`` (a caption per sampled frame), ``multi`` (``num_captions`` per video) or
             ``supplement`` (one per video).
         prompt: the instruction (NarVid's LLaVA prompt by default). A ``{text}`` placeholder is filled, per video,
-            with the video's first annotated text (the video-text pair a supplement is written from; conical
+            with one of the video's annotated texts (the video-text pair a supplement is written from; conical
             embedding optimisation's prompt A asks for what is "not evident in the original"); the record keeps
-            the template under ``prompt`` and the filled-in text under ``context_text``.
+            the template under ``prompt``, the filled-in text under ``context_text`` and its id and split under
+            ``context_text_id`` / ``context_split`` (the lineage of a later test counts them).
+        text_context: which texts may fill ``{text}``: ``training`` (default) - only texts of the training split,
+            so no evaluation query ever shapes a caption; a video without one (a validation or test video) is
+            captioned with ``fallback_prompt``; ``any`` - the video's first annotated text in any split (the
+            slides' "video-text pairs" taken literally: a test video's caption is then written from a test query,
+            and a test that reads it is flagged as leaking by the computed verdict).
+        fallback_prompt: the instruction (without ``{text}``) for videos that have no admissible text under
+            ``text_context: training``; unset, such a video is an error naming it.
         prompt_file: read the instruction from this text file instead (e.g. the ``best_prompt.txt`` that ExCae's
             caption self-improvement writes, ``python -m experiments.csi``); overrides ``prompt``.
         num_captions: captions per video for ``multi`` (ExCae: 10); ignored otherwise.
@@ -55,10 +64,16 @@ class Captioner(L.LightningModule):
 
     def __init__(self, backend: CaptionBackend, kind: CaptionKind = "narration", prompt: str = NARVID_PROMPT,
                  prompt_file: str | None = None, num_captions: int = 10, max_frames_per_video: int | None = None,
-                 frame_layout: Literal["separate", "grid"] = "separate", requests_per_call: int = 0) -> None:
+                 frame_layout: Literal["separate", "grid"] = "separate", requests_per_call: int = 0,
+                 text_context: TextContext = "training", fallback_prompt: str | None = None) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be narration, multi or supplement, got {kind!r}")
+        if text_context not in ("training", "any"):
+            raise ValueError(f"model.init_args.text_context must be training or any, got {text_context!r}")
+        if fallback_prompt is not None and ("{text}" in fallback_prompt or not fallback_prompt.strip()):
+            raise ValueError("model.init_args.fallback_prompt must be a non-empty instruction without {text} (it is "
+                             "used for videos that have no admissible text)")
         if prompt_file is not None:
             path = Path(prompt_file)
             if not path.is_file():
@@ -77,6 +92,9 @@ class Captioner(L.LightningModule):
         self.max_frames_per_video = max_frames_per_video
         self.frame_layout = frame_layout
         self.requests_per_call = requests_per_call
+        self.text_context = text_context
+        self.fallback_prompt = fallback_prompt
+        self._contexts: dict[str, tuple[str, str, str]] = {}  # video id -> the text its prompt was filled with
         self._backend_ready = False
 
     # ------------------------------------------------------------------ lightning hooks
@@ -124,8 +142,11 @@ class Captioner(L.LightningModule):
                 for key, values in out.extras.items():
                     extras.setdefault(key, []).extend(values)
             record = {"video_id": vid, **base, "captions": captions, **extras}
-            if mine and mine[0][0].context_text is not None:
-                record["context_text"] = mine[0][0].context_text
+            context = self._contexts.pop(vid, None)
+            if context is not None:
+                record["context_split"], record["context_text_id"], record["context_text"] = context
+            elif "{text}" in self.prompt:
+                record["fallback_prompt"] = self.fallback_prompt
             if self.kind == "narration":
                 record["frame_indices"] = [req.frame_indices[0] for req, _ in mine]
             else:
@@ -151,24 +172,81 @@ class Captioner(L.LightningModule):
             shown = [images[j] for j in keep] if images else []
             if shown and self.frame_layout == "grid":
                 shown = [tile_grid(shown)]
-            context = self.context_text(vid)
-            prompt = self.prompt if context is None else self.prompt.replace("{text}", context)
+            prompt, context = self.prompt_for(vid)
             requests.append(CaptionRequest(vid, self.kind, prompt, self.num_captions,
                                            [indices[j] for j in keep], shown, context_text=context))
             owner.append(row)
         return requests, owner
 
-    def context_text(self, video_id: str) -> str | None:
-        """The text a ``{text}`` prompt is filled with for ``video_id`` (its first annotated text), else None."""
+    def prompt_for(self, video_id: str) -> tuple[str, str | None]:
+        """The instruction for ``video_id`` and the text it was filled with (None: no ``{text}`` filled)."""
+        context = self.context_entry(video_id)
+        if context is None:
+            if "{text}" in self.prompt:
+                assert self.fallback_prompt is not None  # context_entry raised otherwise
+                return self.fallback_prompt, None
+            return self.prompt, None
+        self._contexts[video_id] = context
+        return self.prompt.replace("{text}", context[2]), context[2]
+
+    def context_entry(self, video_id: str) -> tuple[str, str, str] | None:
+        """``(split, text id, text)`` a ``{text}`` prompt is filled with for ``video_id`` (the first admissible
+        annotated text, see ``text_context``), None without ``{text}`` or when ``fallback_prompt`` applies."""
         if "{text}" not in self.prompt:
             return None
         dm = self._datamodule()
-        texts = dm.video_texts(video_id) if dm is not None and hasattr(dm, "video_texts") else []
-        if not texts:
+        entries = dm.video_text_entries(video_id) if dm is not None and hasattr(dm, "video_text_entries") else []
+        if not entries:
             raise ValueError(f"the prompt has a {{text}} placeholder but video {video_id!r} has no annotated text in "
                              "the data module's splits (a supplement is written from a video-text pair); remove "
                              "{text} from model.init_args.prompt to caption from the video alone")
-        return texts[0]
+        admissible = [e for e in entries if self.text_context == "any" or e[0] == "train"]
+        if admissible:
+            return admissible[0]
+        if self.fallback_prompt is None:
+            raise ValueError(f"video {video_id!r} has no training-split text to fill the prompt's {{text}} (its texts "
+                             f"are {entries[0][0]} queries, which no caption may be written from under "
+                             "model.init_args.text_context: training); set model.init_args.fallback_prompt to an "
+                             "instruction without {text} for such videos, or text_context: any (a test that reads "
+                             "these captions is then reported as leaking)")
+        return None
+
+    def store_lineage(self, records: list[dict[str, Any]], store: Path) -> dict[str, Any]:
+        """The lineage node of a caption store holding ``records`` (all of them, after a resume): the videos
+        captioned, the texts ``{text}`` prompts were filled with (informational here: a test that *reads* a record
+        written from a test query is what leaks, and its own lineage counts that per record), and what fed the
+        captioner (a trained captioner's checkpoint, a prompt learnt by CSI)."""
+        from datamodules.lineage import CAPTIONED_VIDEOS, PROMPT_TEXTS_WRITTEN, node, read_record, read_sidecar
+        from lightning_modules.lineage import test_set_of
+
+        dm = self._datamodule()
+        test = test_set_of(dm)
+        dataset = getattr(dm, "name", type(dm).__name__) if dm is not None else "?"
+        split = str(getattr(dm, "predict_split", "?"))
+        reads = [read_record(CAPTIONED_VIDEOS, dataset, split, [r["video_id"] for r in records], [], test,
+                             detail=f"{len(records)} {self.kind} records")]
+        with_id = [r["context_text_id"] for r in records if r.get("context_text_id")]
+        without_id = [r["context_text"] for r in records if r.get("context_text") and not r.get("context_text_id")]
+        if with_id or without_id:
+            reads.append(read_record(PROMPT_TEXTS_WRITTEN, dataset, split, [], with_id, test, texts=without_id,
+                                     detail=f"{{text}} filled under text_context: {self.text_context}"))
+        upstream: list[dict[str, Any]] = []
+        missing: list[str] = []
+        backend_lineage, why = self.backend.lineage()
+        if backend_lineage is not None:
+            upstream.append(backend_lineage)
+        elif why:
+            missing.append(why)
+        prompt_file = self.hparams.get("prompt_file")
+        if prompt_file:
+            learnt = read_sidecar(prompt_file)
+            if learnt is not None:
+                upstream.append(learnt)
+            else:
+                missing.append(f"prompt file {Path(prompt_file).name} has no lineage record (written by hand or "
+                               "before lineage was recorded)")
+        return node("captions", store.name, test, reads, upstream, missing, caption_kind=self.kind,
+                    model=self.backend.model_name, prompt=self.prompt, text_context=self.text_context)
 
     def _images(self, batch: VideoBatch, row: int, n: int) -> list[np.ndarray]:
         if not self.backend.needs_pixels:

@@ -37,6 +37,7 @@ from datamodules.batch import PairBatch, TextBatch, VideoBatch, normalize_frames
 from datamodules.preferences import PreferenceBatch
 from lightning_modules.captioning.trainable import PrefixCaptioner
 from lightning_modules.components.losses import dpo_loss
+from lightning_modules.lineage import LineageMixin, checkpoint_lineage
 from lightning_modules.optim import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 Objective = Literal["sft", "dgdpo"]
 
 
-class CaptionerTraining(L.LightningModule):
+class CaptionerTraining(LineageMixin, L.LightningModule):
     """SFT or DG-DPO training of a :class:`PrefixCaptioner` (see the module docstring).
 
     Args:
@@ -100,7 +101,10 @@ class CaptionerTraining(L.LightningModule):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model.init_args.init_checkpoint: {path} does not exist (run the SFT stage first)")
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        state = checkpoint["state_dict"]
+        # the starting weights' own lineage (the SFT fit a DG-DPO run starts from) joins this fit's upstream
+        self.add_lineage_upstream(*checkpoint_lineage(checkpoint, path))
         missing, unexpected = self.load_state_dict(state, strict=False)
         if unexpected:
             raise ValueError(f"{path} holds weights this captioner does not have: {unexpected[:5]} (another LM, "

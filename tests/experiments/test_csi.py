@@ -17,7 +17,15 @@ import yaml
 
 from datamodules import SynthVTR
 from experiments.csi.cli import CSIError, run_csi
-from experiments.csi.engineers import PromptEngineer, RandomMutation, ScoredPrompt, first_instruction
+from experiments.csi.engineers import (
+    LLMPromptEngineer,
+    ProbeExample,
+    PromptEngineer,
+    RandomMutation,
+    RoundContext,
+    ScoredPrompt,
+    first_instruction,
+)
 from experiments.csi.score import SentenceEmbedder, caption_score
 from lightning_modules.captioning import Simulated
 from tests.run_helpers import REPO
@@ -64,13 +72,46 @@ class Scripted(PromptEngineer):
 
     def __init__(self, prompts: Sequence[str]) -> None:
         self.prompts = list(prompts)
+        self.contexts: list[RoundContext | None] = []
 
     @property
     def name(self) -> str:
         return "scripted"
 
-    def propose(self, history: Sequence[ScoredPrompt], round_index: int, num_captions: int) -> str:
+    def propose(self, history: Sequence[ScoredPrompt], round_index: int, num_captions: int,
+                context: RoundContext | None = None) -> str:
+        self.contexts.append(context)
         return self.prompts[round_index - 1]
+
+
+class _RecordingLM:
+    model_name = "recording"
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def complete(self, conversations, max_new_tokens=None, temperature=None):
+        self.prompts.append(conversations[0][-1]["content"])
+        return ["Describe every object."]
+
+
+def test_llm_engineer_sees_the_rounds_pairs_bounded_or_only_prompts() -> None:
+    history = [ScoredPrompt(INITIAL, 0.5, True)]
+    long = "a red cube rolls " * 40
+    context = RoundContext(INITIAL, (ProbeExample(("a red cube rolls left", "a cube moves"), (long, "a blue ball")),
+                                     ProbeExample(("a green star",), ("a star",)),
+                                     ProbeExample(("never shown",), ("never shown",))))
+    lm = _RecordingLM()
+    assert LLMPromptEngineer(lm, context_videos=2, context_chars=60).propose(history, 1, 10, context) == \
+        "Describe every object."
+    shown = lm.prompts[-1]
+    assert "a red cube rolls left" in shown and "a blue ball" in shown and "a green star" in shown
+    assert "never shown" not in shown  # at most context_videos videos
+    assert max(len(line) for line in shown.splitlines() if line.startswith("  - ")) <= 4 + 60  # each text cut
+    LLMPromptEngineer(lm, engineer_context="prompts").propose(history, 1, 10, context)
+    assert "a red cube" not in lm.prompts[-1] and INITIAL in lm.prompts[-1]
+    with pytest.raises(ValueError, match="engineer_context"):
+        LLMPromptEngineer(lm, engineer_context="videos")  # type: ignore[arg-type]
 
 
 def _data(root: Path) -> SynthVTR:
@@ -81,10 +122,22 @@ def test_acceptance_rule_duplicates_and_patience(synth_root: Path, tmp_path: Pat
     every = INITIAL + " Cover every detail."
     colours = INITIAL + " Mention the colours of the main objects."
     prompts = [colours, every, every, "", colours + " Be concise yet descriptive.", "never reached"]
-    summary = run_csi(Simulated(hallucination_rate=0.0), Scripted(prompts), _data(synth_root), SentenceEmbedder(),
+    engineer = Scripted(prompts)
+    summary = run_csi(Simulated(hallucination_rate=0.0), engineer, _data(synth_root), SentenceEmbedder(),
                       out=str(tmp_path), num_captions=4, probe_videos=4, max_rounds=10, patience=3,
                       wandb_project=None)
     rounds = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
+    # the engineer is shown the iteration's video-text pairs: the best round so far with its example captions
+    first, later = engineer.contexts[0], engineer.contexts[2]
+    assert first is not None and first.prompt == INITIAL
+    assert later is not None and later.prompt == every  # round 2 (every detail) was the best before round 3
+    assert [list(e.captions) for e in later.examples] == list(rounds[2]["examples"].values())
+    assert all(e.texts for e in later.examples)
+    # the prompt's lineage: chosen on training videos and texts only
+    lineage = json.loads((tmp_path / "best_prompt.txt.lineage.json").read_text())
+    (probe,) = lineage["reads"]
+    assert probe["role"] == "probe set" and probe["split"] == "train" and probe["n_videos"] == 4
+    assert probe["test_videos"] == 0 and probe["test_texts"] == 0
     assert [r["prompt"] for r in rounds] == [INITIAL, *prompts[:5]]
     best = float("-inf")
     for r in rounds:  # accepted exactly when the score beats every earlier score

@@ -308,18 +308,20 @@ def test_comparison_block_merge_commits_option(tmp_path: Path, capsys: pytest.Ca
     assert "the only option is `| merge-commits`" in capsys.readouterr().err
 
 
-def test_provenance_names_a_declared_leak_and_only_then(tmp_path: Path) -> None:
+def test_provenance_prints_every_runs_computed_leakage(tmp_path: Path) -> None:
     study = tmp_path / "results" / "leak"
-    copy_run(DEMO / "clip4clip_meanP", study / "plain_s0")
+    plain = copy_run(DEMO / "clip4clip_meanP", study / "plain_s0")
     leaky = copy_run(DEMO / "clip4clip_meanP", study / "leaky_s0")
-    record = json.loads((leaky / "metrics.json").read_text())
-    (leaky / "metrics.json").write_text(json.dumps({**record, "leakage": ["the query saw its target"]}))
+    for run, leaks in ((plain, []), (leaky, ["the query saw its target"])):
+        record = json.loads((run / "metrics.json").read_text())
+        record.update(lineage={"node": "test"}, leakage=leaks, leakage_unverified=[])
+        (run / "metrics.json").write_text(json.dumps(record))
     readme = tmp_path / "README.md"
     block = ("<!-- results-table: {} | group: (.*)_s\\d+$ | columns: t2v_R1 | provenance: yes -->\n"
              "<!-- /results-table -->\n")
     readme.write_text(block.format("results/leak/plain_s0"))
     assert main([str(readme)]) == 0
-    assert "leakage" not in readme.read_text()  # a table of leak-free runs says nothing about leakage
+    assert "leakage none." in " ".join(readme.read_text().split())  # a clean verdict is printed too
     readme.write_text(block.format("results/leak"))
     assert main([str(readme)]) == 0
     text = " ".join(readme.read_text().split())

@@ -85,7 +85,7 @@ def test_provenance_columns_are_filled_from_the_artifacts(built: dict) -> None:
         assert row["dataset"] == "msrvtt"
         assert row["backbone"] == "OpenCLIPBackbone vtr-tiny-clip"
         assert row["frames"] == "4" and row["devices"] == "1" and row["precision"] == "32-true"
-        assert row["model selection"].startswith("test split")
+        assert row["model selection"] == "4 held-out training videos"
         assert row["caption source"] == "none" and row["post-processing"] == "none" and row["leakage"] == "none"
         assert row["test set"].startswith("6 × 6, 1k-A")
 
@@ -190,13 +190,20 @@ def _copy_run(runs: Path, tmp_path: Path) -> Path:
 def test_leakage_and_caption_flags_are_shown(runs: Path, tmp_path: Path) -> None:
     run = _copy_run(runs, tmp_path)
     record = json.loads((run / "test" / "metrics.json").read_text())
-    record["leakage"] = {"supplement_from_test_video": True}
+    record["leakage"] = ["test of X: model selection read 6 test videos [msrvtt/val]"]
+    record["leakage_unverified"] = ["store.jsonl has no lineage record"]
     record["data"]["aux_captions"] = {"narration": "captions/narration_h0.5.jsonl"}
     record["data"]["caption_store"] = {"hallucination_rate": 0.5}
     (run / "test" / "metrics.json").write_text(json.dumps(record))
-    report([str(run), "--out", str(tmp_path / "out"), "--no-matrices"])
-    row = table((tmp_path / "out" / "report.md").read_text(), "Main table")[0]
-    assert row["leakage"] == "supplement_from_test_video=true"
+    legacy = _copy_run(runs, tmp_path / "legacy")
+    old = json.loads((legacy / "test" / "metrics.json").read_text())
+    del old["lineage"], old["leakage"], old["leakage_unverified"]
+    old["data"] = record["data"]
+    (legacy / "test" / "metrics.json").write_text(json.dumps(old))
+    report([str(run), str(legacy), "--out", str(tmp_path / "out"), "--no-matrices"])
+    (row,) = table((tmp_path / "out" / "report.md").read_text(), "Main table")  # one configuration, two runs
+    assert row["leakage"] == ("test of X: model selection read 6 test videos [msrvtt/val] (unverified: store.jsonl has "
+                              "no lineage record) / not computed (run predates lineage records)")
     assert row["caption source"] == "narration: captions/narration_h0.5.jsonl (hallucination 0.5)"
 
 

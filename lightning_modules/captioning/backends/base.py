@@ -82,6 +82,13 @@ class CaptionBackend(ABC):
         """Extra keys written into every record (e.g. the simulated hallucination rate and detail)."""
         return {}
 
+    def lineage(self) -> tuple[dict[str, Any] | None, str | None]:
+        """What this backend's weights were trained on by the suite (a lineage node), or why that is unknown.
+
+        ``(None, None)``: nothing to record (a released model or a service, trained on data outside the suite's
+        splits - its own training data is not tracked)."""
+        return None, None
+
 
 class TextGenerator(ABC):
     """Text-only generation: chat conversations in, one completion each out."""

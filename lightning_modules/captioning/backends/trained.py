@@ -52,6 +52,16 @@ class TrainedCaptioner(nn.Module, CaptionBackend):
     def record_extras(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "temperature": self.temperature}
 
+    def lineage(self) -> tuple[dict[str, Any] | None, str | None]:
+        """The lineage of the fit that trained the checkpoint (its training and selection splits, its preference
+        store and that store's scorer), so captions inherit whatever test data the captioner saw."""
+        if self.model is None:
+            raise RuntimeError("TrainedCaptioner.setup() was not called")
+        found = self.model.fit_lineage_node()
+        if found is None:
+            return None, f"checkpoint {self.checkpoint} has no lineage record (saved before lineage was recorded)"
+        return found, None
+
     @torch.no_grad()
     def generate(self, requests: list[CaptionRequest]) -> list[CaptionOutput]:
         if self.model is None:

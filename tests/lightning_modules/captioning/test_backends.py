@@ -65,12 +65,24 @@ def test_simulated_backend_writes_records_through_predict(synth: tuple[Path, Pat
             assert r["frame_indices"] == [2, 6, 10, 14]  # uniform centres of 4 segments of 16 frames
     if kind == "multi":
         assert all(len(set(r["captions"])) > 5 for r in records)  # K perspectives, not one caption K times
-    if config == "supplement_a":  # written from the video-text pair: the video's first annotated text, recorded
+    store = root / writer_output(CONFIGS / f"synthvtr_{config}.yaml")
+    lineage = json.loads(store.with_name(store.name + ".lineage.json").read_text())
+    assert lineage["node"] == "captions" and lineage["reads"][0]["n_videos"] == len(records)
+    if config == "supplement_a":  # written from the video-text pair: a training video's first text, recorded
         texts = {}
         for line in (root / "synthvtr" / "captions.jsonl").read_text().splitlines():
             row = json.loads(line)
             texts.setdefault(row["video_id"], row["caption"])
-        assert all(r["context_text"] == texts[r["video_id"]] and "{text}" in r["prompt"] for r in records)
+        written = [r for r in records if "context_text" in r]
+        fallback = [r for r in records if "context_text" not in r]
+        assert written and fallback  # validation and test videos have only query texts: prompt B instead
+        assert all(r["context_text"] == texts[r["video_id"]] and r["context_split"] == "train"
+                   and r["context_text_id"].startswith(r["video_id"] + "#") and "{text}" in r["prompt"]
+                   for r in written)
+        assert all(r["fallback_prompt"].startswith("Generate brief captions") for r in fallback)
+        # the store's lineage counts the texts its prompts were filled with: none of them is a test query
+        filled = [read for read in lineage["reads"] if read["role"] == "prompt texts (whole store)"]
+        assert filled and filled[0]["n_texts"] == len(written) and filled[0]["test_texts"] == 0
     else:
         assert all("context_text" not in r for r in records)
 
