@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from datamodules.annotations import EvalIndex, Split, TextEntry, VideoEntry, eval_split, read_id_list, stage_split
 from datamodules.augment import CLIP_TRANSFORMS, ClipTransform, check_transforms
 from datamodules.batch import PairBatch, VideoBatch
+from datamodules.batching import TrainBatch, check_batch_settings, resolve_train_batch
 from datamodules.captions import KINDS, CaptionStore
 from datamodules.collate import collate_pairs, collate_predict, collate_texts, collate_videos
 from datamodules.datasets import (
@@ -56,7 +57,8 @@ class VideoTextDataModule(L.LightningDataModule):
         max_words: text length budget, recorded with the data facts (the backbone's ``max_words`` is
             what tokenises; the per-dataset configs keep the two equal).
         reader: ``decord`` (default), ``pyav`` or ``frames`` (pre-extracted jpg folders).
-        batch_size: training batch size per device.
+        batch_size: training batch per device (``global_batch_size`` unset; 64 when neither is set). The global
+            batch, on which the contrastive loss is computed, is then this times devices x nodes.
         eval_batch_size: evaluation batch size per device (texts and videos).
         num_workers: DataLoader workers per device.
         train_sampling: ``random_offset`` (one random frame per temporal segment) or ``uniform``. Narration
@@ -95,6 +97,11 @@ class VideoTextDataModule(L.LightningDataModule):
             video are encoded once, and each training item draws ``augmented_views`` of them; decoded frames draw
             a fresh transform per item instead.
         augmentation_seed: seed of the cached pool's transforms (per video id).
+        global_batch_size: training batch over all processes (``batch_size`` unset): each process takes
+            global / (devices x nodes) when the run starts, and a world size that does not divide it is an error.
+            The real experiment configs state their paper's global batch here, so a run is the same experiment on 1
+            and on N GPUs (``datamodules/batching.py``). ``describe`` records the global batch, the world size and
+            the per-device batch (``train_batch``).
     """
 
     name: str = "dataset"
@@ -103,7 +110,7 @@ class VideoTextDataModule(L.LightningDataModule):
     lists: dict[str, str]
 
     def __init__(self, root: str, video_dir: str = "videos", num_frames: int = 12, image_size: int = 224,
-                 max_words: int = 32, reader: ReaderName = "decord", batch_size: int = 64,
+                 max_words: int = 32, reader: ReaderName = "decord", batch_size: int | None = None,
                  eval_batch_size: int = 64, num_workers: int = 4, train_sampling: SamplingMode = "random_offset",
                  one_caption_per_video: bool = False, max_missing_fraction: float = 0.0,
                  manifest: str | None = MANIFEST_NAME, on_decode_error: DecodeErrorPolicy = "raise",
@@ -113,16 +120,22 @@ class VideoTextDataModule(L.LightningDataModule):
                  predict_num_frames: int | None = None, predict_image_size: int | None = None,
                  predict_batch_size: int = 8, augmented_views: int = 0,
                  augmentations: Sequence[ClipTransform] = CLIP_TRANSFORMS, augmentation_pool: int = 4,
-                 augmentation_seed: int = 0) -> None:
+                 augmentation_seed: int = 0, global_batch_size: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_batch_settings(batch_size, global_batch_size, "data.init_args")
         self.root = Path(root).expanduser()
         self.video_dir = Path(video_dir) if Path(video_dir).is_absolute() else self.root / video_dir
         self.num_frames = num_frames
         self.image_size = image_size
         self.max_words = max_words
         self.reader = reader
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # as configured (per device, or None); the run's batch is ``train_batch``
+        self.global_batch_size = global_batch_size
+        # resolved against the world size when training starts (``resolve_train_batch``); a test-only run reports the
+        # tested checkpoint's record instead (``load_state_dict``)
+        self.train_batch: TrainBatch | None = None
+        self._checkpoint_train_batch: dict[str, Any] | None = None
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.train_sampling = train_sampling
@@ -242,6 +255,8 @@ class VideoTextDataModule(L.LightningDataModule):
         if not self.video_dir.is_dir():
             raise FileNotFoundError(f"{type(self).__name__}: video_dir {self.video_dir} does not exist; set "
                                     "data.init_args.video_dir (relative to root unless absolute)")
+        if stage == "fit" and self._feeds_training():
+            self.resolve_train_batch()  # a world size that does not divide the global batch fails before any decoding
         self._load_manifest()
         wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"],
                   "predict": self._predict_splits()}[stage]
@@ -267,6 +282,21 @@ class VideoTextDataModule(L.LightningDataModule):
                     if v.video_id not in seen:
                         seen.add(v.video_id)
                         self.predict_videos.append(v)
+
+    def _feeds_training(self) -> bool:
+        """Whether this module's training loader is the run's: not when another data module wraps it (DG-DPO's
+        ``PreferenceDataModule`` trains on its own pairs, so a global batch inherited from the wrapped dataset's config
+        must not fail the run)."""
+        trainer = self._trainer_or_none()
+        return trainer is None or getattr(trainer, "datamodule", self) is self
+
+    def resolve_train_batch(self) -> TrainBatch:
+        """The training batch on this run's processes (``datamodules/batching.py``), kept in ``train_batch``."""
+        trainer = self._trainer_or_none()
+        devices, nodes = (trainer.num_devices, trainer.num_nodes) if trainer is not None else (1, 1)
+        self.train_batch = resolve_train_batch(self.batch_size, self.global_batch_size, devices, nodes,
+                                               "data.init_args")
+        return self.train_batch
 
     def _predict_splits(self) -> list[str]:
         return ["train", "val", "test"] if self.predict_split == "all" else [self.predict_split]
@@ -396,11 +426,12 @@ class VideoTextDataModule(L.LightningDataModule):
         dataset = PairDataset(split, self._video_sources["train"], self._text_sources["train"],
                               self.one_caption_per_video, "uniform" if cached_frames else self.train_sampling)
         trainer = self._trainer_or_none()
+        per_device = self.resolve_train_batch().per_device_batch_size
         sampler = ResumableSampler(dataset, num_replicas=trainer.world_size if trainer is not None else 1,
                                    rank=trainer.global_rank if trainer is not None else 0, shuffle=True)
         # drop_last keeps every contrastive batch full (a 3-sample last batch is a much easier task)
-        loader = ResumableDataLoader(dataset, self.batch_size, sampler, progress=self._train_progress,
-                                     collate_fn=collate_pairs, drop_last=len(sampler) > self.batch_size,
+        loader = ResumableDataLoader(dataset, per_device, sampler, progress=self._train_progress,
+                                     collate_fn=collate_pairs, drop_last=len(sampler) > per_device,
                                      **self._loader_options())
         if self._train_loader_state is not None:  # a resumed run: continue where the checkpoint was written
             loader.load_state_dict(self._train_loader_state)
@@ -415,11 +446,15 @@ class VideoTextDataModule(L.LightningDataModule):
         state: dict[str, Any] = {"train_decode_failures": {int(i): list(v) for i, v in train_failed.items()}}
         if self._train_loader is not None:
             state["train_loader"] = self._train_loader.state_dict()
+        if self.train_batch is not None:
+            state["train_batch"] = self.train_batch.facts()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # restored before the fit loop builds the train loader, which then starts at the recorded position
         self._train_loader_state = state_dict.get("train_loader")
+        # the batch the checkpoint was trained with: what a test-only run of it reports (a resumed fit resolves its own)
+        self._checkpoint_train_batch = state_dict.get("train_batch")
         failed = state_dict.get("train_decode_failures", {})
         self.decode_failures.setdefault("train", {}).update({int(i): (v[0], v[1]) for i, v in failed.items()})
 
@@ -565,6 +600,7 @@ class VideoTextDataModule(L.LightningDataModule):
             "num_videos_evaluated": len(split.videos) - len(failed),
             "train_decode_failures": len(train_failed),
             "train_failed_video_ids": sorted(v for v, _ in train_failed.values())[:100],
+            "train_batch": self._train_batch_facts(),
         }
         if self.aux_captions:
             facts["aux_captions"] = dict(self.aux_captions)
@@ -574,6 +610,16 @@ class VideoTextDataModule(L.LightningDataModule):
             if self.reader == "frames":
                 facts["frames_fps"] = self._manifest.get("frames_fps")
         return facts
+
+    def _train_batch_facts(self) -> dict[str, Any] | None:
+        """The global batch, world size and per-device batch the evaluated model trained with: this run's when it
+        trained, else the tested checkpoint's record; None when neither is known (a checkpoint written before the
+        record existed, or a test without a checkpoint)."""
+        if self.train_batch is not None:
+            return {**self.train_batch.facts(), "recorded_by": "this run"}
+        if self._checkpoint_train_batch is not None:
+            return {**self._checkpoint_train_batch, "recorded_by": "the tested checkpoint"}
+        return None
 
     def use_feature_cache(self, cache: Any, info: dict[str, Any]) -> None:
         """Serve cached trunk outputs (``datamodules.feature_cache``) instead of frames/texts.

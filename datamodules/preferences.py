@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import VideoTextDataModule
 from datamodules.batch import _Movable
+from datamodules.batching import TrainBatch, check_batch_settings, resolve_train_batch
 from datamodules.jsonl import read_jsonl_lines
 from datamodules.sampling import ResumableDataLoader, ResumableSampler, SampleKey, TrainProgress
 
@@ -168,19 +169,25 @@ class PreferenceDataModule(L.LightningDataModule):
             pairs' contexts are read from the frozen video-trunk cache).
         store: the preference store (JSONL, see the module docstring), relative to the working directory.
         groups: which groups' pairs to train on (``intra``, ``inter`` or both).
-        batch_size: pairs per step.
+        batch_size: pairs per step and device (``global_batch_size`` unset; 16 when neither is set).
+        global_batch_size: pairs per optimiser step over all processes (``batch_size`` unset), split over devices x
+            nodes when the run starts (``datamodules/batching.py``): DDP averages the processes' gradients, so this is
+            the batch the optimiser sees whatever the number of GPUs.
     """
 
     def __init__(self, videos: VideoTextDataModule, store: str, groups: Sequence[Group] = GROUPS,
-                 batch_size: int = 16) -> None:
+                 batch_size: int | None = None, global_batch_size: int | None = None) -> None:
         super().__init__()
+        check_batch_settings(batch_size, global_batch_size, "data.init_args")
         if not getattr(videos, "feature_cache", False):
             raise ValueError("PreferenceDataModule reads the pairs' video features from the frozen-feature cache: set "
                              "data.init_args.videos.init_args.feature_cache: true")
         self.videos = videos
         self.store = Path(store)
         self.groups = tuple(groups)
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # as configured; the run's batch is ``train_batch``
+        self.global_batch_size = global_batch_size
+        self.train_batch: TrainBatch | None = None
         self.pairs: list[PreferencePair] = []
         self.pair_counts: dict[str, int] = {}
         self._cache: Any = None
@@ -201,7 +208,15 @@ class PreferenceDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         self.videos.prepare_data()
 
+    def resolve_train_batch(self) -> TrainBatch:
+        """The pairs per step on this run's processes, kept in ``train_batch``."""
+        self.train_batch = resolve_train_batch(self.batch_size, self.global_batch_size, self.trainer.num_devices,
+                                               self.trainer.num_nodes, "data.init_args", default=16)
+        return self.train_batch
+
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.resolve_train_batch()  # a world size that does not divide the global batch fails first
         self.videos.trainer = self.trainer
         self.videos.setup(stage)
         if stage == "fit" and not self.pairs:
@@ -237,7 +252,8 @@ class PreferenceDataModule(L.LightningDataModule):
         trainer = self.trainer
         dataset = _PairDataset(self.pairs)
         sampler = ResumableSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=True)
-        loader = ResumableDataLoader(dataset, self.batch_size, sampler, progress=self._train_progress,
+        per_device = self.resolve_train_batch().per_device_batch_size
+        loader = ResumableDataLoader(dataset, per_device, sampler, progress=self._train_progress,
                                      collate_fn=self._collate, num_workers=0)
         if self._train_loader_state is not None:
             loader.load_state_dict(self._train_loader_state)
@@ -250,7 +266,12 @@ class PreferenceDataModule(L.LightningDataModule):
         return TrainProgress(done, done >= self.trainer.num_training_batches)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+        state: dict[str, Any] = {}
+        if self._train_loader is not None:
+            state["train_loader"] = self._train_loader.state_dict()
+        if self.train_batch is not None:
+            state["train_batch"] = self.train_batch.facts()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._train_loader_state = state_dict.get("train_loader")

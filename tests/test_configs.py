@@ -16,7 +16,7 @@ import yaml
 
 from experiments.csi.cli import cli as csi_cli
 from main import main
-from tests.config_commands import CONFIGS, REPO, prerequisites, run_command
+from tests.config_commands import CONFIGS, REPO, header_lines, prerequisites, run_command
 
 BASE = CONFIGS / "base" / "trainer.yaml"
 # files that must carry their run command in their header: (file, subcommand)
@@ -114,6 +114,10 @@ def test_config_parses(combo: list[str | Path], capsys: pytest.CaptureFixture[st
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert "class_path" in printed["model"] and "class_path" in printed["data"]
+    if subcommand == "fit" and not printed["data"]["class_path"].endswith("SynthVTR"):
+        # a real-data training run fixes its global batch, so the number of GPUs does not change the experiment
+        assert printed["data"]["init_args"]["global_batch_size"], "no data.init_args.global_batch_size"
+        assert printed["data"]["init_args"]["batch_size"] is None
     if subcommand == "predict":
         assert printed["model"]["class_path"].endswith("Captioner")
         assert any(cb["class_path"].endswith("CaptionWriter") for cb in printed["trainer"]["callbacks"])
@@ -147,3 +151,20 @@ def test_care_dpo_pipeline_config_and_its_stages_parse(path: Path, tmp_path: Pat
         expected = {"sft_config": "CaptionerTraining", "dgdpo_config": "CaptionerTraining",
                     "caption_config": "Captioner", "retriever_config": "CaReRetriever"}[key]
         assert printed["model"]["class_path"].endswith(expected), f"{path.name}: {key}"
+        if subcommand == "fit" and path.stem != "synthvtr":  # the real stages' global batch survives the overlay
+            assert printed["data"]["init_args"]["global_batch_size"], f"{path.name}: {key}"
+            assert printed["data"]["init_args"]["batch_size"] is None, f"{path.name}: {key}"
+
+
+# the real-data training configs: each states its device count (and the global batch it splits) in its header
+REAL_TRAINING = sorted([*(p for p in (CONFIGS / "experiments").glob("*.yaml") if "synthvtr" not in p.stem),
+                        *(p for p in (CONFIGS / "care_dpo").glob("*.yaml")
+                          if "synthvtr" not in p.stem and p.stem != "caption")])
+
+
+@pytest.mark.parametrize("path", REAL_TRAINING, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_real_config_header_names_the_devices_it_was_tested_with(path: Path) -> None:
+    devices = [line for line in header_lines(path) if line.startswith("Devices:")]
+    assert devices, f"{path.relative_to(REPO)}: no 'Devices: ...' line in the header comment"
+    text = " ".join(header_lines(path)[header_lines(path).index(devices[0]):])
+    assert "global batch" in text and "Tested" in text, f"{path.relative_to(REPO)}: {devices[0]}"

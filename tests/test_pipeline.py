@@ -33,6 +33,10 @@ def test_fit_writes_test_artifacts(fitted: dict) -> None:
     assert record["num_texts"] == 6 and record["num_videos"] == 6
     assert record["data"]["protocol"].startswith("1k-A")
     assert record["data"]["model_selection"].startswith("test split")
+    # what the run trained with (tests/conf/clip4clip_tiny.yaml: a per-device batch of 4, one process)
+    assert record["data"]["train_batch"] == {"global_batch_size": 4, "per_device_batch_size": 4, "world_size": 1,
+                                             "num_devices": 1, "num_nodes": 1, "set_by": "data.init_args.batch_size",
+                                             "recorded_by": "this run"}
     sim = np.load(test_dir / "sim_t2v.npy")
     assert sim.dtype == np.float32 and sim.shape == (6, 6)
     assert json.loads((test_dir / "video_ids.json").read_text()) == [f"video{i}" for i in range(12, 18)]
@@ -48,6 +52,8 @@ def test_test_from_checkpoint_reproduces_metrics(fitted: dict, fake_msrvtt: Path
     cli = main(["test", "--config", str(CONF), "--data.init_args.root", str(fake_msrvtt),
                 "--trainer.logger", csv_logger(fitted["out"], "retest"), "--ckpt_path", ckpt])
     second = assert_metrics_match_artifacts(Path(cli.trainer.log_dir) / "test")
+    # a test-only run did not train: it reports the batch the tested checkpoint recorded
+    assert second["data"]["train_batch"] == {**first["data"]["train_batch"], "recorded_by": "the tested checkpoint"}
     for key in ["t2v_R1", "t2v_R5", "t2v_MnR", "v2t_R1", "v2t_MnR", "rsum"]:
         assert second["metrics"][key] == pytest.approx(first["metrics"][key], abs=1e-6), key
     sim_a = np.load(fitted["run_dir"] / "test" / "sim_t2v.npy")

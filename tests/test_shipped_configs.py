@@ -11,7 +11,8 @@ per session.
 
 Overrides are limited to: the data root; the backbone (``OpenCLIPBackbone`` becomes the tiny
 ``vtr-tiny-clip`` of the same class with the shipped ``max_words`` when it fits the tiny context; the
-``PretrainedTwoTower`` keeps its real offline weights); sizes (batch size, image size for the tiny CLIP,
+``PretrainedTwoTower`` keeps its real offline weights); sizes (the training batch - the global one where the config
+states it, else the per-device one -, image size for the tiny CLIP,
 SynthVTR generator sizes, one epoch of ``TRAIN_BATCHES`` batches, no workers); the accelerator (CPU, one
 device); the logger and output directories (into ``tmp_path``; W&B stays offline). Anything else is a named
 constant below with its reason. ``precision``, ``train_sampling`` and every method setting stay as shipped.
@@ -185,7 +186,10 @@ class ShippedRunner:
             values["trainer.logger"] = [{**entry, "init_args": {**entry.get("init_args", {}), "save_dir": str(out_dir)}}
                                         for entry in entries]
         if command.subcommand == "fit":
-            values.update({"data.init_args.batch_size": BATCH_SIZE, "trainer.max_epochs": 1,
+            # the key the config fixes its batch with (the real configs state their paper's global batch; setting the
+            # per-device one on top of it is refused)
+            batch_key = "global_batch_size" if config["data"]["init_args"].get("global_batch_size") else "batch_size"
+            values.update({f"data.init_args.{batch_key}": BATCH_SIZE, "trainer.max_epochs": 1,
                            "trainer.limit_train_batches": TRAIN_BATCHES})
             backbone = config["model"]["init_args"]["backbone"]
             if class_name(backbone) == "OpenCLIPBackbone":
@@ -330,6 +334,9 @@ def test_experiment_config_trains_validates_and_tests(path: Path, runner: Shippe
     data_class, data_args = class_name(config["data"]), config["data"]["init_args"]
     texts, videos = runner.true_test_counts(data_class, data_args, Path(cli.datamodule.root))
     assert (record["num_texts"], record["num_videos"]) == (texts, videos)
+    batch = record["data"]["train_batch"]  # one process: the global batch is the per-device one
+    assert (batch["global_batch_size"], batch["per_device_batch_size"], batch["world_size"]) == \
+        (BATCH_SIZE, BATCH_SIZE, 1)
     if config["trainer"].get("precision") is not None:  # as shipped (bf16-mixed runs on CPU too)
         assert str(trainer.precision) == str(config["trainer"]["precision"])
 
