@@ -146,7 +146,7 @@ def test_sidecars_round_trip_atomically_and_bad_ones_name_the_file(tmp_path: Pat
     assert path.name == "s.jsonl.lineage.json" and read_sidecar(store) == lineage
     assert [p.name for p in tmp_path.iterdir()] == ["s.jsonl.lineage.json"]  # no temporary file left
     path.write_text("{")
-    with pytest.raises(ValueError, match="s.jsonl.lineage.json"):
+    with pytest.raises(ValueError, match=r"s\.jsonl\.lineage\.json"):
         read_sidecar(store)
     path.write_text("[1]")
     with pytest.raises(ValueError, match="not a lineage node"):
