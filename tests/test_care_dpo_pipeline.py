@@ -262,6 +262,7 @@ def test_sampling_and_scoring_on_two_processes_write_what_one_process_writes(
 
     import yaml
 
+    from datamodules.preferences import read_meta
     from lightning_modules.care_dpo import CaReRetriever
     from tests.caption_helpers import save_module_checkpoint
 
@@ -297,6 +298,7 @@ def test_sampling_and_scoring_on_two_processes_write_what_one_process_writes(
                 {"checkpoint": str(scorer), "samples": str(samples), "reference_captions": str(reference),
                  "output": str(store), "candidates": 2}, devices, chunk_size=1)
         assert not list(tmp_path.glob(f"samples{devices}.jsonl.rank*")), "the rank files are merged and removed"
+        assert read_meta(store)["trainer"]["world_size"] == devices
         outputs[devices] = (sorted(map(json.loads, samples.read_text().splitlines()), key=lambda r: r["video_id"]),
                             store.read_text())
     assert outputs[2][0] == outputs[1][0] and len(outputs[1][0]) == 4

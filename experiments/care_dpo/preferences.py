@@ -299,7 +299,7 @@ def score_records(ids: list[str], plain: Tensor, fixed: Tensor, carried: Tensor,
     return records
 
 
-def _selection_facts(checkpoint: str, dm: TrainVideoChunks) -> dict[str, Any]:
+def selection_facts(checkpoint: str, dm: TrainVideoChunks) -> dict[str, Any]:
     """Which checkpoint scores the preferences and what chose it: the ``ModelCheckpoint`` state saved in it (monitor,
     best score, whether this file is the best one) and the validation split of the retriever's data - the split
     that monitor was computed on - with its ids and how many of them are test videos."""
@@ -522,7 +522,7 @@ class PreferenceScorer(L.LightningModule):
                 "reference": None if sampled_meta is None else sampled_meta.get("reference"),
                 "reference_captions": {"path": str(Path(self.hparams.reference_captions).resolve()),
                                        "sha256": file_sha256(self.hparams.reference_captions)},
-                "scorer": _selection_facts(self.hparams.checkpoint, dm),
+                "scorer": selection_facts(self.hparams.checkpoint, dm),
                 "relevance": self.hparams.relevance, "candidates": self.hparams.candidates,
                 "neighbour": self.hparams.neighbour,
                 "trainer": {"precision": str(self.trainer.precision), "device": self.device.type,

@@ -232,6 +232,28 @@ def test_scoring_encodes_live_what_the_cache_lacks_when_the_retriever_video_trun
             assert records[vid]["relevance"] == pytest.approx(expected.tolist(), abs=1e-5), vid
 
 
+@pytest.mark.parametrize("val_protocol", ["test", "heldout"])
+def test_the_scorer_record_says_which_split_selected_it_and_how_many_test_videos_that_split_holds(
+        setting, fake_msrvtt: Path, val_protocol: str) -> None:
+    """MSR-VTT's ``val_protocol: test`` validates on the test split: the scorer selected there is recorded as such
+    (every validation video a test video); held-out training videos share none."""
+    from datamodules import MSRVTT
+    from experiments.care_dpo.preferences import selection_facts
+
+    _, _, scorer = setting
+    data = TrainVideoChunks(MSRVTT(root=str(fake_msrvtt), video_dir="videos/all", num_frames=2, image_size=32,
+                                   num_workers=0, val_protocol=val_protocol, val_videos=2))
+    data.setup("predict")
+    facts = selection_facts(str(scorer), data)["selected_on"]
+    assert facts["split"] == "val"
+    if val_protocol == "test":
+        assert facts["model_selection"] == "test split (CLIP4Clip habit)"
+        assert facts["test_videos_shared"] == facts["n_videos"] == 6
+    else:
+        assert facts["model_selection"] == "2 held-out training videos"
+        assert facts["test_videos_shared"] == 0 and facts["n_videos"] == 2
+
+
 def test_caption_measures_read_the_captions_back(setting, tmp_path: Path) -> None:
     base, _, _ = setting
     data = _data(base)
