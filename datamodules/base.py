@@ -473,6 +473,14 @@ class VideoTextDataModule(L.LightningDataModule):
                 self._loader(VideoDataset(split, self._video_sources[split_name]), self.eval_batch_size,
                              collate_videos)]
 
+    def video_dataset(self, split_name: str) -> VideoDataset:
+        """A set-up split's videos in split order, uniformly sampled as evaluation reads them: cached trunk features
+        when the feature cache serves them (a frozen video trunk), decoded frames otherwise."""
+        source = self._video_sources.get(split_name)
+        if source is None:
+            raise RuntimeError(f"split '{split_name}' is not set up (setup stages: fit -> train/val, test -> test)")
+        return VideoDataset(self.splits[split_name], source)
+
     def predict_dataloader(self) -> DataLoader:
         """Videos of ``predict_split`` not in ``predict_exclude`` (already captioned), in split order."""
         todo = [v for v in self.predict_videos if v.video_id not in self.predict_exclude]
