@@ -238,6 +238,30 @@ class PreferenceDataModule(L.LightningDataModule):
     # the frozen-feature cache callback builds the cache on the wrapped module and hands it back here
     feature_cache = True
 
+    # ---------------------------------------------------------------- lineage (``datamodules/lineage.py``)
+    @property
+    def splits(self) -> dict[str, Any]:
+        """The wrapped module's splits: DG-DPO trains on its training videos and validates on its validation split."""
+        return self.videos.splits
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.videos.name
+
+    def load_split(self, split: str) -> Any:
+        return self.videos.load_split(split)
+
+    def lineage_upstream(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """The preference store's lineage (its labels: which scorer, selected on which split; the samples' policy),
+        which joins the lineage of the DG-DPO fit that trains on it."""
+        from datamodules.lineage import read_sidecar
+
+        lineage = read_sidecar(self.store)
+        if lineage is None:
+            return [], [f"preference store {self.store.name} has no lineage record (scored before lineage was "
+                        "recorded); score it again with python -m experiments.care_dpo"]
+        return [lineage], []
+
     @property
     def feature_source(self) -> VideoTextDataModule:
         return self.videos

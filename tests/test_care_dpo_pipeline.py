@@ -94,6 +94,16 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     assert (meta["split"], meta["n_videos"]) == ("train", 4) and meta["reference"]["precision"] == "32-true"
     captions = next((work / "captions").glob("dgdpo-*.jsonl"))
     assert len(captions.read_text().splitlines()) == 8  # every video of the three splits
+    # the DG-DPO retriever's verdict, computed through the whole chain: its captions <- the DG-DPO fit <- the
+    # preference store <- the scorer's fit (selected on held-out families) and the SFT captions <- the SFT fit
+    record = json.loads(Path(core["retrieval"]["dgdpo-role"]["path"]).read_text())
+    assert record["leakage"] == [] and record["leakage_unverified"] == [], record["leakage_unverified"]
+
+    def kinds(node: dict) -> list[str]:
+        return [node["node"], *(k for up in node["upstream"] for k in kinds(up))]
+
+    assert {"fit", "captions", "preferences"} <= set(kinds(record["lineage"]))
+    assert kinds(record["lineage"]).count("fit") >= 4  # the retriever, DG-DPO, the scorer and SFT
     # a second run finds every output and only rebuilds the summary
     again = run(**args)
     assert set(again["skipped_stages"]) >= {"sft", "captions_sft", "sample", "score", "dgdpo", "captions_dgdpo"}

@@ -59,6 +59,7 @@ from torch import Tensor
 from callbacks.caption_writer import CaptionWriter, read_jsonl
 from datamodules.batch import VideoBatch
 from datamodules.captions import CaptionStore
+from datamodules.lineage import PREFERENCE_LABELS, node, read_record, write_sidecar
 from datamodules.preferences import TrainVideoChunks, meta_path, read_meta
 
 log = logging.getLogger(__name__)
@@ -495,6 +496,7 @@ class PreferenceScorer(L.LightningModule):
         out = self._output
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(meta_path(out), self._meta(dm, hashlib.sha256(text.encode("utf-8")).hexdigest()))
+        write_sidecar(out, self._lineage(dm))
         tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
         try:
             tmp.write_text(text, encoding="utf-8")
@@ -504,6 +506,34 @@ class PreferenceScorer(L.LightningModule):
         shutil.rmtree(self.parts)
         log.info("scoring: %d records -> %s", len(records), out)
         return out
+
+    def _lineage(self, dm: TrainVideoChunks) -> dict[str, Any]:
+        """The store's lineage node: its labels read the training videos and their ground-truth queries (the
+        ``preference labels`` role: a leak if any were test data) and come from the scorer, whose own fit lineage
+        (training and selection splits) is upstream, as is the lineage of the reference captions (the SFT fit)."""
+        from lightning_modules.lineage import store_upstream, test_set_of
+
+        videos = dm.videos
+        train = videos.splits["train"]
+        test = test_set_of(videos)
+        ids = set(self._ids)
+        text_ids = [t.text_id for t in train.texts if train.videos[t.video].video_id in ids]
+        labels = read_record(PREFERENCE_LABELS, videos.name, "train", self._ids, text_ids, test,
+                             detail=f"{self.hparams.relevance} relevance of {self._num_samples} samples per video "
+                                    f"against its queries and {self.hparams.candidates} candidates")
+        upstream: list[dict[str, Any]] = []
+        missing: list[str] = []
+        scorer = self.retriever.fit_lineage_node()
+        if scorer is not None:
+            upstream.append(scorer)
+        else:
+            missing.append(f"scorer checkpoint {Path(self.hparams.checkpoint).name} has no lineage record")
+        reference, why = store_upstream(self.hparams.reference_captions)
+        if reference is not None:
+            upstream.append(reference)
+        elif why:
+            missing.append(why)
+        return node("preferences", self._output.name, test, [labels], upstream, missing)
 
     def _meta(self, dm: TrainVideoChunks, store_sha256: str) -> dict[str, Any]:
         """The store's sidecar: what was scored, by which checkpoint (selected on which split), under what."""
