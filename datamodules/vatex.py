@@ -17,12 +17,23 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from datamodules.annotations import Split, read_json
+from datamodules.annotations import Split, read_json, require_str
 from datamodules.base import VideoTextDataModule
+from datamodules.jsonl import MalformedFileError
 
 log = logging.getLogger(__name__)
 
 OFFICIAL_FILES = ("vatex_training_v1.0.json", "vatex_validation_v1.0.json")
+
+
+def _en_captions(value: Any, where: str) -> list[str]:
+    """``enCap``: a list of strings. A dict (its keys) or a string (its characters) is an error, not a caption list."""
+    if not isinstance(value, list):
+        raise MalformedFileError(f"{where}: 'enCap' must be a list of captions, got {type(value).__name__} "
+                                 f"{value!r:.60}")
+    for k, caption in enumerate(value):
+        require_str(caption, f"{where}: enCap[{k}]", "a caption", empty_ok=True)  # empty: caption_split names it
+    return list(value)
 
 
 class VATEX(VideoTextDataModule):
@@ -69,22 +80,29 @@ class VATEX(VideoTextDataModule):
             source = self.root / self.data_json
             data = read_json(source)
             if not isinstance(data, dict):
-                raise ValueError(f"{source}: expected a dict video_id -> {{'enCap': [...]}} (vatex_data.json)")
+                raise MalformedFileError(f"{source}: expected a dict video_id -> {{'enCap': [...]}} (vatex_data.json)")
             for vid, entry in data.items():
                 if not isinstance(entry, dict) or "enCap" not in entry:
-                    raise ValueError(f"{source}: entry {vid!r} lacks 'enCap'")
-                captions[str(vid)] = list(entry["enCap"])
+                    raise MalformedFileError(f"{source}: entry {vid!r} lacks 'enCap'")
+                captions[vid] = _en_captions(entry["enCap"], f"{source}: entry {vid!r}")
         else:
             source = self.root / self.official_jsons[0]
+            first_in: dict[str, str] = {}
             for name in self.official_jsons:
                 path = self.root / name
                 data = read_json(path)
                 if not isinstance(data, list):
-                    raise ValueError(f"{path}: expected a list of {{'videoID', 'enCap', 'chCap'}} (official layout)")
+                    raise MalformedFileError(f"{path}: expected a list of {{'videoID', 'enCap', 'chCap'}} (official "
+                                             "layout)")
                 for k, entry in enumerate(data):
                     if not isinstance(entry, dict) or "videoID" not in entry or "enCap" not in entry:
-                        raise ValueError(f"{path}: entry {k} lacks 'videoID' or 'enCap'")
-                    captions[str(entry["videoID"])] = list(entry["enCap"])
+                        raise MalformedFileError(f"{path}: entry {k} lacks 'videoID' or 'enCap'")
+                    vid = require_str(entry["videoID"], f"{path}: entry {k}", "'videoID'")
+                    if vid in first_in:  # the later entry would silently replace the earlier one's captions
+                        raise MalformedFileError(f"{path}: entry {k}: video {vid!r} appears again (first in "
+                                                 f"{first_in[vid]})")
+                    first_in[vid] = f"{name} entry {k}"
+                    captions[vid] = _en_captions(entry["enCap"], f"{path}: entry {k} (video {vid!r})")
         odd = [v for v, c in captions.items() if len(c) != self.captions_per_video]
         if odd:
             log.warning("VATEX %s: %d clips do not have %d English captions (e.g. %s)", source, len(odd),
