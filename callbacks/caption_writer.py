@@ -4,7 +4,11 @@ Guarantees (a run killed with SIGKILL and started again ends with every video ca
 
 * each record is one line written with a single ``os.write`` on an ``O_APPEND`` descriptor and the file
   is fsynced after every predict batch, so a crash loses at most the batch in flight;
-* a torn last line (no trailing newline, or not valid JSON) is detected on start and truncated away;
+* a torn last line (not valid JSON, also when cut inside a multi-byte character) is detected on start and
+  truncated away (``datamodules.jsonl.repair_torn_tail``, after the whole store was checked: a store damaged before
+  its last line is an error naming the file and line, and is left unchanged);
+* a lone UTF-16 surrogate in a caption (an API can return one) is replaced by U+FFFD, counted in the record's
+  ``replaced_surrogates`` and warned about (``encode_record``), instead of failing that video on every resume;
 * ids already in the store (for this ``kind``) are removed from the predict dataset *before* decoding,
   so a resumed run does no repeated work, and a record is never written twice.
 
@@ -31,7 +35,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from datamodules.jsonl import read_jsonl_lines
+from datamodules.captions import CaptionRecord, CaptionStore
+from datamodules.jsonl import read_jsonl_lines, repair_torn_tail, replace_lone_surrogates
 
 
 class _CurrentStderr(logging.Handler):
@@ -57,29 +62,9 @@ if not log.handlers:
 
 
 def repair_jsonl(path: Path) -> int:
-    """Truncate a torn last line away; returns the number of bytes dropped. Raises on a bad middle line."""
-    if not path.is_file():
-        return 0
-    size = path.stat().st_size
-    if size == 0:
-        return 0
-    with path.open("rb") as fh:
-        data = fh.read()
-    keep = len(data)
-    if not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1  # 0 when the only line is torn
-    else:
-        last_start = data.rfind(b"\n", 0, len(data) - 1) + 1
-        try:
-            json.loads(data[last_start:])
-        except json.JSONDecodeError:
-            keep = last_start
-    if keep < len(data):
-        with path.open("r+b") as fh:
-            fh.truncate(keep)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return len(data) - keep
+    """Truncate a torn last line away (``datamodules.jsonl.repair_torn_tail``, the one repair every appender uses);
+    returns the number of bytes dropped. Raises, leaving the file unchanged, on a malformed middle line."""
+    return repair_torn_tail(path)
 
 
 def read_jsonl(path: Path, tolerant_tail: bool = True) -> Iterator[dict[str, Any]]:
@@ -88,14 +73,34 @@ def read_jsonl(path: Path, tolerant_tail: bool = True) -> Iterator[dict[str, Any
         yield from (record for _, record in read_jsonl_lines(path, tolerate_torn_tail=tolerant_tail))
 
 
+def encode_record(rec: dict[str, Any]) -> bytes:
+    """One JSONL line (UTF-8) of a record.
+
+    A lone surrogate (an API can return one, e.g. half of an emoji cut at a token boundary) would make the UTF-8
+    encoding fail, so the writer would crash on that video on every resume. It is replaced by U+FFFD, the record
+    says how many were (``replaced_surrogates``) and a warning names the video: visible, never silently dropped.
+    """
+    fixed, replaced = replace_lone_surrogates(rec)
+    if replaced:
+        fixed["replaced_surrogates"] = replaced + int(rec.get("replaced_surrogates", 0) or 0)
+        log.warning(f"caption writer: warning: the record of video {rec.get('video_id')!r} held {replaced} lone "
+                    "UTF-16 surrogate(s) (no character; not writable as UTF-8): replaced with U+FFFD and counted in "
+                    "its 'replaced_surrogates'")
+    return (json.dumps(fixed, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
+
+
 def append_records(fd: int, records: Sequence[dict[str, Any]]) -> None:
-    """One ``os.write`` per record (one line each) on an ``O_APPEND`` descriptor."""
+    """One ``os.write`` per record (one line each, ``encode_record``) on an ``O_APPEND`` descriptor."""
     for rec in records:
-        data = (json.dumps(rec, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
-        view = memoryview(data)
+        view = memoryview(encode_record(rec))
         while view:
             n = os.write(fd, view)
             view = view[n:]
+
+
+def _records(path: Path) -> list[CaptionRecord]:
+    """The caption records of a store or rank file, each checked (``datamodules.captions``); none if it is absent."""
+    return CaptionStore.read_all(path) if path.is_file() else []
 
 
 def rank_files(output: Path) -> list[Path]:
@@ -110,9 +115,10 @@ def merge_rank_files(output: Path, kind: str | None = None) -> int:
     if not parts:
         return 0
     repair_jsonl(output)
-    done = {r["video_id"] for r in read_jsonl(output) if kind is None or r.get("kind") == kind}
+    done = {r.video_id for r in _records(output) if kind is None or r.kind == kind}
     merged: dict[str, dict[str, Any]] = {}
     for part in parts:
+        _records(part)  # every record checked (a clear error naming the file and line) before any is merged
         for rec in read_jsonl(part):
             if (kind is None or rec.get("kind") == kind) and rec["video_id"] not in done:
                 merged.setdefault(rec["video_id"], rec)
@@ -183,6 +189,7 @@ class CaptionWriter(BasePredictionWriter):
         if trainer.is_global_zero:
             self.output.parent.mkdir(parents=True, exist_ok=True)
             for path in [self.output, *rank_files(self.output)]:
+                _records(path)  # a store damaged before its last line is an error naming it, and stays unchanged
                 dropped = repair_jsonl(path)
                 if dropped:
                     log.warning(f"caption writer: dropped a torn last line ({dropped} bytes) of {path}")
@@ -209,10 +216,10 @@ class CaptionWriter(BasePredictionWriter):
         ids: set[str] = set()
         prompts: set[str] = set()
         for path in [self.output, *rank_files(self.output)]:
-            for rec in read_jsonl(path):
-                if self.kind is None or rec.get("kind") == self.kind:
-                    ids.add(rec["video_id"])
-                    prompts.add(rec.get("prompt", ""))
+            for rec in _records(path):
+                if self.kind is None or rec.kind == self.kind:
+                    ids.add(rec.video_id)
+                    prompts.add(rec.prompt)
         prompt = getattr(pl_module, "prompt", None)
         if prompt is not None and prompts - {prompt}:
             log.warning(f"caption writer: warning: {self.output} holds records made with another prompt; they are "
