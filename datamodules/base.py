@@ -261,11 +261,13 @@ class VideoTextDataModule(L.LightningDataModule):
         except UnsafeVideoIdError as exc:
             raise UnsafeVideoIdError(f"{source}: {exc}") from None
 
-    def caption_split(self, name: str, video_ids: list[str], captions: dict[str, list[str]], source: Path,
-                      list_file: Path, protocol: str, paragraph: bool = False) -> Split:
+    def caption_split(self, name: str, video_ids: list[str], captions: dict[str, list[str]], source: Path | str,
+                      list_file: Path, protocol: str, paragraph: bool = False,
+                      video_sources: dict[str, Path] | None = None) -> Split:
         """A split from a video-id list and ``video_id -> captions``: one text per caption, or one paragraph
         (the captions joined with a space) per video. An id of the list absent from the annotations is an
-        error naming both files; so is a caption that is not a string."""
+        error naming both files; so is a video without captions or a caption that is not a non-empty string, naming
+        the file that holds the video (``video_sources``, when the annotations span several files, else ``source``)."""
         absent = [v for v in video_ids if v not in captions]
         if absent:
             raise ValueError(f"{source}: {len(absent)} video(s) of split '{name}' ({list_file}) are absent from "
@@ -273,12 +275,15 @@ class VideoTextDataModule(L.LightningDataModule):
         videos, texts = [], []
         for vid in video_ids:
             caps = captions[vid]
+            where = (video_sources or {}).get(vid, source)
+            if not caps:
+                raise MalformedFileError(f"{where}: video {vid!r} of split '{name}' has no caption")
             for k, caption in enumerate(caps):
                 if not isinstance(caption, str):
-                    raise MalformedFileError(f"{source}: caption #{k} of video {vid!r} (split '{name}') is a "
+                    raise MalformedFileError(f"{where}: caption #{k} of video {vid!r} (split '{name}') is a "
                                              f"{type(caption).__name__}, not a string")
                 if not caption.strip():
-                    raise ValueError(f"{source}: empty caption #{k} of video {vid!r} (split '{name}'); fix or "
+                    raise ValueError(f"{where}: empty caption #{k} of video {vid!r} (split '{name}'); fix or "
                                      "remove it")
             if paragraph:
                 texts.append(TextEntry(vid, " ".join(c.strip() for c in caps), len(videos)))

@@ -94,6 +94,8 @@ class MSRVTT(VideoTextDataModule):
     def _train_ids(self) -> list[str]:
         path = self.root / self.train_csv
         ids = [r["video_id"] for r in read_csv_rows(path, ["video_id"])]
+        if not ids:
+            raise MalformedFileError(f"{path}: lists no videos (a header and no rows)")
         seen: set[str] = set()
         dup = [v for v in ids if v in seen or seen.add(v)]  # type: ignore[func-returns-value]
         if dup:
@@ -155,6 +157,8 @@ class MSRVTT(VideoTextDataModule):
                 result = Split("test", videos, texts, "1k-A (JSFusion csv)")
             else:
                 ids = list(dict.fromkeys(r["video_id"] for r in read_csv_rows(path, ["video_id"])))
+                if not ids:
+                    raise MalformedFileError(f"{path}: lists no videos (a header and no rows)")
                 result = self._caption_split("test", ids, "all captions of the test videos")
         else:
             raise ValueError(f"unknown split {split!r}")

@@ -64,9 +64,10 @@ class VATEX(VideoTextDataModule):
         self.official_jsons = list(official_jsons) if official_jsons else list(OFFICIAL_FILES)
         self.lists = {"train": train_list, "val": val_list, "test": test_list}
         self.captions_per_video = captions_per_video
-        self._captions: tuple[dict[str, list[str]], Path] | None = None
+        # captions by video, the annotation file (the first official one), and the file each video's entry is in
+        self._captions: tuple[dict[str, list[str]], Path, dict[str, Path]] | None = None
 
-    def _load_captions(self) -> tuple[dict[str, list[str]], Path]:
+    def _load_captions(self) -> tuple[dict[str, list[str]], Path, dict[str, Path]]:
         if self._captions is not None:
             return self._captions
         layout = self.annotation_layout
@@ -76,6 +77,7 @@ class VATEX(VideoTextDataModule):
                 raise FileNotFoundError(f"VATEX: neither {self.root / self.data_json} nor the official "
                                         f"{self.official_jsons} exist under {self.root}")
         captions: dict[str, list[str]] = {}
+        origin: dict[str, Path] = {}
         if layout == "vatex_data":
             source = self.root / self.data_json
             data = read_json(source)
@@ -103,16 +105,20 @@ class VATEX(VideoTextDataModule):
                                                  f"{first_in[vid]})")
                     first_in[vid] = f"{name} entry {k}"
                     captions[vid] = _en_captions(entry["enCap"], f"{path}: entry {k} (video {vid!r})")
+                    origin[vid] = path
         odd = [v for v, c in captions.items() if len(c) != self.captions_per_video]
         if odd:
             log.warning("VATEX %s: %d clips do not have %d English captions (e.g. %s)", source, len(odd),
                         self.captions_per_video, odd[:3])
-        self._captions = (captions, source)
+        self._captions = (captions, source, origin)
         return self._captions
 
     def parse_listed_split(self, split: str, video_ids: list[str], list_file: Path) -> Split:
-        captions, source = self._load_captions()
-        result = self.caption_split(split, video_ids, captions, source, list_file,
-                                    "all English captions (multi-caption)")
+        captions, source, origin = self._load_captions()
+        # the official layout spans several files: a video missing from all of them is named against all of them
+        official = source != self.root / self.data_json
+        label = " / ".join(str(self.root / f) for f in self.official_jsons) if official else source
+        result = self.caption_split(split, video_ids, captions, label, list_file,
+                                    "all English captions (multi-caption)", video_sources=origin)
         result.info["annotations"] = source.name
         return result

@@ -10,6 +10,7 @@ layout; ``CASES`` are named edits that break it; ``load_every_split`` runs the d
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import pickle
@@ -273,6 +274,7 @@ CASES: list[Case] = [
     Case("msrvtt train csv NUL byte", "msrvtt", TRAIN_CSV, _bytes(TRAIN_CSV, lambda b: b + b"vid\x00eo\n")),
     Case("msrvtt train csv duplicate id", "msrvtt", TRAIN_CSV, _bytes(TRAIN_CSV, lambda b: b + b"video0\n")),
     Case("msrvtt train csv missing column", "msrvtt", TRAIN_CSV, _csv_rows(TRAIN_CSV, [["vid"], ["video0"]])),
+    Case("msrvtt train csv header only", "msrvtt", TRAIN_CSV, _csv_rows(TRAIN_CSV, [["video_id"]])),
     Case("msrvtt test csv not utf-8", "msrvtt", TEST_CSV,
          _bytes(TEST_CSV, lambda b: b.replace(b"a test", NOT_UTF8, 1))),
     Case("msrvtt test csv sentence over the limit", "msrvtt", TEST_CSV,
@@ -526,7 +528,7 @@ def file_strings(root: Path) -> set[str]:
             elif path.suffix == ".pkl":
                 walk(pickle.loads(path.read_bytes()))
             else:
-                for row in csv.reader(path.read_text(encoding="utf-8").splitlines()):
+                for row in csv.reader(io.StringIO(path.read_text(encoding="utf-8"), newline="")):
                     found.update(field.strip() for field in row)
         except Exception:  # a file the loader refused is not a source of accepted texts
             continue

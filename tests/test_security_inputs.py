@@ -142,14 +142,14 @@ def test_finding_7_lone_surrogate_caption_is_written_marked_and_the_importer_lea
 
 # --------------------------------------------------------------------------------------------- finding 12
 def test_finding_12_malformed_annotation_files_give_one_clear_error_naming_the_file(tmp_path: Path) -> None:
-    """The issue's 68-file finding, reproduced with our own 73 malformed annotation sets (tests/malformed_inputs.py:
+    """The issue's 68-file finding, reproduced with our own 74 malformed annotation sets (tests/malformed_inputs.py:
     non-UTF-8 and UTF-16 files, wrong JSON types, csv fields over the csv module's limit, deeply nested JSON,
     null/number/list captions, duplicate keys, sen_ids and video entries, video ids that lead outside the video folder
     by '..', an absolute path or a symlink, VATEX enCap as an object or a string, ...). Before the fix 21 gave a clear
-    error naming the file, 22 failed without naming it and 30 were accepted; every one must now be refused naming
+    error naming the file, 23 failed without naming it and 30 were accepted; every one must now be refused naming
     the file."""
     results = {case.name: run_case(case, tmp_path) for case in CASES}
-    assert len(results) == 73
+    assert len(results) == 74
     assert {name: result for name, result in results.items() if result != "clear"} == {}
 
 
