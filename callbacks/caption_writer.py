@@ -35,8 +35,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from datamodules.captions import CaptionRecord, CaptionStore
-from datamodules.jsonl import read_jsonl_lines, repair_torn_tail, replace_lone_surrogates
+from datamodules.jsonl import MalformedFileError, read_jsonl_lines, repair_torn_tail, replace_lone_surrogates
 
 
 class _CurrentStderr(logging.Handler):
@@ -82,7 +81,7 @@ def encode_record(rec: dict[str, Any]) -> bytes:
     """
     fixed, replaced = replace_lone_surrogates(rec)
     if replaced:
-        fixed["replaced_surrogates"] = replaced + int(rec.get("replaced_surrogates", 0) or 0)
+        fixed["replaced_surrogates"] = replaced
         log.warning(f"caption writer: warning: the record of video {rec.get('video_id')!r} held {replaced} lone "
                     "UTF-16 surrogate(s) (no character; not writable as UTF-8): replaced with U+FFFD and counted in "
                     "its 'replaced_surrogates'")
@@ -98,9 +97,23 @@ def append_records(fd: int, records: Sequence[dict[str, Any]]) -> None:
             view = view[n:]
 
 
-def _records(path: Path) -> list[CaptionRecord]:
-    """The caption records of a store or rank file, each checked (``datamodules.captions``); none if it is absent."""
-    return CaptionStore.read_all(path) if path.is_file() else []
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The records of a store or rank file (none if it is absent), each checked for what resuming and merging read:
+    a JSON object with a non-empty string ``video_id`` and a string ``kind`` (and ``prompt``, when present). Any other
+    record is an error naming the file and line. The captions themselves are the loader's to judge
+    (``datamodules.captions``, at training time, naming the line): refusing them here would stop every resume on a
+    record this writer wrote itself."""
+    if not path.is_file():
+        return []
+    records = []
+    for line, rec in read_jsonl_lines(path):
+        ok = isinstance(rec, dict) and isinstance(rec.get("video_id"), str) and rec["video_id"] \
+            and isinstance(rec.get("kind"), str) and isinstance(rec.get("prompt", ""), str)
+        if not ok:
+            raise MalformedFileError(f"{path}:{line}: not a caption record (a JSON object with a non-empty string "
+                                     f"'video_id', a string 'kind' and 'prompt'): {rec!r:.80}")
+        records.append(rec)
+    return records
 
 
 def rank_files(output: Path) -> list[Path]:
@@ -115,11 +128,10 @@ def merge_rank_files(output: Path, kind: str | None = None) -> int:
     if not parts:
         return 0
     repair_jsonl(output)
-    done = {r.video_id for r in _records(output) if kind is None or r.kind == kind}
+    done = {r["video_id"] for r in _records(output) if kind is None or r["kind"] == kind}
     merged: dict[str, dict[str, Any]] = {}
     for part in parts:
-        _records(part)  # every record checked (a clear error naming the file and line) before any is merged
-        for rec in read_jsonl(part):
+        for rec in _records(part):  # every record checked (a clear error naming the file and line)
             if (kind is None or rec.get("kind") == kind) and rec["video_id"] not in done:
                 merged.setdefault(rec["video_id"], rec)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -217,9 +229,9 @@ class CaptionWriter(BasePredictionWriter):
         prompts: set[str] = set()
         for path in [self.output, *rank_files(self.output)]:
             for rec in _records(path):
-                if self.kind is None or rec.kind == self.kind:
-                    ids.add(rec.video_id)
-                    prompts.add(rec.prompt)
+                if self.kind is None or rec["kind"] == self.kind:
+                    ids.add(rec["video_id"])
+                    prompts.add(rec.get("prompt", ""))
         prompt = getattr(pl_module, "prompt", None)
         if prompt is not None and prompts - {prompt}:
             log.warning(f"caption writer: warning: {self.output} holds records made with another prompt; they are "

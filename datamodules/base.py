@@ -225,7 +225,9 @@ class VideoTextDataModule(L.LightningDataModule):
             inside = self.video_dir.resolve()
             if not path.resolve().is_relative_to(inside):
                 raise UnsafeVideoIdError(f"video id {video_id!r} resolves to {path.resolve()}, outside the video "
-                                         f"folder {inside} (a symlink leads out of it); refused")
+                                         f"folder {inside} (a symlink leads out of it); refused. If the files really "
+                                         "live there, point data.init_args.video_dir at their folder (video_dir "
+                                         "itself may be a symlink)")
         return path
 
     def _check_relative_id(self, video_id: str) -> None:

@@ -19,7 +19,6 @@ import pytest
 from hypothesis import given
 
 from callbacks.caption_writer import CaptionWriter, merge_rank_files, read_jsonl, repair_jsonl
-from datamodules.captions import CaptionStore
 from datamodules.jsonl import repaired_bytes
 from main import main
 from tests.caption_helpers import CONFIGS, read_store, synth_args, tiny_synth
@@ -163,8 +162,8 @@ def write_run(folder: Path, records: list[dict]) -> CaptionWriter:
 def test_generated_malformed_stores_stop_the_writer_clearly_or_are_repaired_only_at_the_tail(
         data: st.DataObject) -> None:
     """The writer's start on a store with one drawn mutation: one of the suite's errors naming the store, which is
-    then unchanged, or a start that skips exactly the valid records and leaves the store cut back to its whole lines
-    (nothing but a torn tail removed)."""
+    then unchanged, or a start that skips exactly the records of its kind and leaves the store cut back to its whole
+    lines (nothing but a torn tail removed)."""
     mutated = data.draw(mutated_jsonl(caption_store_bytes()), label="store")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -179,8 +178,8 @@ def test_generated_malformed_stores_stop_the_writer_clearly_or_are_repaired_only
             assert store.read_bytes() == mutated
         else:
             assert store.read_bytes() == repaired_bytes(mutated, store)
-            valid = {r.video_id for r in CaptionStore.read_all(store) if r.kind == "multi"}
-            assert trainer.datamodule.predict_exclude == valid
+            multi = {r["video_id"] for r in read_jsonl(store) if r["kind"] == "multi"}
+            assert trainer.datamodule.predict_exclude == multi
         assert sorted(p.name for p in folder.iterdir()) == ["store.jsonl"]
 
 
@@ -206,3 +205,15 @@ def test_generated_captions_with_lone_surrogates_are_written_marked_and_resumabl
         trainer, module = stub_run(folder)
         CaptionWriter("store.jsonl").setup(trainer, module, "predict")
         assert trainer.datamodule.predict_exclude == {r["video_id"] for r in records}
+
+
+def test_resume_is_not_stopped_by_a_caption_the_loader_would_refuse(tmp_path: Path) -> None:
+    """An empty caption a backend returned is the loader's to report (naming the line, at training time); the writer's
+    resume still reads the store, skips that video and goes on, instead of failing on every restart."""
+    _write(tmp_path / "store.jsonl", [{**caption_record("video0"), "captions": [""]}, caption_record("video1")])
+    trainer, module = stub_run(tmp_path)
+    CaptionWriter("store.jsonl").setup(trainer, module, "predict")
+    assert trainer.datamodule.predict_exclude == {"video0", "video1"}
+    (tmp_path / "store.jsonl").write_text('{"video_id": 7, "kind": "multi"}\n')  # no usable id: named, not guessed
+    with pytest.raises(ValueError, match=r"store\.jsonl:1: not a caption record"):
+        CaptionWriter("store.jsonl").setup(*stub_run(tmp_path), "predict")
