@@ -72,6 +72,18 @@ def read_jsonl(path: Path, tolerant_tail: bool = True) -> Iterator[dict[str, Any
         yield from (record for _, record in read_jsonl_lines(path, tolerate_torn_tail=tolerant_tail))
 
 
+def _require_text_ids(videos: Sequence[Any]) -> None:
+    """Refuse, before any captioning, videos whose id is no text: a file name with bytes that are not UTF-8 (Python
+    keeps them as lone surrogates). Replacing them would store the video under another id, so every resume would
+    caption it again; the one fix is renaming the file."""
+    bad = [v for v in videos if replace_lone_surrogates(v.video_id)[1]]
+    if bad:
+        shown = [os.fsencode(v.path) if getattr(v, "path", None) is not None else v.video_id for v in bad[:5]]
+        raise ValueError(f"caption writer: {len(bad)} video(s) have file names that are not UTF-8 text, so their ids "
+                         f"cannot be stored (first: {shown}); rename them (e.g. with convmv) and run again, or fix "
+                         "the annotation file that names them")
+
+
 def encode_record(rec: dict[str, Any]) -> bytes:
     """One JSONL line (UTF-8) of a record.
 
@@ -79,6 +91,8 @@ def encode_record(rec: dict[str, Any]) -> bytes:
     encoding fail, so the writer would crash on that video on every resume. It is replaced by U+FFFD, the record
     says how many were (``replaced_surrogates``) and a warning names the video: visible, never silently dropped.
     """
+    if replace_lone_surrogates(rec.get("video_id"))[1]:  # an id is a key: never rewritten (see _require_text_ids)
+        raise ValueError(f"caption writer: video id {rec.get('video_id')!r} is not UTF-8 text; rename its file")
     fixed, replaced = replace_lone_surrogates(rec)
     if replaced:
         fixed["replaced_surrogates"] = replaced
@@ -213,6 +227,7 @@ class CaptionWriter(BasePredictionWriter):
         token, done = trainer.strategy.broadcast((token, done), src=0)
         self._token = token
         dm = getattr(trainer, "datamodule", None)
+        _require_text_ids(getattr(dm, "predict_videos", []))
         if dm is not None and hasattr(dm, "predict_exclude"):
             dm.predict_exclude = set(done)
             total = len(getattr(dm, "predict_videos", []))

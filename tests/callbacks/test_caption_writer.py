@@ -217,3 +217,16 @@ def test_resume_is_not_stopped_by_a_caption_the_loader_would_refuse(tmp_path: Pa
     (tmp_path / "store.jsonl").write_text('{"video_id": 7, "kind": "multi"}\n')  # no usable id: named, not guessed
     with pytest.raises(ValueError, match=r"store\.jsonl:1: not a caption record"):
         CaptionWriter("store.jsonl").setup(*stub_run(tmp_path), "predict")
+
+
+def test_a_video_whose_file_name_is_not_utf8_is_refused_before_captioning(tmp_path: Path) -> None:
+    """An undecodable file name becomes an id with lone surrogates: replacing them would store the video under another
+    id (captioned again on every resume), so the writer refuses it up front, naming the file."""
+    from datamodules.annotations import VideoEntry
+
+    trainer, module = stub_run(tmp_path)
+    name = os.fsdecode(b"clip\xff.mp4")
+    trainer.datamodule.predict_videos = [VideoEntry("fine", tmp_path / "fine.mp4"),
+                                         VideoEntry(name[:-4], tmp_path / name)]
+    with pytest.raises(ValueError, match=r"1 video\(s\) have file names that are not UTF-8 text, .*clip\\xff\.mp4"):
+        CaptionWriter("store.jsonl").setup(trainer, module, "predict")
