@@ -107,6 +107,45 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _write_marker(done: Path, payload: dict[str, Any]) -> None:
+    """A stage's ``done`` marker, written atomically (a temporary file in its folder, fsynced, renamed over it): a kill
+    leaves no marker or the whole one, never an empty file that would fail every restart."""
+    tmp = done.with_name(f".{done.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(json.dumps(payload))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, done)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read_marker(done: Path) -> dict[str, Any] | None:
+    """A stage's ``done`` marker, or None (the stage is not done) when it is absent, or empty or torn (what a kill
+    during the non-atomic write of older versions left): warned about, and the stage runs again (it resumes)."""
+    if not done.exists():
+        return None
+    try:
+        marker = json.loads(done.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        marker = None
+    if not isinstance(marker, dict) or type(marker.get("seconds")) not in (int, float):
+        log.warning("%s: stage marker is empty or torn (a run was killed while writing it); the stage is treated as "
+                    "not done and runs again", done)
+        return None
+    return marker
+
+
+def _marker_seconds(done: Path) -> float:
+    """The stage time its marker records (it exists: the stage just ran, or ``_stage`` found it done)."""
+    marker = _read_marker(done)
+    if marker is None:
+        raise PipelineError(f"{done}: the stage marker vanished or was damaged while this run held the stage's lock")
+    return marker["seconds"]
+
+
 class Pipeline:
     """One seed of the pipeline (see the module docstring); ``run()`` returns the summary."""
 
@@ -219,11 +258,12 @@ class Pipeline:
                                         "init_args": {"save_dir": str(run_dir), "name": "", "version": "run"}}]}}
 
     def _stage(self, name: str, done: Path, digest: str | None = None) -> bool:
-        """True when the stage must run (its ``done`` output is absent); records skipped stages. A finished stage
-        whose recorded ``digest`` (its config files' text and its arguments) differs from this run's is an error, not
-        a silent reuse of outputs made with other settings."""
-        if done.exists():
-            recorded = json.loads(done.read_text()).get("digest")
+        """True when the stage must run (its ``done`` marker is absent, or empty or torn); records skipped stages. A
+        finished stage whose recorded ``digest`` (its config files' text and its arguments) differs from this run's is
+        an error, not a silent reuse of outputs made with other settings."""
+        marker = _read_marker(done)
+        if marker is not None:
+            recorded = marker.get("digest")
             if digest is not None and recorded is not None and recorded != digest:
                 raise PipelineError(f"{name}: {done.parent} was made with other settings (a stage config or an "
                                     "override changed); delete that folder to redo the stage, or use another work")
@@ -253,8 +293,8 @@ class Pipeline:
                     raise PipelineError(f"{name}: {last} was not written; does {self.configs[kind]} save a last "
                                         "checkpoint (ModelCheckpoint save_last: true)?")
                 seconds = round(time.perf_counter() - started, 1)
-                done.write_text(json.dumps({"seconds": seconds, "checkpoint": str(last), "digest": digest}))
-            self.timings[name] = json.loads(done.read_text())["seconds"]
+                _write_marker(done, {"seconds": seconds, "checkpoint": str(last), "digest": digest})
+            self.timings[name] = _marker_seconds(done)
         return last
 
     def _caption(self, name: str, checkpoint: Path, output: Path) -> Path:
@@ -270,8 +310,8 @@ class Pipeline:
                 self._main("caption", ["predict", *_config_args(self.configs["caption"]),
                             "--config", self._overlay(output.parent, output.stem, body)],
                            output.parent / f"{output.stem}.log")
-                done.write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1), "digest": digest}))
-            self.timings[name] = json.loads(done.read_text())["seconds"]
+                _write_marker(done, {"seconds": round(time.perf_counter() - started, 1), "digest": digest})
+            self.timings[name] = _marker_seconds(done)
         return output
 
     # ------------------------------------------------------------------ the stages
@@ -382,8 +422,8 @@ class Pipeline:
                            output.parent / f"{output.stem}.log")
                 if not output.is_file():
                     raise PipelineError(f"{name}: {output} was not written (log {output.parent / output.stem}.log)")
-                done.write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1), "digest": digest}))
-            self.timings[name] = json.loads(done.read_text())["seconds"]
+                _write_marker(done, {"seconds": round(time.perf_counter() - started, 1), "digest": digest})
+            self.timings[name] = _marker_seconds(done)
 
     def _sample(self, sft: Path, samples: Path) -> None:
         s = self.sampling
