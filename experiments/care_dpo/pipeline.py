@@ -298,13 +298,17 @@ class Pipeline:
         return best[-1] if best else run_dir / "run" / "checkpoints" / "last.ckpt"
 
     def _load(self, kind: str, checkpoint: Path) -> Any:
+        """A stage's checkpoint, opened as untrusted (``weights_only=True``, its class paths checked): a work folder
+        may be shared, and a stage may be pointed at someone else's checkpoint."""
+        from lightning_modules.safe_load import load_lightning_module
+
         if kind == "captioner":
             from lightning_modules.captioning.training import CaptionerTraining
 
-            return CaptionerTraining.load_from_checkpoint(checkpoint, map_location="cpu")
+            return load_lightning_module(checkpoint, CaptionerTraining, map_location="cpu")[0]
         from lightning_modules.care_dpo import CaReRetriever
 
-        return CaReRetriever.load_from_checkpoint(checkpoint, map_location="cpu")
+        return load_lightning_module(checkpoint, CaReRetriever, map_location="cpu")[0]
 
     def _data_section(self, paths: list[str]) -> dict[str, Any]:
         data: dict[str, Any] = {}
