@@ -53,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
     ix.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's data setting")
     ix.add_argument("--reader", choices=["decord", "pyav", "frames"], default=None)
     ix.add_argument("--no-progress", action="store_true")
+    ix.add_argument("--retry-failed", action="store_true",
+                    help="also retry the videos that failed to decode before (a changed file is always re-encoded)")
 
     q = sub.add_parser("query", help="rank the indexed videos for text queries, or serve a search page")
     q.add_argument("--index", required=True)
@@ -81,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest = build_index(args.ckpt, args.videos, args.out, _captions(args.captions), args.batch_size,
                                args.num_workers, args.accelerator, devices, args.precision, args.index_type,
                                args.exact_below, args.nlist, args.nprobe, args.hnsw_m, args.ef_search,
-                               args.num_frames, args.image_size, args.reader, progress=not args.no_progress)
+                               args.num_frames, args.image_size, args.reader, progress=not args.no_progress,
+                               retry_failed=args.retry_failed)
         if manifest is not None:
             print(f"indexed {manifest['num_indexed']} of {manifest['num_videos']} videos into {args.out} "
                   f"({manifest['index']['type']} index, {manifest['num_unreadable']} unreadable"

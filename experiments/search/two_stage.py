@@ -38,18 +38,16 @@ from lightning_modules.metrics import retrieval_metrics
 log = logging.getLogger(__name__)
 
 
-def _data_class(ckpt: str | Path) -> str:
-    raw = torch.load(ckpt, map_location="cpu", weights_only=False)
-    return raw["datamodule_hyper_parameters"]["_class_path"]
+def test_split(ckpt_data: dict[str, Any], data_class: type | None, ckpt: str | Path) -> Any:
+    """The checkpoint's data module (its class already checked by ``lightning_modules.safe_load``), set up for
+    ``test``."""
+    from datamodules.base import VideoTextDataModule
 
-
-def test_split(ckpt_data: dict[str, Any], class_path: str) -> Any:
-    """The checkpoint's data module, set up for ``test``."""
-    import importlib
-
-    module_name, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), name)
-    dm = cls(**ckpt_data)
+    if data_class is None or not issubclass(data_class, VideoTextDataModule):
+        raise ValueError(f"checkpoint {ckpt} names no VideoTextDataModule (datamodule_hyper_parameters._class_path: "
+                         f"{getattr(data_class, '__qualname__', None)}); the two-stage evaluation needs the test split "
+                         "of the dataset it was trained on")
+    dm = data_class(**ckpt_data)
     dm.setup("test")
     return dm
 
@@ -64,8 +62,7 @@ def evaluate(ckpt: str | Path, work: str | Path, candidates: Sequence[int], batc
              num_workers: int = 2) -> dict[str, Any]:
     work = Path(work)
     checkpoint = load_retriever(ckpt)
-    data_class = _data_class(checkpoint.path)
-    dm = test_split(checkpoint.data, data_class)
+    dm = test_split(checkpoint.data, checkpoint.data_class, checkpoint.path)
     split = dm.splits["test"]
     folder = work / "videos"
     folder.mkdir(parents=True, exist_ok=True)
@@ -138,7 +135,7 @@ def evaluate(ckpt: str | Path, work: str | Path, candidates: Sequence[int], batc
         r["delta_R1"] = round(r["t2v_R1"] - base, 3)
     registered = _registered_r1(checkpoint.path)
     return {"rows": rows, "method": checkpoint.method, "checkpoint": str(checkpoint.path),
-            "checkpoint_sha256": checkpoint.sha256[:12], "dataset": data_class.rpartition(".")[2],
+            "checkpoint_sha256": checkpoint.sha256[:12], "dataset": type(dm).__name__,
             "queries": len(queries), "videos": n_videos, "index": searcher.manifest["index"]["type"],
             "index_seconds": round(index_seconds, 1), "full_scoring_batched_ms_per_query":
                 round(1000 * full_seconds / len(queries), 3), **registered,
@@ -221,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(r)
     if args.latency_out and args.latency_sizes:
         searcher = VideoSearchIndex(Path(args.work) / "index")
-        dm = test_split(searcher.retriever_data, _data_class(args.ckpt))
+        dm = test_split(searcher.retriever_data, searcher.retriever_data_class, args.ckpt)
         rows = latency_by_size(searcher, [t.text for t in dm.splits["test"].texts], args.latency_sizes,
                                args.latency_n)
         Path(args.latency_out).write_text(json.dumps({"rows": rows, "method": result["method"],
