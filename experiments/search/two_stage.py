@@ -37,6 +37,8 @@ from lightning_modules.metrics import retrieval_metrics
 
 log = logging.getLogger(__name__)
 
+ROUND = 3  # decimals of every R@K in the output (rows and the checkpoint's registered R@1 alike)
+
 
 def test_split(ckpt_data: dict[str, Any], data_class: type | None, ckpt: str | Path) -> Any:
     """The checkpoint's data module (its class already checked by ``lightning_modules.safe_load``), set up for
@@ -132,7 +134,7 @@ def evaluate(ckpt: str | Path, work: str | Path, candidates: Sequence[int], batc
                          seconds, len(queries)))
     base = rows[0]["t2v_R1"]
     for r in rows:
-        r["delta_R1"] = round(r["t2v_R1"] - base, 3)
+        r["delta_R1"] = round(r["t2v_R1"] - base, ROUND)
     registered = _registered_r1(checkpoint.path)
     return {"rows": rows, "method": checkpoint.method, "checkpoint": str(checkpoint.path),
             "checkpoint_sha256": checkpoint.sha256[:12], "dataset": type(dm).__name__,
@@ -179,17 +181,18 @@ def latency_by_size(searcher: VideoSearchIndex, queries: list[str], sizes: Seque
 
 def _registered_r1(ckpt: Path) -> dict[str, Any]:
     """The checkpoint's own ``main.py test`` result when its run folder has one (to compare with full scoring here,
-    which encodes the videos through the index's decoding instead of the run's)."""
+    which encodes the videos through the index's decoding instead of the run's), rounded as the rows are: equal
+    metrics then compare equal."""
     metrics = ckpt.parent.parent / "test" / "metrics.json"
     if not metrics.is_file():
         return {}
-    return {"checkpoint_test_t2v_R1": json.loads(metrics.read_text())["metrics"]["t2v_R1"]}
+    return {"checkpoint_test_t2v_R1": round(json.loads(metrics.read_text())["metrics"]["t2v_R1"], ROUND)}
 
 
 def _row(name: str, sim: np.ndarray, gt: np.ndarray, recall_top1: float | None, recall_gt: float | None,
          seconds: float | None, n_queries: int) -> dict[str, Any]:
     metrics = retrieval_metrics(sim, gt)
-    return {"search": name, "t2v_R1": round(metrics["t2v_R1"], 3), "t2v_R5": round(metrics["t2v_R5"], 3),
+    return {"search": name, "t2v_R1": round(metrics["t2v_R1"], ROUND), "t2v_R5": round(metrics["t2v_R5"], ROUND),
             "first_stage_recall_of_full_top1": "—" if recall_top1 is None else round(recall_top1, 4),
             "first_stage_recall_of_truth": "—" if recall_gt is None else round(recall_gt, 4),
             "ms_per_query": "—" if seconds is None else round(1000 * seconds / n_queries, 3)}
