@@ -9,6 +9,9 @@ such as the backbone, ``datamodule_hyper_parameters._class_path``), and loading 
 anything is imported, every class path must lie in the suite's packages (``lightning_modules``, ``datamodules``,
 ``callbacks``) or Lightning's loggers and callbacks (which configs name), and the class a loader instantiates must be
 a subclass of the base it expects (a ``LightningModule`` for the model, a ``LightningDataModule`` for the data).
+Methods or data modules of one's own, in a package outside the suite, are allowed by naming that package in the
+environment variable ``VTR_EXTRA_CLASS_PACKAGES`` (comma-separated, e.g. ``my_project``): it widens which packages a
+checkpoint may name, never what ``torch.load`` accepts.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ LIGHTNING_PACKAGES = ("lightning.pytorch.loggers", "lightning.pytorch.callbacks"
 # the instantiator LightningCLI records in hyper-parameters (Lightning checks it too; refused here before any load)
 INSTANTIATORS = frozenset({"lightning.pytorch.cli.instantiate_module"})
 CLASS_PATH_KEYS = ("class_path", "_class_path")
+EXTRA_PACKAGES_ENV = "VTR_EXTRA_CLASS_PACKAGES"
 
 T = TypeVar("T")
 M = TypeVar("M", bound=L.LightningModule)
@@ -52,15 +56,30 @@ class ChecksumMismatchError(ValueError):
         self.path, self.expected, self.actual = path, expected, actual
 
 
+def package_allow_list() -> tuple[str, ...]:
+    """The packages whose classes a file may name: the suite's, Lightning's loggers and callbacks, and those the user
+    adds with ``VTR_EXTRA_CLASS_PACKAGES``."""
+    extra = [p.strip() for p in os.environ.get(EXTRA_PACKAGES_ENV, "").split(",") if p.strip()]
+    bad = [p for p in extra if not all(part.isidentifier() for part in p.split("."))]
+    if bad:
+        raise ValueError(f"environment variable {EXTRA_PACKAGES_ENV}: {bad} are not dotted package names (give "
+                         "comma-separated names such as my_project or my_project.models)")
+    return (*SUITE_PACKAGES, *LIGHTNING_PACKAGES, *extra)
+
+
 def allowed_packages() -> str:
-    return ", ".join((*SUITE_PACKAGES, *LIGHTNING_PACKAGES))
+    return ", ".join(package_allow_list())
+
+
+def _in_allowed_package(module: str) -> bool:
+    return any(module == pkg or module.startswith(pkg + ".") for pkg in package_allow_list())
 
 
 def _why_refused(exc: BaseException) -> str:
     """The one line of torch's refusal that says what the file holds (its full message suggests weights_only=False,
     which this module never does)."""
     text = str(exc)
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    found = re.search(r"GLOBAL (\S+)", text)  # "Unsupported global: GLOBAL x.y", "unsupported GLOBAL x.y whose ..."
     if found:
         return f"it holds a pickled reference to {found.group(1)}"
     found = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
@@ -75,14 +94,15 @@ def load_tensors(source: str | Path | IO[bytes], map_location: Any = "cpu", what
     try:
         return torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise UntrustedFileError(f"{what} {label} cannot be loaded with weights_only=True ({_why_refused(exc)}): "
-                                 f"it would run code while loading, so it is refused. {RESAVE}") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise ValueError(f"{what} {label} is not a file torch.load reads ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}); is it truncated or another format?"
-                         ) from None
+        raise UntrustedFileError(f"{what} {label} cannot be loaded with weights_only=True ({_why_refused(exc)}): a "
+                                 "file that needs more than tensors and plain data could run code while loading, so "
+                                 f"it is refused. {RESAVE}") from None
+    except OSError:
+        raise  # missing, unreadable: the message names the file
+    except Exception as exc:  # a damaged or foreign file fails in many ways inside torch.load
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"{what} {label} is not a file torch.load reads ({type(exc).__name__}: {first[:200]}); is "
+                         "it truncated or of another format?") from None
 
 
 # ---------------------------------------------------------------------------------------------------- class paths
@@ -93,12 +113,12 @@ def check_class_path(class_path: object, where: str) -> tuple[str, str]:
             part.isidentifier() for part in class_path.split(".")):
         raise UntrustedFileError(f"{where}: class path {class_path!r} is not a dotted Python name")
     module, _, name = class_path.rpartition(".")
-    if not module or module.split(".")[0] in SUITE_PACKAGES or any(
-            module == pkg or module.startswith(pkg + ".") for pkg in LIGHTNING_PACKAGES):
+    if not module or _in_allowed_package(module):
         return module, name
     raise UntrustedFileError(f"{where} names the class {class_path!r}, outside the suite's packages "
                              f"({allowed_packages()}): refused before importing it (loading the file would import "
-                             "and call it). Checkpoints written by python main.py only name the suite's classes")
+                             "and call it). If it is a class of your own package, add the package to "
+                             f"{EXTRA_PACKAGES_ENV}")
 
 
 def _walk_class_paths(tree: Any, trail: str) -> Iterator[tuple[str, Any]]:
@@ -114,9 +134,7 @@ def _walk_class_paths(tree: Any, trail: str) -> Iterator[tuple[str, Any]]:
 
 
 def _defined_in_allowed_package(cls: type) -> bool:
-    module = cls.__module__ or ""
-    return module.split(".")[0] in SUITE_PACKAGES or any(
-        module == pkg or module.startswith(pkg + ".") for pkg in LIGHTNING_PACKAGES)
+    return _in_allowed_package(cls.__module__ or "")
 
 
 def _import_class(class_path: str, where: str) -> Any:
