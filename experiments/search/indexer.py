@@ -61,7 +61,7 @@ MANIFEST = "manifest.json"
 BUILD = "build.json"
 GENERATIONS = "generations"
 ROWS = "videos.jsonl"
-_PLAIN_NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]*")
+PLAIN_NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]*")
 
 
 def source_stat(path: Path) -> dict[str, int]:
@@ -340,7 +340,7 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
 def generation_dir(out: Path, manifest: dict[str, Any]) -> Path:
     """The folder of the generation a manifest names (a plain name under ``generations/``, nothing else)."""
     name = manifest.get("generation")
-    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name):
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name):
         raise ValueError(f"{out / MANIFEST}: generation {name!r} is not a generation folder name; rerun the index "
                          "command to rewrite the manifest")
     return out / GENERATIONS / name

@@ -18,6 +18,7 @@ from experiments.search.checkpoint import IndexMismatchError, load_retriever
 from experiments.search.indexer import (
     FORMAT_VERSION,
     MANIFEST,
+    PLAIN_NAME,
     ROWS,
     generation_dir,
     ids_sha256,
@@ -58,8 +59,8 @@ def _rows_error(path: Path, line: int, what: str) -> ValueError:
 
 def read_rows(path: Path, index_dir: Path) -> list[dict[str, Any]]:
     """``videos.jsonl`` of a generation, checked row by row: rows in order, ids and paths strings, the thumbnail a
-    file of the index's ``thumbs/`` (by resolved path) and the shard a plain file name."""
-    thumbs = (index_dir / "thumbs").resolve()
+    plain file name under ``thumbs/`` (the page also checks the resolved path before reading it) and the shard a
+    plain file name."""
     rows = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -83,10 +84,10 @@ def read_rows(path: Path, index_dir: Path) -> list[dict[str, Any]]:
             raise _rows_error(path, number, "shard_row is not a row number")
         if row.get("duration") is not None and not isinstance(row["duration"], float | int):
             raise _rows_error(path, number, "duration is not a number of seconds")
-        if "/" in row["shard"] or row["shard"] in ("", ".", ".."):
+        if not PLAIN_NAME.fullmatch(row["shard"]):
             raise _rows_error(path, number, f"shard {row['shard']!r} is not a file name in shards/")
-        thumbnail = (index_dir / row["thumbnail"]).resolve()
-        if thumbnail.parent != thumbs:
+        folder, _, name = row["thumbnail"].partition("/")
+        if folder != "thumbs" or not PLAIN_NAME.fullmatch(name):
             raise _rows_error(path, number, f"thumbnail {row['thumbnail']!r} is not a file of {index_dir}/thumbs")
         rows.append(row)
     return rows
