@@ -168,6 +168,28 @@ def test_finding_1_opening_an_index_folder_or_a_checkpoint_runs_no_code(entry: s
     assert str(named) in message and "weights_only" in message and "re-save" in message, message
 
 
+def test_finding_1_main_loads_every_checkpoint_weights_only_whatever_torch_is_told(
+        ckpt: Path, fake_msrvtt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning 2.6.6 loads ``ckpt_path`` with ``weights_only=None`` (torch's default, which
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns off); main.py passes True, and refuses ``--weights_only false``."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    seen: list[Any] = []
+    real_load = torch.load
+
+    def recording_load(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    args = ["test", "--config", str(TINY_CLIP4CLIP), "--data.init_args.root", str(fake_msrvtt), "--ckpt_path",
+            str(ckpt), "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.enable_progress_bar", "false"]
+    main(args)
+    assert seen and all(w is True for w in seen), seen
+    with pytest.raises(ValueError, match="weights_only"):
+        main([*args, "--weights_only", "false"])
+
+
 # ---------------------------------------------------------------------------------------------------- finding 2
 @pytest.mark.parametrize("entry", ["two_stage data module", "retriever class", "nested backbone class",
                                    "main.py --ckpt_path"])
