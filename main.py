@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -30,6 +32,7 @@ import datamodules.registry  # noqa: F401  (registers the data modules for short
 import lightning_modules  # noqa: F401  (registers the methods for short class names)
 from callbacks import LoggerSaveConfigCallback
 from callbacks.exact_resume import ExactResume, keep_csv_rows_before, read_resume_info, resume_logger_overrides
+from lightning_modules.safe_load import check_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,11 @@ class VTRCLI(LightningCLI):
         model = self.config[subcommand].get("model") if subcommand else None
         args = model.get("init_args") if model is not None else None
         given = {k: args[k] for k in TEST_TIME_MODEL_ARGS if args is not None and k in args}
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            # LightningCLI imports and instantiates the classes the checkpoint names: a checkpoint may come from
+            # someone else, so it is loaded weights-only and every class path checked (allow-list, base class) first
+            check_checkpoint(ckpt_path, L.LightningModule)
         super()._parse_ckpt_path()
         if given:
             restored = self.config[subcommand].model.init_args
@@ -104,12 +112,25 @@ class VTRCLI(LightningCLI):
                 log.info("resuming %s: kept %d metrics.csv rows logged before step %d", logger.log_dir, kept,
                          self._resume_step)
 
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        """Lightning 2.6 loads ``ckpt_path`` with ``weights_only=None``, i.e. torch's default, which the environment
+        variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns off: here it is always True (the suite's checkpoints need
+        nothing more), and ``--weights_only false`` is refused rather than honoured."""
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("weights_only") is False:
+            raise ValueError("--weights_only false: checkpoints are always loaded with weights_only=True here (a "
+                             "checkpoint may come from someone else and would run code); re-save a checkpoint that "
+                             "needs pickled objects with plain tensors instead")
+        if "weights_only" in kwargs or kwargs.get("ckpt_path"):
+            kwargs["weights_only"] = True
+        return kwargs
+
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
             return
         ckpt = self.trainer.checkpoint_callback
         best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True)
 
 
 def _add_step_checkpoints(trainer_config: Namespace, every_n_train_steps: int) -> None:

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from datamodules.sampling import ResumableSampler
+from lightning_modules.safe_load import EXTRA_PACKAGES_ENV
 from tests.conftest import make_fake_msrvtt
 from tests.ddp_helpers import items_of_rank, run_one_step
 from tests.run_helpers import REPO, TINY_CLIP4CLIP
@@ -144,7 +145,9 @@ def test_ddp_crash_mid_epoch_then_resume_equals_uninterrupted(tmp_path: Path) ->
     root = make_fake_msrvtt(tmp_path / "data")
     conf = TINY_CLIP4CLIP
     repo = REPO
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(repo)}
+    # the model and callbacks of tests/resume_helpers.py: the checkpoints name them, so their package is allowed
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", EXTRA_PACKAGES_ENV: "tests",
+           "PYTHONPATH": str(repo)}
 
     def fit(name: str, *extra: str) -> subprocess.CompletedProcess:
         logger = json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",

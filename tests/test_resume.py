@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from datamodules.sampling import ResumableSampler, SampleKey
+from lightning_modules.safe_load import EXTRA_PACKAGES_ENV
 from main import main
 from tests.run_helpers import REPO
 from tests.run_helpers import TINY_CLIP4CLIP as CONF
@@ -43,7 +44,9 @@ def _args(root: Path, runs: Path, *, workers: int, pause: tuple[int, Path] | Non
 
 
 def _start(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    # the model and callbacks of tests/resume_helpers.py: the checkpoints name them, so their package is allowed
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", EXTRA_PACKAGES_ENV: "tests",
+           "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "main.py", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -73,7 +76,8 @@ def _csv_rows(run_dir: Path) -> list[tuple]:
                   if v and k not in ("epoch", "step") and not k.endswith("eval_seconds"))
 
 
-def test_sigkill_at_epoch_end_and_mid_epoch_then_resume_equals_uninterrupted(fake_msrvtt: Path, tmp_path: Path):
+def test_sigkill_at_epoch_end_and_mid_epoch_then_resume_equals_uninterrupted(fake_msrvtt: Path, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch):
     # the uninterrupted run, beside the killed ones (2 cores); it reads frames in the main process, the others
     # in 2 workers: the data must not depend on that either
     straight = _start(_args(fake_msrvtt, tmp_path / "straight", workers=0, final_weights=tmp_path / "straight.pt"))
@@ -96,6 +100,7 @@ def test_sigkill_at_epoch_end_and_mid_epoch_then_resume_equals_uninterrupted(fak
     assert not (runs / "r" / "version_1").exists(), "the resumed run must reuse the checkpoint's run directory"
 
     # 3) resumed to the end (in-process: saves the import time)
+    monkeypatch.setenv(EXTRA_PACKAGES_ENV, "tests")  # as in _start: the checkpoint names tests.resume_helpers' model
     cli = main(_args(fake_msrvtt, runs, workers=2, final_weights=tmp_path / "resumed.pt", resume=last))
     assert Path(cli.trainer.log_dir) == run_dir
     output, _ = straight.communicate(timeout=300)

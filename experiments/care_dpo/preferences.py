@@ -135,12 +135,15 @@ def _cache_fingerprint(dm: TrainVideoChunks) -> str | None:
 
 
 def load_frozen(cls: type[L.LightningModule], path: str) -> Any:
-    """``cls.load_from_checkpoint(path)`` on the CPU, frozen, in eval mode. Called while LightningCLI builds the stage
-    module, it must not see that module's arguments as its own: LightningCLI hands them to ``save_hyperparameters``
-    through a context variable, which the loaded module would otherwise take for its hyper-parameters."""
+    """``cls`` from ``path`` (opened as untrusted) on the CPU, frozen, in eval mode. Called while LightningCLI builds
+    the stage module, it must not see that module's arguments as its own: LightningCLI hands them to
+    ``save_hyperparameters`` through a context variable, which the loaded module would otherwise take for its hyper-
+    parameters."""
+    from lightning_modules.safe_load import load_lightning_module
+
     token = _given_hyperparameters.set(None)
-    try:
-        model = cls.load_from_checkpoint(path, map_location="cpu")
+    try:  # a work folder may be shared: weights only, class paths checked (lightning_modules/safe_load.py)
+        model, _ = load_lightning_module(path, cls, map_location="cpu")
     finally:
         _given_hyperparameters.reset(token)
     model.requires_grad_(False)
@@ -304,7 +307,9 @@ def selection_facts(checkpoint: str, dm: TrainVideoChunks) -> dict[str, Any]:
     """Which checkpoint scores the preferences and what chose it: the ``ModelCheckpoint`` state saved in it (monitor,
     best score, whether this file is the best one) and the validation split of the retriever's data - the split
     that monitor was computed on - with its ids and how many of them are test videos."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    from lightning_modules.safe_load import load_tensors
+
+    state = load_tensors(checkpoint, "cpu", "the scorer checkpoint")
     monitor: dict[str, Any] | None = None
     for key, value in (state.get("callbacks") or {}).items():
         if str(key).startswith("ModelCheckpoint") and isinstance(value, dict) and value.get("monitor"):

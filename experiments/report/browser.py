@@ -17,7 +17,6 @@ filter by group and by kind of query, and a side-by-side view of two groups on t
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -62,11 +61,10 @@ class DataView:
 def _instantiate(class_path: str, init_args: dict[str, Any]) -> Any:
     """The data module of a LightningCLI ``data`` section (``datamodules.MSRVTT`` or a bare ``MSRVTT``)."""
     from datamodules.base import VideoTextDataModule
+    from lightning_modules.safe_load import resolve_class
 
-    module_name, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name or "datamodules"), name)
-    if not (isinstance(cls, type) and issubclass(cls, VideoTextDataModule)):
-        raise TypeError(f"{class_path} is not a VideoTextDataModule")
+    # a registered run folder may come from someone else: only the suite's data modules are imported and built
+    cls = resolve_class(class_path, VideoTextDataModule, "the run's config.yaml [data.class_path]")
     return cls(**init_args)
 
 

@@ -1,17 +1,25 @@
 """A retriever checkpoint written by ``main.py fit``: the method (from LightningCLI's saved class path), its data
-settings (frames, image size, reader, auxiliary captions) and the hash that ties an index to it."""
+settings (frames, image size, reader, auxiliary captions) and the hash that ties an index to it.
+
+Checkpoints and indexes travel between people, so a checkpoint is opened as untrusted
+(``lightning_modules.safe_load``): ``weights_only=True``, and the classes it names are checked before import."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 
 from lightning_modules.base import BaseRetrievalModule
+from lightning_modules.safe_load import load_lightning_module
+
+
+class IndexMismatchError(ValueError):
+    """An index folder was built with another checkpoint or other settings than the ones given."""
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -30,28 +38,24 @@ class RetrieverCheckpoint:
     sha256: str
     module: BaseRetrievalModule
     data: dict[str, Any]  # the data module's hyper-parameters at training time ({} when not saved)
+    data_class: type[L.LightningDataModule] | None = None  # the data module it was trained on (checked class)
 
     @property
     def method(self) -> str:
         return type(self.module).__name__
 
 
-def load_retriever(path: str | Path, device: str | torch.device = "cpu") -> RetrieverCheckpoint:
-    """Load any method's checkpoint; the class comes from the checkpoint itself (LightningCLI's ``_class_path``)."""
+def load_retriever(path: str | Path, device: str | torch.device = "cpu",
+                   expected_sha256: str | None = None) -> RetrieverCheckpoint:
+    """Load any method's checkpoint; the class comes from the checkpoint itself (LightningCLI's ``_class_path``,
+    which must name a ``BaseRetrievalModule`` of the suite). ``expected_sha256``: refuse another file (an index's
+    checkpoint), checked on the bytes that are loaded."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found (a .ckpt written by python main.py fit, e.g. "
                                 "runs/<name>/version_0/checkpoints/best-*.ckpt)")
-    raw = torch.load(path, map_location="cpu", weights_only=False)
-    hparams = raw.get("hyper_parameters", {}) if isinstance(raw, dict) else {}
-    if "_class_path" not in hparams:
-        raise ValueError(f"checkpoint {path} does not name its method (no hyper_parameters._class_path): search loads "
-                         "checkpoints written by python main.py fit (LightningCLI)")
-    module_name, _, class_name = str(hparams["_class_path"]).rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, BaseRetrievalModule)):
-        raise TypeError(f"checkpoint {path} holds a {hparams['_class_path']}, not a retrieval method")
-    module = cls.load_from_checkpoint(path, map_location=device)
+    module, checked = load_lightning_module(path, BaseRetrievalModule, device, expected_sha256,
+                                            require_class_path=True)
     module.eval()
-    data = {k: v for k, v in raw.get("datamodule_hyper_parameters", {}).items() if not k.startswith("_")}
-    return RetrieverCheckpoint(path.resolve(), file_sha256(path), module, data)
+    data = {k: v for k, v in checked.datamodule_hyper_parameters.items() if not k.startswith("_")}
+    return RetrieverCheckpoint(path.resolve(), checked.sha256, module, data, checked.datamodule_class)

@@ -15,6 +15,12 @@ from experiments.search.searcher import DEFAULT_RERANK
 from experiments.search.vector_index import EXACT_BELOW
 
 
+def terminal_safe(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\x1b``, ``\\u202e``, ...): file names and ids come
+    from others' folders and index files, and control or bidi characters in them would drive the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _captions(values: Sequence[str]) -> dict[str, str]:
     """``kind=STORE`` pairs; a bare ``STORE`` is the narration (NarVid's per-frame captions)."""
     out = {}
@@ -53,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     ix.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's data setting")
     ix.add_argument("--reader", choices=["decord", "pyav", "frames"], default=None)
     ix.add_argument("--no-progress", action="store_true")
+    ix.add_argument("--retry-failed", action="store_true",
+                    help="also retry the videos that failed to decode before (a changed file is always re-encoded)")
 
     q = sub.add_parser("query", help="rank the indexed videos for text queries, or serve a search page")
     q.add_argument("--index", required=True)
@@ -81,11 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest = build_index(args.ckpt, args.videos, args.out, _captions(args.captions), args.batch_size,
                                args.num_workers, args.accelerator, devices, args.precision, args.index_type,
                                args.exact_below, args.nlist, args.nprobe, args.hnsw_m, args.ef_search,
-                               args.num_frames, args.image_size, args.reader, progress=not args.no_progress)
+                               args.num_frames, args.image_size, args.reader, progress=not args.no_progress,
+                               retry_failed=args.retry_failed)
         if manifest is not None:
-            print(f"indexed {manifest['num_indexed']} of {manifest['num_videos']} videos into {args.out} "
-                  f"({manifest['index']['type']} index, {manifest['num_unreadable']} unreadable"
-                  + (f": {[u['id'] for u in manifest['unreadable'][:5]]}" if manifest["unreadable"] else "") + ")")
+            print(terminal_safe(
+                f"indexed {manifest['num_indexed']} of {manifest['num_videos']} videos into {args.out} "
+                f"({manifest['index']['type']} index, {manifest['num_unreadable']} unreadable"
+                + (f": {[u['id'] for u in manifest['unreadable'][:5]]}" if manifest["unreadable"] else "") + ")"))
         return 0
     from experiments.search.searcher import VideoSearchIndex
 
@@ -102,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # started in the background may inherit an ignored SIGINT, so its handler is set here too
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        print(f"serving {args.index} on http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)
+        print(terminal_safe(f"serving {args.index} on http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)"),
+              flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -120,13 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         for r in results:
             stage = f", FAISS top {r.first_stage} re-scored" if r.reranked else ""
-            print(f"{r.query!r}: {r.seconds * 1000:.1f} ms{stage}")
+            print(terminal_safe(f"{r.query!r}: {r.seconds * 1000:.1f} ms{stage}"))
             for h in r.hits:
                 duration = "?" if h.duration is None else f"{h.duration:.1f} s"
-                print(f"  {h.rank:>3}  {h.score:8.4f}  {duration:>8}  {h.path}")
+                print(terminal_safe(f"  {h.rank:>3}  {h.score:8.4f}  {duration:>8}  {h.path}"))
     if args.html:
         from experiments.search.page import write_results_page
 
         write_results_page(results, Path(args.index), Path(args.html))
-        print(f"wrote {args.html}")
+        print(terminal_safe(f"wrote {args.html}"))
     return 0

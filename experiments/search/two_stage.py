@@ -37,19 +37,19 @@ from lightning_modules.metrics import retrieval_metrics
 
 log = logging.getLogger(__name__)
 
-
-def _data_class(ckpt: str | Path) -> str:
-    raw = torch.load(ckpt, map_location="cpu", weights_only=False)
-    return raw["datamodule_hyper_parameters"]["_class_path"]
+ROUND = 3  # decimals of every R@K in the output (rows and the checkpoint's registered R@1 alike)
 
 
-def test_split(ckpt_data: dict[str, Any], class_path: str) -> Any:
-    """The checkpoint's data module, set up for ``test``."""
-    import importlib
+def test_split(ckpt_data: dict[str, Any], data_class: type | None, ckpt: str | Path) -> Any:
+    """The checkpoint's data module (its class already checked by ``lightning_modules.safe_load``), set up for
+    ``test``."""
+    from datamodules.base import VideoTextDataModule
 
-    module_name, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), name)
-    dm = cls(**ckpt_data)
+    if data_class is None or not issubclass(data_class, VideoTextDataModule):
+        raise ValueError(f"checkpoint {ckpt} names no VideoTextDataModule (datamodule_hyper_parameters._class_path: "
+                         f"{getattr(data_class, '__qualname__', None)}); the two-stage evaluation needs the test split "
+                         "of the dataset it was trained on")
+    dm = data_class(**ckpt_data)
     dm.setup("test")
     return dm
 
@@ -64,8 +64,7 @@ def evaluate(ckpt: str | Path, work: str | Path, candidates: Sequence[int], batc
              num_workers: int = 2) -> dict[str, Any]:
     work = Path(work)
     checkpoint = load_retriever(ckpt)
-    data_class = _data_class(checkpoint.path)
-    dm = test_split(checkpoint.data, data_class)
+    dm = test_split(checkpoint.data, checkpoint.data_class, checkpoint.path)
     split = dm.splits["test"]
     folder = work / "videos"
     folder.mkdir(parents=True, exist_ok=True)
@@ -135,10 +134,10 @@ def evaluate(ckpt: str | Path, work: str | Path, candidates: Sequence[int], batc
                          seconds, len(queries)))
     base = rows[0]["t2v_R1"]
     for r in rows:
-        r["delta_R1"] = round(r["t2v_R1"] - base, 3)
+        r["delta_R1"] = round(r["t2v_R1"] - base, ROUND)
     registered = _registered_r1(checkpoint.path)
     return {"rows": rows, "method": checkpoint.method, "checkpoint": str(checkpoint.path),
-            "checkpoint_sha256": checkpoint.sha256[:12], "dataset": data_class.rpartition(".")[2],
+            "checkpoint_sha256": checkpoint.sha256[:12], "dataset": type(dm).__name__,
             "queries": len(queries), "videos": n_videos, "index": searcher.manifest["index"]["type"],
             "index_seconds": round(index_seconds, 1), "full_scoring_batched_ms_per_query":
                 round(1000 * full_seconds / len(queries), 3), **registered,
@@ -182,17 +181,18 @@ def latency_by_size(searcher: VideoSearchIndex, queries: list[str], sizes: Seque
 
 def _registered_r1(ckpt: Path) -> dict[str, Any]:
     """The checkpoint's own ``main.py test`` result when its run folder has one (to compare with full scoring here,
-    which encodes the videos through the index's decoding instead of the run's)."""
+    which encodes the videos through the index's decoding instead of the run's), rounded as the rows are: equal
+    metrics then compare equal."""
     metrics = ckpt.parent.parent / "test" / "metrics.json"
     if not metrics.is_file():
         return {}
-    return {"checkpoint_test_t2v_R1": json.loads(metrics.read_text())["metrics"]["t2v_R1"]}
+    return {"checkpoint_test_t2v_R1": round(json.loads(metrics.read_text())["metrics"]["t2v_R1"], ROUND)}
 
 
 def _row(name: str, sim: np.ndarray, gt: np.ndarray, recall_top1: float | None, recall_gt: float | None,
          seconds: float | None, n_queries: int) -> dict[str, Any]:
     metrics = retrieval_metrics(sim, gt)
-    return {"search": name, "t2v_R1": round(metrics["t2v_R1"], 3), "t2v_R5": round(metrics["t2v_R5"], 3),
+    return {"search": name, "t2v_R1": round(metrics["t2v_R1"], ROUND), "t2v_R5": round(metrics["t2v_R5"], ROUND),
             "first_stage_recall_of_full_top1": "—" if recall_top1 is None else round(recall_top1, 4),
             "first_stage_recall_of_truth": "—" if recall_gt is None else round(recall_gt, 4),
             "ms_per_query": "—" if seconds is None else round(1000 * seconds / n_queries, 3)}
@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(r)
     if args.latency_out and args.latency_sizes:
         searcher = VideoSearchIndex(Path(args.work) / "index")
-        dm = test_split(searcher.retriever_data, _data_class(args.ckpt))
+        dm = test_split(searcher.retriever_data, searcher.retriever_data_class, args.ckpt)
         rows = latency_by_size(searcher, [t.text for t in dm.splits["test"].texts], args.latency_sizes,
                                args.latency_n)
         Path(args.latency_out).write_text(json.dumps({"rows": rows, "method": result["method"],

@@ -39,6 +39,7 @@ from lightning_modules.captioning.trainable import PrefixCaptioner
 from lightning_modules.components.losses import dpo_loss
 from lightning_modules.lineage import LineageMixin, checkpoint_lineage
 from lightning_modules.optim import warmup_cosine
+from lightning_modules.safe_load import load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +102,14 @@ class CaptionerTraining(LineageMixin, L.LightningModule):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model.init_args.init_checkpoint: {path} does not exist (run the SFT stage first)")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        state = checkpoint["state_dict"]
+        # a checkpoint may come from someone else: weights only, never pickled code (lightning_modules.safe_load)
+        raw = load_tensors(path, "cpu", "model.init_args.init_checkpoint")
+        state = raw.get("state_dict") if isinstance(raw, dict) else None
+        if not isinstance(state, dict):
+            raise ValueError(f"model.init_args.init_checkpoint: {path} has no state_dict (a CaptionerTraining "
+                             "checkpoint written by python main.py fit is expected)")
         # the starting weights' own lineage (the SFT fit a DG-DPO run starts from) joins this fit's upstream
-        self.add_lineage_upstream(*checkpoint_lineage(checkpoint, path))
+        self.add_lineage_upstream(*checkpoint_lineage(raw, path))
         missing, unexpected = self.load_state_dict(state, strict=False)
         if unexpected:
             raise ValueError(f"{path} holds weights this captioner does not have: {unexpected[:5]} (another LM, "

@@ -14,7 +14,11 @@ Request (one per caption request, ``POST {base_url}/chat/completions``, JSON)::
 Headers: ``Authorization: Bearer <key>`` (omitted when ``api_key_env`` is null, e.g. a local vLLM) and
 ``Content-Type: application/json``. The key is read from the environment variable named by
 ``api_key_env`` when the run starts; it is never an init argument, so it is never in a config, a
-checkpoint, a log line or an exception message.
+checkpoint, a log line or an exception message. Surrounding whitespace (a trailing newline from a file) is
+stripped; a key with whitespace or a non-printable character inside is refused with an error that names the
+variable, never the value. Redirects are refused (urllib would resend the key to whatever host a 30x names, and
+take that host's answer as the caption), and a key sent over plain ``http://`` to a host other than this machine
+gives a warning.
 
 ``multi`` captions: ``multi_strategy: list`` asks once (ExCae's "Generate 10 captions ...") and parses
 the numbered list in the answer; ``n`` asks for ``n`` choices of one caption each. Failures with status
@@ -25,15 +29,18 @@ spaces request starts; ``concurrency`` requests run in parallel threads.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import random
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from lightning_modules.captioning.backends.base import (
     CaptionBackend,
@@ -49,6 +56,53 @@ _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 class APIError(RuntimeError):
     """The API answered with an error that retrying does not fix (or retries ran out)."""
+
+
+class InsecureTransportWarning(UserWarning):
+    """An API key is about to travel unencrypted to another machine."""
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """No redirect is followed: urllib would resend the Authorization header to the new location (another host,
+    possibly) and accept its answer as the API's. A chat-completions POST is never legitimately redirected."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: Any,
+                         newurl: str) -> urllib.request.Request | None:
+        target = urllib.parse.urlsplit(newurl)
+        raise APIError(f"{req.full_url}: the server answered HTTP {code}, a redirect to "
+                       f"{target.scheme}://{target.netloc}{target.path}; redirects are not followed (the API key "
+                       "would go along): set base_url to the API's final address")
+
+
+_OPENER = urllib.request.build_opener(_RefuseRedirects)
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_api_key(variable: str) -> str:
+    """The key an environment variable holds, stripped of surrounding whitespace and checked (printable ASCII, no
+    whitespace inside: an HTTP header would otherwise reject it with a message that quotes it). Errors name the
+    variable, never the value."""
+    key = os.environ.get(variable, "").strip()
+    if not key:
+        raise APIError(f"environment variable {variable} is not set or empty (it must hold the API key; set "
+                       "api_key_env: null for a server without authentication)")
+    bad = next((i for i, c in enumerate(key) if not ("!" <= c <= "~")), None)
+    if bad is not None:
+        kind = "whitespace" if key[bad].isspace() else "a non-printable or non-ASCII character"
+        raise APIError(f"environment variable {variable} holds {kind} at position {bad} of its {len(key)} "
+                       "characters; an API key is printable ASCII without spaces (the value is not shown): set it "
+                       "again, e.g. export " + variable + "=\"$(tr -d '[:space:]' < keyfile)\"")
+    return key
 
 
 class OpenAICompatible(CaptionBackend, TextGenerator):
@@ -123,12 +177,17 @@ class OpenAICompatible(CaptionBackend, TextGenerator):
         if self._key_loaded:
             return
         if self.api_key_env:
-            key = os.environ.get(self.api_key_env, "")
-            if not key:
-                raise APIError(f"environment variable {self.api_key_env} is not set (it must hold the API key; "
-                               "set api_key_env: null for a server without authentication)")
-            self._key = key
+            self._key = read_api_key(self.api_key_env)
+            url = urllib.parse.urlsplit(self.base_url)
+            if url.scheme == "http" and not _is_loopback(url.hostname):
+                warnings.warn(f"the API key from {self.api_key_env} will be sent unencrypted to {self.base_url} "
+                              "(http:// to another machine): anyone on the way can read it; use https:// or a "
+                              "server on this machine", InsecureTransportWarning, stacklevel=2)
         self._key_loaded = True
+
+    def _redact(self, text: str) -> str:
+        """An error text without the key (a server may echo the header it refused)."""
+        return text.replace(self._key, "<api key>") if self._key else text
 
     # ------------------------------------------------------------------ captions
     def generate(self, requests: list[CaptionRequest]) -> list[CaptionOutput]:
@@ -190,21 +249,21 @@ class OpenAICompatible(CaptionBackend, TextGenerator):
             retry_after: float | None = None
             try:
                 req = urllib.request.Request(url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                with _OPENER.open(req, timeout=self.timeout_s) as resp:
                     payload = json.loads(resp.read().decode("utf-8"))
                 choices = payload.get("choices") or []
                 if not choices:
-                    raise APIError(f"{url}: response without choices: {str(payload)[:300]}")
+                    raise APIError(self._redact(f"{url}: response without choices: {str(payload)[:300]}"))
                 return [(c.get("message") or {}).get("content") or "" for c in choices]
             except urllib.error.HTTPError as exc:
                 body = exc.read().decode("utf-8", "replace")[:500]
-                last = f"HTTP {exc.code}: {body}"
+                last = self._redact(f"HTTP {exc.code}: {body}")
                 if exc.code not in _RETRY_STATUS:
                     raise APIError(f"{url}: {last}") from None
                 header = exc.headers.get("Retry-After") if exc.headers else None
                 retry_after = float(header) if header and header.replace(".", "", 1).isdigit() else None
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+                last = self._redact(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")
             if attempt == self.max_retries:
                 break
             sleep = retry_after if retry_after is not None else delay * (0.5 + random.random())

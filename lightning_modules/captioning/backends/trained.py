@@ -45,8 +45,10 @@ class TrainedCaptioner(nn.Module, CaptionBackend):
 
     def setup(self, device: Any, datamodule: Any | None = None) -> None:
         from lightning_modules.captioning.training import CaptionerTraining
+        from lightning_modules.safe_load import load_lightning_module
 
-        self.model = CaptionerTraining.load_from_checkpoint(self.checkpoint, map_location=device)
+        # a trained captioner may come from someone else: weights only, class paths checked before import
+        self.model, _ = load_lightning_module(self.checkpoint, CaptionerTraining, map_location=device)
         self.model.eval()
 
     def record_extras(self) -> dict[str, Any]:
