@@ -107,6 +107,11 @@ class MSRVTT(VideoTextDataModule):
 
     def _heldout_ids(self, train_ids: list[str]) -> set[str]:
         """Hold out whole parent videos (``url``) until ``val_videos`` clips are held out."""
+        if self.val_videos >= len(train_ids):
+            raise ValueError(f"{self.root / self.train_csv}: val_protocol heldout holds out val_videos="
+                             f"{self.val_videos} training videos but the list has only {len(train_ids)}, which would "
+                             "leave none to train on; set data.init_args.val_videos to a small share of them (the "
+                             "shipped MSR-VTT config holds out 1,000 of 9,000)")
         parents = self._load_annotations()["parents"]
         groups: dict[str, list[str]] = {}
         for vid in train_ids:

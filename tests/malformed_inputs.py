@@ -87,7 +87,7 @@ def write_annotations(dataset: str, root: Path) -> Path:
 def data_module(dataset: str, root: Path) -> VideoTextDataModule:
     common: dict[str, Any] = {"root": str(root), "video_dir": "videos", "manifest": None, "num_workers": 0}
     if dataset == "msrvtt":
-        return MSRVTT(**common)
+        return MSRVTT(**common, val_videos=2)  # size: 2 of the 4 training videos (one YouTube parent) select
     if dataset == "msvd":
         return MSVD(**common)
     if dataset == "vatex":

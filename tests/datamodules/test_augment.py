@@ -18,7 +18,7 @@ from lightning_modules.backbones import OpenCLIPBackbone
 
 
 def make_dm(root: Path, **kwargs) -> MSRVTT:
-    dm = MSRVTT(root=str(root), video_dir="videos/all", num_frames=4, image_size=64, num_workers=0,
+    dm = MSRVTT(root=str(root), video_dir="videos/all", val_videos=4, num_frames=4, image_size=64, num_workers=0,
                 eval_batch_size=4, **kwargs)
     dm.setup("fit")
     return dm

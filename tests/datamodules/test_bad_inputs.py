@@ -66,7 +66,7 @@ def test_missing_csv_column(copy_of: CopyOf) -> None:
     path = root / "MSRVTT_JSFUSION_test.csv"
     path.write_text(path.read_text().replace("sentence", "caption", 1))
     with pytest.raises(ValueError, match=r"MSRVTT_JSFUSION_test\.csv: missing column\(s\) \['sentence'\]"):
-        MSRVTT(root=str(root), video_dir="videos/all", **SMALL).setup("test")
+        MSRVTT(root=str(root), video_dir="videos/all", val_videos=4, **SMALL).setup("test")
 
 
 def test_split_id_absent_from_annotations(copy_of: CopyOf) -> None:

@@ -73,7 +73,8 @@ class _Trainer:
 
 
 def _msrvtt(root: Path, **kwargs: Any) -> MSRVTT:
-    return MSRVTT(root=str(root), video_dir="videos/all", num_frames=2, image_size=32, num_workers=0, **kwargs)
+    return MSRVTT(root=str(root), video_dir="videos/all", val_videos=4, num_frames=2, image_size=32, num_workers=0,
+                  **kwargs)
 
 
 def test_data_module_refuses_both_batches_when_built() -> None:

@@ -16,7 +16,7 @@ from tests.run_helpers import TINY_CLIP4CLIP as CONF
 
 
 def make_dm(root: Path, cache_dir: Path) -> MSRVTT:
-    dm = MSRVTT(root=str(root), video_dir="videos/all", num_frames=4, image_size=64, num_workers=0,
+    dm = MSRVTT(root=str(root), video_dir="videos/all", val_videos=4, num_frames=4, image_size=64, num_workers=0,
                 eval_batch_size=4, feature_cache=True, cache_dir=str(cache_dir))
     dm.setup("test")
     return dm

@@ -112,7 +112,8 @@ def test_narvid_frames_index_space_end_to_end(narrated: dict[str, Any], tmp_path
     assert record.model == "narvid-release (LLaVA-1.5-7B)" and record.prompt == import_captions.NARVID_PROMPT
 
     # the loader on the extracted folders: 3 of 4 frames fed (all 3 of video0), each with its own caption
-    dm = MSRVTT(root=str(narrated["root"]), video_dir=str(narrated["frames_dir"]), reader="frames", num_frames=3,
+    dm = MSRVTT(root=str(narrated["root"]), val_videos=4, video_dir=str(narrated["frames_dir"]), reader="frames",
+                num_frames=3,
                 image_size=32, batch_size=4, eval_batch_size=3, num_workers=0, train_sampling="uniform",
                 aux_captions={"narration": str(out)})
     dm.setup("fit")
@@ -136,7 +137,8 @@ def test_narvid_video_index_space_end_to_end(narrated: dict[str, Any], tmp_path:
     store = CaptionStore.load(out, "narration")
     assert {vid: r.frame_indices for vid, r in store.items()} == narrated["raw"]
 
-    dm = MSRVTT(root=str(narrated["root"]), video_dir="videos/all", reader="pyav", num_frames=4, image_size=32,
+    dm = MSRVTT(root=str(narrated["root"]), val_videos=4, video_dir="videos/all", reader="pyav", num_frames=4,
+                image_size=32,
                 batch_size=4, eval_batch_size=3, num_workers=0, train_sampling="uniform",
                 aux_captions={"narration": str(out)}, narration_match="nearest")
     dm.setup("test")
