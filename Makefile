@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vtr-installed
+CHROMIUM_STAMP := $(VENV)/.vtr-chromium
+CHROMIUM_NAMES := chromium chromium-browser google-chrome google-chrome-stable
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -12,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 
-.PHONY: venv test test-slow demo lint clean-demo
+.PHONY: venv chromium test test-slow demo lint clean-demo
 
 $(STAMP): requirements.txt requirements-weights.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +26,22 @@ $(STAMP): requirements.txt requirements-weights.txt pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# The browser tests' Chromium is set-up like the venv, never a test's job: Debian's `chromium` is installed with
+# apt-get (as root) when no Chromium is on PATH. Without root or apt-get this warns and the browser tests skip,
+# naming this step; no stamp is written then, so the next `make test` checks again.
+$(CHROMIUM_STAMP): | $(STAMP)
+	@if [ -x /usr/bin/chromium ] || [ -n "$$(command -v $(CHROMIUM_NAMES))" ]; then \
+		touch $@; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium (the browser tests' set-up)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium && touch $@; \
+	else \
+		echo "warning: no Chromium, and apt-get cannot install it here (not root): the browser tests will skip"; \
+	fi
+
+chromium: $(CHROMIUM_STAMP)
+
+test: $(STAMP) $(CHROMIUM_STAMP)
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)

@@ -4,7 +4,11 @@ Guarantees (a run killed with SIGKILL and started again ends with every video ca
 
 * each record is one line written with a single ``os.write`` on an ``O_APPEND`` descriptor and the file
   is fsynced after every predict batch, so a crash loses at most the batch in flight;
-* a torn last line (no trailing newline, or not valid JSON) is detected on start and truncated away;
+* a torn last line (not valid JSON, also when cut inside a multi-byte character) is detected on start and
+  truncated away (``datamodules.jsonl.repair_torn_tail``, after the whole store was checked: a store damaged before
+  its last line is an error naming the file and line, and is left unchanged);
+* a lone UTF-16 surrogate in a caption (an API can return one) is replaced by U+FFFD, counted in the record's
+  ``replaced_surrogates`` and warned about (``encode_record``), instead of failing that video on every resume;
 * ids already in the store (for this ``kind``) are removed from the predict dataset *before* decoding,
   so a resumed run does no repeated work, and a record is never written twice.
 
@@ -31,7 +35,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from datamodules.jsonl import read_jsonl_lines
+from datamodules.jsonl import MalformedFileError, read_jsonl_lines, repair_torn_tail, replace_lone_surrogates
 
 
 class _CurrentStderr(logging.Handler):
@@ -57,29 +61,9 @@ if not log.handlers:
 
 
 def repair_jsonl(path: Path) -> int:
-    """Truncate a torn last line away; returns the number of bytes dropped. Raises on a bad middle line."""
-    if not path.is_file():
-        return 0
-    size = path.stat().st_size
-    if size == 0:
-        return 0
-    with path.open("rb") as fh:
-        data = fh.read()
-    keep = len(data)
-    if not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1  # 0 when the only line is torn
-    else:
-        last_start = data.rfind(b"\n", 0, len(data) - 1) + 1
-        try:
-            json.loads(data[last_start:])
-        except json.JSONDecodeError:
-            keep = last_start
-    if keep < len(data):
-        with path.open("r+b") as fh:
-            fh.truncate(keep)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return len(data) - keep
+    """Truncate a torn last line away (``datamodules.jsonl.repair_torn_tail``, the one repair every appender uses);
+    returns the number of bytes dropped. Raises, leaving the file unchanged, on a malformed middle line."""
+    return repair_torn_tail(path)
 
 
 def read_jsonl(path: Path, tolerant_tail: bool = True) -> Iterator[dict[str, Any]]:
@@ -88,14 +72,62 @@ def read_jsonl(path: Path, tolerant_tail: bool = True) -> Iterator[dict[str, Any
         yield from (record for _, record in read_jsonl_lines(path, tolerate_torn_tail=tolerant_tail))
 
 
+def _require_text_ids(videos: Sequence[Any]) -> None:
+    """Refuse, before any captioning, videos whose id is no text: a file name with bytes that are not UTF-8 (Python
+    keeps them as lone surrogates). Replacing them would store the video under another id, so every resume would
+    caption it again; the one fix is renaming the file."""
+    bad = [v for v in videos if replace_lone_surrogates(v.video_id)[1]]
+    if bad:
+        shown = [os.fsencode(v.path) if getattr(v, "path", None) is not None else v.video_id for v in bad[:5]]
+        raise ValueError(f"caption writer: {len(bad)} video(s) have file names that are not UTF-8 text, so their ids "
+                         f"cannot be stored (first: {shown}); rename them (e.g. with convmv) and run again, or fix "
+                         "the annotation file that names them")
+
+
+def encode_record(rec: dict[str, Any]) -> bytes:
+    """One JSONL line (UTF-8) of a record.
+
+    A lone surrogate (an API can return one, e.g. half of an emoji cut at a token boundary) would make the UTF-8
+    encoding fail, so the writer would crash on that video on every resume. It is replaced by U+FFFD, the record
+    says how many were (``replaced_surrogates``) and a warning names the video: visible, never silently dropped.
+    """
+    if replace_lone_surrogates(rec.get("video_id"))[1]:  # an id is a key: never rewritten (see _require_text_ids)
+        raise ValueError(f"caption writer: video id {rec.get('video_id')!r} is not UTF-8 text; rename its file")
+    fixed, replaced = replace_lone_surrogates(rec)
+    if replaced:
+        fixed["replaced_surrogates"] = replaced
+        log.warning(f"caption writer: warning: the record of video {rec.get('video_id')!r} held {replaced} lone "
+                    "UTF-16 surrogate(s) (no character; not writable as UTF-8): replaced with U+FFFD and counted in "
+                    "its 'replaced_surrogates'")
+    return (json.dumps(fixed, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
+
+
 def append_records(fd: int, records: Sequence[dict[str, Any]]) -> None:
-    """One ``os.write`` per record (one line each) on an ``O_APPEND`` descriptor."""
+    """One ``os.write`` per record (one line each, ``encode_record``) on an ``O_APPEND`` descriptor."""
     for rec in records:
-        data = (json.dumps(rec, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
-        view = memoryview(data)
+        view = memoryview(encode_record(rec))
         while view:
             n = os.write(fd, view)
             view = view[n:]
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The records of a store or rank file (none if it is absent), each checked for what resuming and merging read:
+    a JSON object with a non-empty string ``video_id`` and a string ``kind`` (and ``prompt``, when present). Any other
+    record is an error naming the file and line. The captions themselves are the loader's to judge
+    (``datamodules.captions``, at training time, naming the line): refusing them here would stop every resume on a
+    record this writer wrote itself."""
+    if not path.is_file():
+        return []
+    records = []
+    for line, rec in read_jsonl_lines(path):
+        ok = isinstance(rec, dict) and isinstance(rec.get("video_id"), str) and rec["video_id"] \
+            and isinstance(rec.get("kind"), str) and isinstance(rec.get("prompt", ""), str)
+        if not ok:
+            raise MalformedFileError(f"{path}:{line}: not a caption record (a JSON object with a non-empty string "
+                                     f"'video_id', a string 'kind' and 'prompt'): {rec!r:.80}")
+        records.append(rec)
+    return records
 
 
 def rank_files(output: Path) -> list[Path]:
@@ -110,10 +142,10 @@ def merge_rank_files(output: Path, kind: str | None = None) -> int:
     if not parts:
         return 0
     repair_jsonl(output)
-    done = {r["video_id"] for r in read_jsonl(output) if kind is None or r.get("kind") == kind}
+    done = {r["video_id"] for r in _records(output) if kind is None or r["kind"] == kind}
     merged: dict[str, dict[str, Any]] = {}
     for part in parts:
-        for rec in read_jsonl(part):
+        for rec in _records(part):  # every record checked (a clear error naming the file and line)
             if (kind is None or rec.get("kind") == kind) and rec["video_id"] not in done:
                 merged.setdefault(rec["video_id"], rec)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +215,7 @@ class CaptionWriter(BasePredictionWriter):
         if trainer.is_global_zero:
             self.output.parent.mkdir(parents=True, exist_ok=True)
             for path in [self.output, *rank_files(self.output)]:
+                _records(path)  # a store damaged before its last line is an error naming it, and stays unchanged
                 dropped = repair_jsonl(path)
                 if dropped:
                     log.warning(f"caption writer: dropped a torn last line ({dropped} bytes) of {path}")
@@ -194,6 +227,7 @@ class CaptionWriter(BasePredictionWriter):
         token, done = trainer.strategy.broadcast((token, done), src=0)
         self._token = token
         dm = getattr(trainer, "datamodule", None)
+        _require_text_ids(getattr(dm, "predict_videos", []))
         if dm is not None and hasattr(dm, "predict_exclude"):
             dm.predict_exclude = set(done)
             total = len(getattr(dm, "predict_videos", []))
@@ -209,8 +243,8 @@ class CaptionWriter(BasePredictionWriter):
         ids: set[str] = set()
         prompts: set[str] = set()
         for path in [self.output, *rank_files(self.output)]:
-            for rec in read_jsonl(path):
-                if self.kind is None or rec.get("kind") == self.kind:
+            for rec in _records(path):
+                if self.kind is None or rec["kind"] == self.kind:
                     ids.add(rec["video_id"])
                     prompts.add(rec.get("prompt", ""))
         prompt = getattr(pl_module, "prompt", None)

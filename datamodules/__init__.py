@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from datamodules.folder import VideoFolder
     from datamodules.msrvtt import MSRVTT
     from datamodules.msvd import MSVD
-    from datamodules.preferences import PreferenceDataModule
+    from datamodules.preferences import PreferenceDataModule, TrainVideoChunks
     from datamodules.synthvtr.datamodule import SynthVTR
     from datamodules.vatex import VATEX
 
@@ -32,12 +32,13 @@ _DEFINED_IN: dict[str, str] = {
     "MSVD": "datamodules.msvd",
     "PreferenceDataModule": "datamodules.preferences",
     "SynthVTR": "datamodules.synthvtr.datamodule",
+    "TrainVideoChunks": "datamodules.preferences",
     "VATEX": "datamodules.vatex",
     "VideoFolder": "datamodules.folder",
 }
 
 __all__ = ["MSRVTT", "MSVD", "VATEX", "CaptionRecord", "CaptionStore", "DiDeMo", "PreferenceDataModule", "SynthVTR",
-           "VideoFolder", "VideoTextDataModule"]
+           "TrainVideoChunks", "VideoFolder", "VideoTextDataModule"]
 
 
 def __getattr__(name: str) -> Any:

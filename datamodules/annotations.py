@@ -11,13 +11,15 @@ from __future__ import annotations
 import builtins
 import collections
 import csv
-import json
+import io
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from datamodules.jsonl import MalformedFileError, read_json_file
 
 Stage = Literal["fit", "validate", "test", "predict"]
 SplitName = Literal["train", "val", "test"]
@@ -73,6 +75,12 @@ class Split:
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
             raise ValueError(f"{source}: split '{self.name}' lists videos more than once: {dup}")
+        text_ids = [t.text_id for t in self.texts]
+        if len(set(text_ids)) != len(text_ids):  # a text id names one sentence in every artifact (text_ids.json)
+            seen: set[str] = set()
+            dup = [i for i in text_ids if i in seen or seen.add(i)][:5]  # type: ignore[func-returns-value]
+            raise ValueError(f"{source}: split '{self.name}' has text ids more than once: {dup}; each sentence "
+                             "needs its own id (sen_id, key)")
         for t in self.texts:
             if not t.text or not t.text.strip():
                 raise ValueError(f"{source}: empty caption {t.text_id!r} (video "
@@ -106,40 +114,81 @@ class EvalIndex:
 
 # --------------------------------------------------------------------------------------------- file formats
 def read_json(path: Path) -> Any:
-    """JSON with an error that names the file and the position of a syntax error."""
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+    """JSON, strictly (``datamodules.jsonl.parse_json``: UTF-8, no duplicate keys, no lone surrogates, bounded
+    nesting); every failure is a ``MalformedFileError`` naming the file (and the position of a syntax error)."""
+    return read_json_file(path, "annotation file")
+
+
+def _text(path: Path, what: str) -> str:
+    """A text file's content as UTF-8; anything else is an error naming the file and the byte."""
+    data = path.read_bytes()
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise MalformedFileError(f"{path}: not UTF-8 (byte {data[exc.start:exc.start + 1]!r} at line {line}, byte "
+                                 f"{exc.start}); save the {what} as UTF-8") from None
+    return text.removeprefix("\ufeff")  # a byte-order mark (spreadsheet exports) would become part of the first id
 
 
 def read_csv_rows(path: Path, required: list[str]) -> list[dict[str, str]]:
-    """CSV rows as dicts; fails naming the file and the missing column(s)."""
+    """CSV rows as dicts; fails naming the file and the missing column(s), or the line of a row that is not well
+    formed (more or fewer fields than the header, a field over the csv module's size limit, a NUL byte)."""
     if not path.is_file():
         raise FileNotFoundError(f"split file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
+    # strict: a stray quote or one left open is an error, not a field silently run together with the next ones
+    reader = csv.reader(io.StringIO(_text(path, "csv file"), newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        columns = [c.strip() for c in header or []]
         missing = [c for c in required if c not in columns]
         if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; found {columns}")
-        return [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+            raise MalformedFileError(f"{path}: missing column(s) {missing}; found {columns}")
+        twice = sorted({c for c in columns if columns.count(c) > 1})
+        if twice:  # a dict per row would keep only the last of them
+            raise MalformedFileError(f"{path}: column(s) {twice} appear more than once in the header")
+        rows = []
+        for fields in reader:
+            if not fields:
+                continue  # a blank line
+            if len(fields) != len(columns):
+                raise MalformedFileError(f"{path}:{reader.line_num}: {len(fields)} field(s) where the header has "
+                                         f"{len(columns)} ({columns}); quote fields that hold commas")
+            rows.append({c: v.strip() for c, v in zip(columns, fields, strict=True)})
+    except csv.Error as exc:  # a field over csv.field_size_limit(), a NUL byte, an unterminated quote
+        raise MalformedFileError(f"{path}:{reader.line_num}: not readable as csv ({exc})") from None
+    return rows
 
 
 def read_id_list(path: Path) -> list[str]:
     """A split list (``train_list.txt``): one video id per line, blank lines ignored, duplicates an error."""
     if not path.is_file():
         raise FileNotFoundError(f"split file not found: {path}")
-    ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids = [line.strip() for line in _text(path, "split list").split("\n") if line.strip()]
     if not ids:
-        raise ValueError(f"{path}: split list is empty")
+        raise MalformedFileError(f"{path}: split list is empty")
     seen: set[str] = set()
     dup = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
     if dup:
-        raise ValueError(f"{path}: video ids listed more than once: {dup[:5]}")
+        raise MalformedFileError(f"{path}: video ids listed more than once: {dup[:5]}")
     return ids
+
+
+def require_str(value: Any, where: str, what: str, empty_ok: bool = False) -> str:
+    """``value`` when it is a string (non-empty unless ``empty_ok``); else an error naming ``where``: a null, a number
+    or a list is never turned into text ("None", "12345", "['a', 'b']")."""
+    if not isinstance(value, str):
+        raise MalformedFileError(f"{where}: {what} must be a string, got {type(value).__name__} {value!r:.60}")
+    if not empty_ok and not value.strip():
+        raise MalformedFileError(f"{where}: {what} is empty")
+    return value
+
+
+def require_int(value: Any, where: str, what: str) -> int:
+    """``value`` when it is an integer (a bool, float or string is not)."""
+    if type(value) is not int:
+        raise MalformedFileError(f"{where}: {what} must be an integer, got {type(value).__name__} {value!r:.60}")
+    return value
 
 
 _PICKLE_ALLOWED = {("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "int")}
@@ -163,9 +212,10 @@ def load_restricted_pickle(path: Path) -> Any:
         with path.open("rb") as fh:
             return _RestrictedUnpickler(fh, encoding="latin1").load()
     except pickle.UnpicklingError as exc:
-        raise ValueError(f"{path}: refused to unpickle: {exc}; this file may hold only dicts, lists and strings "
-                         "(an annotation pickle that references other globals is not a dataset file)") from exc
-    except (EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
-
-
+        if "forbidden global" not in str(exc):
+            raise MalformedFileError(f"{path}: not a readable pickle ({exc})") from None
+        raise MalformedFileError(f"{path}: refused to unpickle: {exc}; this file may hold only dicts, lists and "
+                                 "strings (an annotation pickle that references other globals is not a dataset file)"
+                                 ) from None
+    except Exception as exc:  # any other failure of a damaged pickle: one error naming the file
+        raise MalformedFileError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None

@@ -10,7 +10,6 @@ Evaluation uses *two* loaders, texts and videos, so a video with 40 captions (MS
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ from datamodules.datasets import (
     VideoDataset,
     VideoSource,
 )
+from datamodules.jsonl import MalformedFileError, read_json_file
 from datamodules.readers import VIDEO_EXTENSIONS, ReaderName, SamplingMode
 from datamodules.sampling import ResumableDataLoader, ResumableSampler, TrainProgress, default_seed
 
@@ -44,6 +44,26 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "vtr_manifest.json"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+class UnsafeVideoIdError(MalformedFileError):
+    """A video id that would make a path outside the video folder (absolute, ``..``, a symlink leading out)."""
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A preparation manifest (``python -m experiments.prepare``), with the types the loaders rely on checked: an
+    object whose ``video_dir``/``frames_dir`` are strings (or null) and whose ``videos`` maps ids to objects."""
+    data = read_json_file(path, "manifest")
+    if not isinstance(data, dict):
+        raise MalformedFileError(f"{path}: a manifest is a JSON object, got {type(data).__name__}; rewrite it with "
+                                 "python -m experiments.prepare")
+    for key in ("video_dir", "frames_dir"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise MalformedFileError(f"{path}: {key!r} must be a path string, got {type(data[key]).__name__}")
+    videos = data.get("videos", {})
+    if not isinstance(videos, dict) or not all(isinstance(v, dict) for v in videos.values()):
+        raise MalformedFileError(f"{path}: 'videos' must map each video id to an object ({{'status': ...}})")
+    return data
 
 
 class VideoTextDataModule(L.LightningDataModule):
@@ -206,7 +226,34 @@ class VideoTextDataModule(L.LightningDataModule):
         raise NotImplementedError(f"{type(self).__name__} defines neither load_split nor parse_listed_split")
 
     def video_path(self, video_id: str) -> Path:
-        """File (or frame folder) of a video id: ``<video_dir>/<id>`` with a known extension."""
+        """File (or frame folder) of a video id: ``<video_dir>/<id>`` with a known extension.
+
+        An id that would lead outside ``video_dir`` (absolute, with a ``..`` part, or through a symlink that resolves
+        elsewhere) is refused with an ``UnsafeVideoIdError``: annotation files come from others, and a video id is
+        the one part of them that becomes a path.
+        """
+        self._check_relative_id(video_id)
+        path = self._candidate_path(video_id)
+        if path.exists():  # a symlink (of the file, or of a folder on the way) must stay inside the video folder
+            inside = self.video_dir.resolve()
+            if not path.resolve().is_relative_to(inside):
+                raise UnsafeVideoIdError(f"video id {video_id!r} resolves to {path.resolve()}, outside the video "
+                                         f"folder {inside} (a symlink leads out of it); refused. If the files really "
+                                         "live there, point data.init_args.video_dir at their folder (video_dir "
+                                         "itself may be a symlink)")
+        return path
+
+    def _check_relative_id(self, video_id: str) -> None:
+        if not isinstance(video_id, str) or not video_id.strip() or "\0" in video_id:
+            raise UnsafeVideoIdError(f"video id {video_id!r} is not a usable file name (empty, not a string or with "
+                                     "a NUL byte)")
+        parts = Path(video_id).parts
+        if Path(video_id).is_absolute() or ".." in parts:
+            raise UnsafeVideoIdError(f"video id {video_id!r} would lead outside the video folder {self.video_dir} "
+                                     "(an absolute path or a '..' part); refused: video ids are names relative to "
+                                     "video_dir")
+
+    def _candidate_path(self, video_id: str) -> Path:
         if self.reader == "frames":
             return self.video_dir / Path(video_id).stem if Path(video_id).suffix.lower() in VIDEO_EXTENSIONS \
                 else self.video_dir / video_id
@@ -222,11 +269,20 @@ class VideoTextDataModule(L.LightningDataModule):
                 return candidate
         return direct if direct.suffix.lower() in VIDEO_EXTENSIONS else self.video_dir / f"{video_id}.mp4"
 
-    def caption_split(self, name: str, video_ids: list[str], captions: dict[str, list[str]], source: Path,
-                      list_file: Path, protocol: str, paragraph: bool = False) -> Split:
+    def video_entry(self, video_id: str, source: Path | str) -> VideoEntry:
+        """The ``VideoEntry`` of an id read from ``source``; an unsafe id (see ``video_path``) is an error naming it."""
+        try:
+            return VideoEntry(video_id, self.video_path(video_id))
+        except UnsafeVideoIdError as exc:
+            raise UnsafeVideoIdError(f"{source}: {exc}") from None
+
+    def caption_split(self, name: str, video_ids: list[str], captions: dict[str, list[str]], source: Path | str,
+                      list_file: Path, protocol: str, paragraph: bool = False,
+                      video_sources: dict[str, Path] | None = None) -> Split:
         """A split from a video-id list and ``video_id -> captions``: one text per caption, or one paragraph
         (the captions joined with a space) per video. An id of the list absent from the annotations is an
-        error naming both files."""
+        error naming both files; so is a video without captions or a caption that is not a non-empty string, naming
+        the file that holds the video (``video_sources``, when the annotations span several files, else ``source``)."""
         absent = [v for v in video_ids if v not in captions]
         if absent:
             raise ValueError(f"{source}: {len(absent)} video(s) of split '{name}' ({list_file}) are absent from "
@@ -234,15 +290,21 @@ class VideoTextDataModule(L.LightningDataModule):
         videos, texts = [], []
         for vid in video_ids:
             caps = captions[vid]
+            where = (video_sources or {}).get(vid, source)
+            if not caps:
+                raise MalformedFileError(f"{where}: video {vid!r} of split '{name}' has no caption")
             for k, caption in enumerate(caps):
-                if not isinstance(caption, str) or not caption.strip():
-                    raise ValueError(f"{source}: empty caption #{k} of video {vid!r} (split '{name}'); fix or "
+                if not isinstance(caption, str):
+                    raise MalformedFileError(f"{where}: caption #{k} of video {vid!r} (split '{name}') is a "
+                                             f"{type(caption).__name__}, not a string")
+                if not caption.strip():
+                    raise ValueError(f"{where}: empty caption #{k} of video {vid!r} (split '{name}'); fix or "
                                      "remove it")
             if paragraph:
                 texts.append(TextEntry(vid, " ".join(c.strip() for c in caps), len(videos)))
             else:
                 texts.extend(TextEntry(f"{vid}#{k}", c, len(videos)) for k, c in enumerate(caps))
-            videos.append(VideoEntry(vid, self.video_path(vid)))
+            videos.append(self.video_entry(vid, list_file))
         split = Split(name, videos, texts, protocol)
         split.validate(str(source))
         return split
@@ -310,7 +372,7 @@ class VideoTextDataModule(L.LightningDataModule):
                                         f"python -m experiments.prepare {self.name} --videos ... --annotations "
                                         f"{self.root} or set data.init_args.manifest: null")
             return
-        data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        data = read_manifest(self.manifest_path)
         described = [Path(d).resolve() for d in (data.get("video_dir"), data.get("frames_dir")) if d]
         if self.video_dir.resolve() not in described:
             log.warning("manifest %s describes %s, not this video_dir %s: ignored", self.manifest_path,
@@ -472,6 +534,14 @@ class VideoTextDataModule(L.LightningDataModule):
         return [self._loader(TextDataset(split, self._text_sources[split_name]), self.eval_batch_size, collate_texts),
                 self._loader(VideoDataset(split, self._video_sources[split_name]), self.eval_batch_size,
                              collate_videos)]
+
+    def video_dataset(self, split_name: str) -> VideoDataset:
+        """A set-up split's videos in split order, uniformly sampled as evaluation reads them: cached trunk features
+        when the feature cache serves them (a frozen video trunk), decoded frames otherwise."""
+        source = self._video_sources.get(split_name)
+        if source is None:
+            raise RuntimeError(f"split '{split_name}' is not set up (setup stages: fit -> train/val, test -> test)")
+        return VideoDataset(self.splits[split_name], source)
 
     def predict_dataloader(self) -> DataLoader:
         """Videos of ``predict_split`` not in ``predict_exclude`` (already captioned), in split order."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from datamodules.jsonl import read_jsonl_lines
+from datamodules.jsonl import MalformedFileError, read_jsonl_lines
 
 log = logging.getLogger(__name__)
 
@@ -69,35 +69,42 @@ class CaptionRecord:
 def _optional_str(obj: dict[str, object], key: str, where: str) -> str | None:
     value = obj.get(key)
     if value is not None and not isinstance(value, str):
-        raise ValueError(f"{where}: {key!r} must be a string, got {type(value).__name__} (video {obj['video_id']!r})")
+        raise MalformedFileError(f"{where}: {key!r} must be a string, got {type(value).__name__} (video "
+                                 f"{obj['video_id']!r})")
     return value
 
 
 def _parse_record(obj: object, where: str) -> CaptionRecord:
+    """A record with its types checked, never coerced (a null ``model`` is an error, not the text "None")."""
     if not isinstance(obj, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        raise MalformedFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     for key in ("video_id", "kind", "captions"):
         if key not in obj:
-            raise ValueError(f"{where}: record lacks {key!r} (keys: {sorted(obj)})")
+            raise MalformedFileError(f"{where}: record lacks {key!r} (keys: {sorted(obj)})")
     if not isinstance(obj["video_id"], str) or not obj["video_id"]:
-        raise ValueError(f"{where}: 'video_id' must be a non-empty string, got {obj['video_id']!r}")
-    if obj["kind"] not in KINDS:
-        raise ValueError(f"{where}: unknown kind {obj['kind']!r}; expected one of {list(KINDS)}")
+        raise MalformedFileError(f"{where}: 'video_id' must be a non-empty string, got {obj['video_id']!r:.60}")
+    if not isinstance(obj["kind"], str) or obj["kind"] not in KINDS:
+        raise MalformedFileError(f"{where}: unknown kind {obj['kind']!r:.60}; expected one of {list(KINDS)}")
     captions = obj["captions"]
     if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
-        raise ValueError(f"{where}: 'captions' must be a non-empty list of strings (video {obj['video_id']!r})")
+        raise MalformedFileError(f"{where}: 'captions' must be a non-empty list of strings (video "
+                                 f"{obj['video_id']!r})")
     if any(not c.strip() for c in captions):
-        raise ValueError(f"{where}: empty caption in the record of video {obj['video_id']!r}")
+        raise MalformedFileError(f"{where}: empty caption in the record of video {obj['video_id']!r}")
+    for key in ("prompt", "model", "created"):
+        if key in obj and not isinstance(obj[key], str):
+            raise MalformedFileError(f"{where}: {key!r} must be a string, got {type(obj[key]).__name__} (video "
+                                     f"{obj['video_id']!r})")
     frame_indices = obj.get("frame_indices")
     if frame_indices is not None:
-        if not isinstance(frame_indices, list) or not all(isinstance(i, int) for i in frame_indices):
-            raise ValueError(f"{where}: 'frame_indices' must be a list of integers (video {obj['video_id']!r})")
+        if not isinstance(frame_indices, list) or not all(type(i) is int for i in frame_indices):
+            raise MalformedFileError(f"{where}: 'frame_indices' must be a list of integers (video "
+                                     f"{obj['video_id']!r})")
         if len(frame_indices) != len(captions):
-            raise ValueError(f"{where}: video {obj['video_id']!r} has {len(captions)} captions but "
-                             f"{len(frame_indices)} frame_indices")
+            raise MalformedFileError(f"{where}: video {obj['video_id']!r} has {len(captions)} captions but "
+                                     f"{len(frame_indices)} frame_indices")
     return CaptionRecord(video_id=obj["video_id"], kind=obj["kind"], captions=list(captions),
-                         prompt=str(obj.get("prompt", "")), model=str(obj.get("model", "")),
-                         created=str(obj.get("created", "")),
+                         prompt=obj.get("prompt", ""), model=obj.get("model", ""), created=obj.get("created", ""),
                          frame_indices=list(frame_indices) if frame_indices is not None else None,
                          context_text=_optional_str(obj, "context_text", where),
                          context_text_id=_optional_str(obj, "context_text_id", where),
@@ -129,8 +136,8 @@ class CaptionStore(dict[str, CaptionRecord]):
             record = _parse_record(obj, where)
             key = (record.video_id, record.kind)
             if key in seen:
-                raise ValueError(f"{where}: second {record.kind!r} record for video {record.video_id!r} (first "
-                                 f"at line {seen[key]}); a video may have one record per kind")
+                raise MalformedFileError(f"{where}: second {record.kind!r} record for video {record.video_id!r} "
+                                         f"(first at line {seen[key]}); a video may have one record per kind")
             seen[key] = line_number
             records.append(record)
         return records

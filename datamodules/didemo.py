@@ -13,8 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from datamodules.annotations import Split, read_json
+from datamodules.annotations import Split, read_json, require_str
 from datamodules.base import VideoTextDataModule
+from datamodules.jsonl import MalformedFileError
 
 
 class DiDeMo(VideoTextDataModule):
@@ -47,11 +48,15 @@ class DiDeMo(VideoTextDataModule):
         source = self.root / self.jsons[split]
         data = read_json(source)
         if not isinstance(data, list):
-            raise ValueError(f"{source}: expected a list of {{'video', 'description', 'times'}} (DiDeMo format)")
+            raise MalformedFileError(f"{source}: expected a list of {{'video', 'description', 'times'}} (DiDeMo "
+                                     "format)")
         descriptions: dict[str, list[str]] = {}
         for k, entry in enumerate(data):
             if not isinstance(entry, dict) or "video" not in entry or "description" not in entry:
-                raise ValueError(f"{source}: entry {k} lacks 'video' or 'description'")
-            descriptions.setdefault(str(entry["video"]), []).append(entry["description"])
+                raise MalformedFileError(f"{source}: entry {k} lacks 'video' or 'description'")
+            vid = require_str(entry["video"], f"{source}: entry {k}", "'video'")
+            description = require_str(entry["description"], f"{source}: entry {k} (video {vid!r})", "'description'",
+                                      empty_ok=True)  # an empty one: caption_split names it
+            descriptions.setdefault(vid, []).append(description)
         return self.caption_split(split, video_ids, descriptions, source, list_file,
                                   "paragraph (descriptions joined)", paragraph=True)

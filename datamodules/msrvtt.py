@@ -21,8 +21,9 @@ from __future__ import annotations
 import random
 from typing import Any, Literal
 
-from datamodules.annotations import Split, TextEntry, VideoEntry, read_csv_rows, read_json
+from datamodules.annotations import Split, TextEntry, read_csv_rows, read_json, require_int, require_str
 from datamodules.base import VideoTextDataModule
+from datamodules.jsonl import MalformedFileError
 
 
 class MSRVTT(VideoTextDataModule):
@@ -62,21 +63,47 @@ class MSRVTT(VideoTextDataModule):
         if self._annotations is None:
             path = self.root / self.data_json
             data = read_json(path)
-            if not isinstance(data, dict) or "sentences" not in data:
-                raise ValueError(f"{path}: expected an object with a 'sentences' list (MSR-VTT format)")
+            if not isinstance(data, dict) or not isinstance(data.get("sentences"), list):
+                raise MalformedFileError(f"{path}: expected an object with a 'sentences' list (MSR-VTT format)")
             captions: dict[str, list[tuple[int, str]]] = {}
+            first_of: dict[int, int] = {}  # sen_id -> the sentence that used it first
             for k, s in enumerate(data["sentences"]):
-                try:
-                    captions.setdefault(str(s["video_id"]), []).append((int(s.get("sen_id", k)), str(s["caption"])))
-                except (KeyError, TypeError) as exc:
-                    raise ValueError(f"{path}: sentences[{k}] lacks 'video_id' or 'caption': {s!r}") from exc
-            parents = {str(v["video_id"]): str(v.get("url", v["video_id"])) for v in data.get("videos", [])}
+                where = f"{path}: sentences[{k}]"
+                if not isinstance(s, dict) or "video_id" not in s or "caption" not in s:
+                    raise MalformedFileError(f"{where} lacks 'video_id' or 'caption': {s!r:.80}")
+                vid = require_str(s["video_id"], where, "'video_id'")
+                caption = require_str(s["caption"], where, "'caption'", empty_ok=True)  # empty: Split.validate
+                sen_id = require_int(s.get("sen_id", k), where, "'sen_id'")
+                if sen_id in first_of:  # the text id is <video>#<sen_id>: two sentences would share it
+                    raise MalformedFileError(f"{where}: sen_id {sen_id} is used twice (first by "
+                                             f"sentences[{first_of[sen_id]}]); each sentence needs its own")
+                first_of[sen_id] = k
+                captions.setdefault(vid, []).append((sen_id, caption))
+            videos = data.get("videos", [])
+            if not isinstance(videos, list):
+                raise MalformedFileError(f"{path}: 'videos' must be a list of {{'video_id', 'url', ...}}")
+            parents: dict[str, str] = {}
+            for k, v in enumerate(videos):
+                where = f"{path}: videos[{k}]"
+                if not isinstance(v, dict) or "video_id" not in v:
+                    raise MalformedFileError(f"{where} lacks 'video_id': {v!r:.80}")
+                vid = require_str(v["video_id"], where, "'video_id'")
+                if vid in parents:
+                    raise MalformedFileError(f"{where}: video {vid!r} is listed twice in 'videos'")
+                parents[vid] = require_str(v.get("url", vid), where, "'url'")
             self._annotations = {"captions": captions, "parents": parents, "path": path}
         return self._annotations
 
     def _train_ids(self) -> list[str]:
-        rows = read_csv_rows(self.root / self.train_csv, ["video_id"])
-        return [r["video_id"] for r in rows]
+        path = self.root / self.train_csv
+        ids = [r["video_id"] for r in read_csv_rows(path, ["video_id"])]
+        if not ids:
+            raise MalformedFileError(f"{path}: lists no videos (a header and no rows)")
+        seen: set[str] = set()
+        dup = [v for v in ids if v in seen or seen.add(v)]  # type: ignore[func-returns-value]
+        if dup:
+            raise MalformedFileError(f"{path}: video ids listed more than once: {dup[:5]}")
+        return ids
 
     def _heldout_ids(self, train_ids: list[str]) -> set[str]:
         """Hold out whole parent videos (``url``) until ``val_videos`` clips are held out."""
@@ -103,7 +130,7 @@ class MSRVTT(VideoTextDataModule):
                                  f"{self.test_csv}) has no caption in the annotations")
             for sen_id, caption in caps:
                 texts.append(TextEntry(f"{vid}#{sen_id}", caption, len(videos)))
-            videos.append(VideoEntry(vid, self.video_path(vid)))
+            videos.append(self.video_entry(vid, self.root / (self.test_csv if name == "test" else self.train_csv)))
         return Split(name, videos, texts, protocol)
 
     def load_split(self, split: str) -> Split:
@@ -129,13 +156,16 @@ class MSRVTT(VideoTextDataModule):
                     vid = row["video_id"]
                     if vid not in position:
                         position[vid] = len(videos)
-                        videos.append(VideoEntry(vid, self.video_path(vid)))
+                        videos.append(self.video_entry(vid, path))
                     texts.append(TextEntry(row.get("key") or f"{vid}#csv{r}", row["sentence"], position[vid]))
                 result = Split("test", videos, texts, "1k-A (JSFusion csv)")
             else:
                 ids = list(dict.fromkeys(r["video_id"] for r in read_csv_rows(path, ["video_id"])))
+                if not ids:
+                    raise MalformedFileError(f"{path}: lists no videos (a header and no rows)")
                 result = self._caption_split("test", ids, "all captions of the test videos")
         else:
             raise ValueError(f"unknown split {split!r}")
-        result.validate(str(self.root))
+        jsfusion = split == "test" and self.test_protocol == "jsfusion"
+        result.validate(str(self.root / self.test_csv if jsfusion else self.root / self.data_json))
         return result

@@ -16,6 +16,7 @@ from typing import Any
 
 from datamodules.annotations import Split, load_restricted_pickle
 from datamodules.base import VideoTextDataModule
+from datamodules.jsonl import MalformedFileError
 
 
 class MSVD(VideoTextDataModule):
@@ -46,13 +47,24 @@ class MSVD(VideoTextDataModule):
             path = self.root / self.captions_pkl
             raw = load_restricted_pickle(path)
             if not isinstance(raw, dict):
-                raise ValueError(f"{path}: expected a dict video_id -> list of captions, got {type(raw).__name__}")
+                raise MalformedFileError(f"{path}: expected a dict video_id -> list of captions, got "
+                                         f"{type(raw).__name__}")
             captions: dict[str, list[str]] = {}
             for vid, caps in raw.items():
+                if not isinstance(vid, str):  # str(5) would make an id no list names, or collide with '5'
+                    raise MalformedFileError(f"{path}: video id {vid!r} is a {type(vid).__name__}, not a string")
                 if not isinstance(caps, list | tuple):
-                    raise ValueError(f"{path}: captions of video {vid!r} are a {type(caps).__name__}, not a list")
-                # each caption is a token list (CLIP4Clip's pkl) or, tolerated, already a string
-                captions[str(vid)] = [" ".join(c) if isinstance(c, list | tuple) else c for c in caps]
+                    raise MalformedFileError(f"{path}: captions of video {vid!r} are a {type(caps).__name__}, not a "
+                                             "list")
+                joined = []
+                for k, c in enumerate(caps):
+                    # each caption is a token list (CLIP4Clip's pkl) or, tolerated, already a string
+                    tokens = [c] if isinstance(c, str) else c
+                    if not isinstance(tokens, list | tuple) or not all(isinstance(t, str) for t in tokens):
+                        raise MalformedFileError(f"{path}: caption #{k} of video {vid!r} is {c!r:.60}, not a string "
+                                                 "or a list of string tokens")
+                    joined.append(" ".join(tokens))
+                captions[vid] = joined
             self._captions = captions
         return self._captions
 

@@ -20,10 +20,21 @@ public):
 
 The video features of both contexts come from the frozen-feature cache of the wrapped video data module (the
 captioner's video tower is frozen), so a DPO step never decodes a video.
+
+**Sidecar** (``<store>.meta.json``, :func:`meta_path`): what made the store - the reference log-probabilities'
+checkpoint, trainer precision, device and feature cache, the scorer checkpoint and the split it was selected on, the
+sampled split's ids (``experiments/care_dpo/preferences.py`` writes it). DG-DPO refuses a store whose reference
+log-probabilities were computed under another precision or on other video features than its own policy's, since its
+DPO rewards would then not start at 0.
+
+**Chunks** (:class:`TrainVideoChunks`): the training videos in fixed chunks, the batches of the ``predict`` runs that
+sample and score the captions.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +46,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import VideoTextDataModule
-from datamodules.batch import _Movable
+from datamodules.batch import VideoBatch, _Movable
 from datamodules.batching import TrainBatch, check_batch_settings, resolve_train_batch
+from datamodules.collate import collate_videos
+from datamodules.datasets import VideoDataset
 from datamodules.jsonl import read_jsonl_lines
 from datamodules.sampling import ResumableDataLoader, ResumableSampler, SampleKey, TrainProgress
+
+log = logging.getLogger(__name__)
 
 Group = Literal["intra", "inter"]
 GROUPS: tuple[str, ...] = ("intra", "inter")
@@ -61,6 +76,31 @@ class PreferencePair:
     rejected_video: str
     rejected: str
     rejected_ref: float
+
+
+META_SUFFIX = ".meta.json"
+
+
+def meta_path(path: str | Path) -> Path:
+    """The sidecar JSON of a samples file or a preference store: ``<file>.meta.json`` next to it."""
+    path = Path(path)
+    return path.with_name(path.name + META_SUFFIX)
+
+
+def read_meta(path: str | Path) -> dict[str, Any] | None:
+    """The sidecar of a samples file or a store (``None`` when it has none); an error naming a sidecar that is not
+    a JSON object."""
+    sidecar = meta_path(path)
+    if not sidecar.is_file():
+        return None
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{sidecar} is not valid JSON ({exc}); delete it and {Path(path).name}, and rerun the "
+                         "stage that writes them") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{sidecar} holds a {type(meta).__name__}, not a JSON object; delete it and rerun the stage")
+    return meta
 
 
 def read_preference_store(path: str | Path) -> list[dict[str, Any]]:
@@ -191,17 +231,51 @@ class PreferenceDataModule(L.LightningDataModule):
         self.pairs: list[PreferencePair] = []
         self.pair_counts: dict[str, int] = {}
         self._cache: Any = None
+        self._meta: dict[str, Any] | None = None
         self._train_loader: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, Any] | None = None
 
     # the frozen-feature cache callback builds the cache on the wrapped module and hands it back here
     feature_cache = True
 
+    # ---------------------------------------------------------------- lineage (``datamodules/lineage.py``)
+    @property
+    def splits(self) -> dict[str, Any]:
+        """The wrapped module's splits: DG-DPO trains on its training videos and validates on its validation split."""
+        return self.videos.splits
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.videos.name
+
+    def load_split(self, split: str) -> Any:
+        return self.videos.load_split(split)
+
+    def lineage_upstream(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """The preference store's lineage (its labels: which scorer, selected on which split; the samples' policy),
+        which joins the lineage of the DG-DPO fit that trains on it."""
+        from datamodules.lineage import read_sidecar
+
+        lineage = read_sidecar(self.store)
+        if lineage is None:
+            return [], [f"preference store {self.store.name} has no lineage record (scored before lineage was "
+                        "recorded); score it again with python -m experiments.care_dpo"]
+        return [lineage], []
+
     @property
     def feature_source(self) -> VideoTextDataModule:
         return self.videos
 
     def use_feature_cache(self, cache: Any, info: dict[str, Any]) -> None:
+        reference = (self._meta or {}).get("reference") or {}
+        if "feature_cache" in reference and reference["feature_cache"] != Path(info["dir"]).name:
+            # the reference log-probabilities were computed from other video features than the policy reads here
+            source = (f"the feature cache {reference['feature_cache']!r}" if reference["feature_cache"]
+                      else "decoded frames (no feature cache)")
+            raise ValueError(f"{self.store}: its reference log-probabilities were computed from {source} "
+                             f"({meta_path(self.store)}) but DG-DPO reads the cache {info['dir']}; sample with the "
+                             "data and video tower DG-DPO uses (root, num_frames, image_size, reader, feature_cache: "
+                             "true) so that its DPO rewards start at 0")
         self._cache = cache
         self.videos.use_feature_cache(cache, info)
 
@@ -222,6 +296,8 @@ class PreferenceDataModule(L.LightningDataModule):
         if stage == "fit" and not self.pairs:
             self.pairs, self.pair_counts = preference_pairs(read_preference_store(self.store), self.groups,
                                                             str(self.store))
+            self._meta = read_meta(self.store)
+            self._check_reference_precision()
             train_ids = {v.video_id for v in self.videos.splits["train"].videos}
             used = {p.chosen_video for p in self.pairs} | {p.rejected_video for p in self.pairs}
             outside = sorted(used - train_ids)
@@ -230,6 +306,22 @@ class PreferenceDataModule(L.LightningDataModule):
                                  f"{type(self.videos).__name__}; the store belongs to other data settings")
             if not self.pairs:
                 raise ValueError(f"{self.store}: no pairs for groups {list(self.groups)} ({self.pair_counts})")
+
+    def _check_reference_precision(self) -> None:
+        """The store's reference log-probabilities must come from the precision this run trains in: at the first
+        step the policy is the reference, and its DPO rewards are 0 only if both were computed alike."""
+        recorded = ((self._meta or {}).get("reference") or {}).get("precision")
+        if recorded is None:
+            log.warning("%s: no reference precision in its sidecar %s, so nothing checks that its reference "
+                        "log-probabilities were computed under this run's precision (sample and score again with "
+                        "python -m experiments.care_dpo to record it)", self.store, meta_path(self.store).name)
+            return
+        precision = str(self.trainer.precision)
+        if recorded != precision:
+            raise ValueError(f"{self.store}: the reference log-probabilities were computed under precision "
+                             f"{recorded!r} but DG-DPO trains under {precision!r}, so its DPO rewards would not start "
+                             f"at 0; sample under {precision!r} (the sampling stage's trainer.precision) or train "
+                             f"under {recorded!r}")
 
     def _collate(self, pairs: list[PreferencePair]) -> PreferenceBatch:
         if self._cache is None:
@@ -281,3 +373,94 @@ class PreferenceDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> Any:
         return self.videos.test_dataloader()
+
+
+class _ChunkDataset(Dataset):
+    """Item ``i``: the videos of chunk ``i`` as one ``VideoBatch`` (cached features or decoded frames)."""
+
+    def __init__(self, videos: VideoDataset, chunks: list[list[int]]) -> None:
+        self.videos = videos
+        self.chunks = chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> VideoBatch:
+        return collate_videos([self.videos[j] for j in self.chunks[i]])
+
+
+def _one_chunk(items: list[VideoBatch]) -> VideoBatch:
+    """The DataLoader's ``batch_size`` is 1: each item is already a whole chunk."""
+    return items[0]
+
+
+class TrainVideoChunks(L.LightningDataModule):
+    """The training split's videos in fixed chunks, the batches of CaRe-DPO's ``predict`` stages that sample captions
+    and score them (``experiments/care_dpo/preferences.py``: ``CaptionSampler``, ``PreferenceScorer``).
+
+    Chunk ``i`` holds the videos ``i * chunk_size ... (i + 1) * chunk_size - 1`` of the split order, whatever the
+    number of processes: a stage seeded per chunk writes the same records on one device or eight, and a resumed run
+    regenerates a part-done chunk whole. Each chunk is one ``VideoBatch`` read as evaluation reads videos (uniform
+    frames): the cached trunk features when the wrapped module's feature cache serves them (the model's video trunk
+    is frozen), else the decoded frames, which the model's own (trainable) trunk then encodes live.
+
+    Args:
+        videos: the video-text data module (its ``aux_captions`` are not read: the stages take their captions from
+            their own files).
+        chunk_size: videos per chunk (the sampling stage's ``batch_size``).
+    """
+
+    def __init__(self, videos: VideoTextDataModule, chunk_size: int = 16) -> None:
+        super().__init__()
+        if chunk_size < 1:
+            raise ValueError(f"data.init_args.chunk_size must be >= 1, got {chunk_size}")
+        self.videos = videos
+        self.chunk_size = chunk_size
+        # the writer of the stage's output sets these before the loader is built (see CaptionWriter.setup)
+        self.predict_videos: list[Any] = []
+        self.predict_exclude: set[str] = set()
+
+    @property
+    def feature_cache(self) -> bool:
+        return bool(getattr(self.videos, "feature_cache", False))
+
+    @property
+    def feature_source(self) -> VideoTextDataModule:
+        return self.videos
+
+    @property
+    def root(self) -> Path:
+        return self.videos.root
+
+    @property
+    def cache_info(self) -> dict[str, Any]:
+        return self.videos.cache_info
+
+    def use_feature_cache(self, cache: Any, info: dict[str, Any]) -> None:
+        self.videos.use_feature_cache(cache, info)
+
+    def prepare_data(self) -> None:
+        self.videos.prepare_data()
+
+    def setup(self, stage: str) -> None:
+        self.videos.trainer = self.trainer
+        # train and validation, as the retriever's fit sets them up (the same feature cache files; the validation
+        # split is what selected the scorer's checkpoint)
+        self.videos.setup("fit")
+        self.predict_videos = list(self.videos.splits["train"].videos)
+
+    def train_ids(self) -> list[str]:
+        """The training split's video ids, in split order."""
+        return [v.video_id for v in self.videos.splits["train"].videos]
+
+    def chunks(self) -> list[list[int]]:
+        """Every chunk's video positions in the training split."""
+        n = len(self.videos.splits["train"].videos)
+        return [list(range(start, min(start + self.chunk_size, n))) for start in range(0, n, self.chunk_size)]
+
+    def predict_dataloader(self) -> DataLoader:
+        """The chunks that hold a video not in ``predict_exclude`` (already written by an interrupted run)."""
+        videos = self.videos.splits["train"].videos
+        todo = [c for c in self.chunks() if any(videos[i].video_id not in self.predict_exclude for i in c)]
+        return DataLoader(_ChunkDataset(self.videos.video_dataset("train"), todo), batch_size=1, shuffle=False,
+                          num_workers=self.videos.num_workers, collate_fn=_one_chunk, persistent_workers=False)

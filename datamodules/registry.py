@@ -15,6 +15,7 @@ from datamodules import (
     DiDeMo,
     PreferenceDataModule,
     SynthVTR,
+    TrainVideoChunks,
     VideoFolder,
     VideoTextDataModule,
 )
@@ -22,5 +23,6 @@ from datamodules import (
 DATA_MODULES: tuple[type[VideoTextDataModule], ...] = (MSRVTT, MSVD, VATEX, DiDeMo, SynthVTR)
 # one's own videos, for predict (captioning before a search index, experiments/search)
 PREDICT_ONLY_DATA_MODULES = (VideoFolder,)
-# wraps one of them: CaRe-DPO's preference pairs (datamodules/preferences.py)
-WRAPPING_DATA_MODULES = (PreferenceDataModule,)
+# wrap one of them: CaRe-DPO's preference pairs and the training-video chunks of its predict stages
+# (datamodules/preferences.py)
+WRAPPING_DATA_MODULES = (PreferenceDataModule, TrainVideoChunks)

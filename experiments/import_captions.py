@@ -52,11 +52,11 @@ a second record of the same kind for a video is an error).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,10 +70,11 @@ if str(ROOT) not in sys.path:
 
 from callbacks.caption_writer import append_records  # noqa: E402
 from datamodules.annotations import read_json  # noqa: E402
-from datamodules.base import MANIFEST_NAME, VideoTextDataModule  # noqa: E402
+from datamodules.base import MANIFEST_NAME, VideoTextDataModule, read_manifest  # noqa: E402
 from datamodules.captions import CaptionStore  # noqa: E402
+from datamodules.jsonl import repaired_bytes  # noqa: E402
 from datamodules.readers import VIDEO_EXTENSIONS, FrameFolderReader, VideoDecodeError  # noqa: E402
-from experiments.prepare import DATASETS, SPLITS, linspace_positions, probe  # noqa: E402
+from experiments.prepare import DATASETS, SPLITS, data_module_options, linspace_positions, probe  # noqa: E402
 
 Format = Literal["narvid", "cap4video"]
 IndexSpace = Literal["frames", "video"]
@@ -105,13 +106,14 @@ class ImportedVideo:
 
 
 def load_input(path: Path) -> Any:
-    """A released file's JSON; a missing or malformed file is an import error naming it."""
+    """A released file's JSON, strictly (``datamodules.jsonl.parse_json``: UTF-8, no duplicate keys, no lone
+    surrogates); a missing or malformed file is an import error naming it."""
     if not path.is_file():
         raise CaptionImportError(f"--input {path} not found")
     try:
         return read_json(path)
-    except ValueError as exc:  # read_json names the file and the position of the syntax error
-        raise CaptionImportError(str(exc)) from exc
+    except ValueError as exc:  # read_json names the file and the position of the problem
+        raise CaptionImportError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------- NarVid
@@ -256,13 +258,16 @@ def parse_cap4video(path: Path) -> list[ImportedVideo]:
 
 # --------------------------------------------------------------------------------------------- dataset side
 def dataset_splits(args: argparse.Namespace) -> tuple[VideoTextDataModule, dict[str, list[str]]]:
-    """The dataset's split ids, parsed by its data module (the code training uses)."""
-    options = dict(o.split("=", 1) for o in args.options)
-    kwargs: dict[str, Any] = {"root": str(args.root), "manifest": None, **options}
+    """The dataset's split ids, parsed by its data module (the code training uses); a bad annotation file under
+    ``--root`` is an import error (its message names the file)."""
+    kwargs: dict[str, Any] = {"root": str(args.root), "manifest": None, **args.options}
     if args.videos is not None:
         kwargs["video_dir"] = str(args.videos.resolve())
     dm = DATASETS[args.dataset](**kwargs)
-    return dm, {name: [v.video_id for v in dm.load_split(name).videos] for name in SPLITS[args.dataset]}
+    try:
+        return dm, {name: [v.video_id for v in dm.load_split(name).videos] for name in SPLITS[args.dataset]}
+    except (ValueError, FileNotFoundError) as exc:
+        raise CaptionImportError(f"--root {args.root} ({args.dataset}): {exc}") from None
 
 
 def _stem(video_id: str) -> str:
@@ -350,41 +355,58 @@ def video_timing(video_id: str, manifest: dict[str, Any] | None, dm: VideoTextDa
     if entry.get("status") != "present":
         return f"{entry.get('status')} ({entry.get('error') or entry.get('path')})"
     source = entry.get("source") or entry
-    values = (source.get("fps"), source.get("frames"), entry.get("fps"), entry.get("frames"))
-    if not all(values):
-        return f"no frame rate or frame count recorded ({entry.get('path')})"
-    return float(values[0]), int(values[1]), float(values[2]), int(values[3])
+    values = (source.get("fps"), source.get("frames"), entry.get("fps"), entry.get("frames")) \
+        if isinstance(source, dict) else ()
+    # numbers only (a bool or a string in a received manifest is no frame rate): never coerced
+    if len(values) != 4 or not all(type(v) in (int, float) and v > 0 for v in values) \
+            or type(values[1]) is not int or type(values[3]) is not int:
+        return f"no valid frame rate or frame count recorded ({entry.get('path')})"
+    return float(values[0]), values[1], float(values[2]), values[3]
 
 
 # --------------------------------------------------------------------------------------------- store
 def existing_records(out: Path) -> tuple[bytes, set[tuple[str, str]]]:
-    """The store's bytes (a torn last line dropped, a complete one newline-terminated) and its (id, kind) keys."""
-    records = CaptionStore.read_all(out)  # validates: a malformed middle line is an error naming it
-    data = out.read_bytes()
-    if data and not data.endswith(b"\n"):
-        tail = data[data.rfind(b"\n") + 1:]
-        try:
-            json.loads(tail)
-            data += b"\n"
-        except json.JSONDecodeError:
-            data = data[:len(data) - len(tail)]
-    return data, {(r.video_id, r.kind) for r in records}
+    """The store's bytes ready to be appended to (``datamodules.jsonl.repaired_bytes``: a torn last line dropped,
+    also one torn inside a multi-byte character; a whole last line newline-terminated) and its (id, kind) keys. A
+    store damaged before its last line is an import error naming the file and line."""
+    try:
+        records = CaptionStore.read_all(out)  # validates every record
+        return repaired_bytes(out.read_bytes(), out), {(r.video_id, r.kind) for r in records}
+    except ValueError as exc:
+        raise CaptionImportError(f"--out {out} cannot be appended to: {exc}") from None
 
 
 def write_store(out: Path, records: list[dict[str, Any]], keep: bytes) -> None:
-    """``keep`` then one line per record, into a temporary file renamed over ``out`` (all or nothing)."""
+    """``keep`` then one line per record, into a temporary file renamed over ``out`` (all or nothing).
+
+    The temporary file is in ``out``'s folder (so the rename is atomic) and is removed on any failure, an interrupt
+    included: a failed import leaves ``out`` as it was and nothing beside it.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
-        view = memoryview(keep)
-        while view:
-            view = view[os.write(fd, view):]
-        append_records(fd, records)
-        os.fsync(fd)
+        try:
+            view = memoryview(keep)
+            while view:
+                view = view[os.write(fd, view):]
+            append_records(fd, records)
+            os.fchmod(fd, 0o644)  # mkstemp makes it private; a store is as readable as any file written with open()
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # the rename itself survives a power cut once the folder is synced
+        dir_fd = os.open(out.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
     finally:
-        os.close(fd)
-    os.replace(tmp, out)
+        os.close(dir_fd)
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -419,6 +441,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.format == "cap4video" and (args.frames_dir or args.index_space != "frames"):
         p.error("--frames-dir and --index-space apply to --format narvid only")
+    reserved = {"root": "--root", "manifest": "--manifest"} | ({"video_dir": "--videos"} if args.videos else {})
+    args.options = data_module_options(p, args.options, args.dataset, reserved)
     return args
 
 
@@ -466,9 +490,12 @@ def _narration_indices(args: argparse.Namespace, videos: list[ImportedVideo], dm
     if args.index_space == "frames":
         return {**facts, "indices": {v.video_id: list(range(len(v.captions))) for v in videos}}
     manifest_path = args.manifest or args.root / MANIFEST_NAME
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else None
-    if args.manifest is not None and manifest is None:
+    if args.manifest is not None and not manifest_path.is_file():
         raise CaptionImportError(f"--manifest {args.manifest} not found")
+    try:
+        manifest = read_manifest(manifest_path) if manifest_path.is_file() else None
+    except ValueError as exc:  # names the manifest and what is wrong in it
+        raise CaptionImportError(str(exc)) from None
     probed = args.videos is not None or manifest is None
     facts["timing_from"] = "probed videos" if probed else str(manifest_path)
     unusable: list[str] = []

@@ -250,6 +250,38 @@ def _progress(iterable: Iterable[Any], total: int, desc: str) -> Iterable[Any]:
 
 
 # ----------------------------------------------------------------------------------------------- driver
+def data_module_options(parser: argparse.ArgumentParser, options: list[str], dataset: str,
+                        reserved: dict[str, str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs as the data module's keyword arguments, typed by its signature (``val_videos=100``
+    is the integer 100). A pair without ``=``, a key the data module does not take, a value of the wrong type, a key
+    given twice, or one of ``reserved`` (key -> the option that sets it) is a usage error (exit 2) naming it."""
+    from jsonargparse import ArgumentParser as SignatureParser
+
+    cls = DATASETS[dataset]
+    seen: dict[str, str] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            parser.error(f"--set {option!r}: expected KEY=VALUE, e.g. --set train_csv=MSRVTT_train.7k.csv")
+        if key in reserved:
+            parser.error(f"--set {key}: set it with {reserved[key]}, not --set")
+        if key in seen:
+            parser.error(f"--set {key}: given twice ({seen[key]!r} and {value!r})")
+        seen[key] = value
+    if not seen:
+        return {}
+    signature = SignatureParser(exit_on_error=False)
+    signature.add_class_arguments(cls, "data", skip=set(reserved) | {"root"})
+    try:
+        parsed = signature.parse_args([f"--data.{key}={value}" for key, value in seen.items()])
+    except Exception as exc:  # jsonargparse's ArgumentError: the key and the type it expected
+        accepted = sorted(k.split(".", 1)[1] for k in signature.get_defaults().keys() if k.startswith("data."))
+        message = " ".join(str(exc).split())
+        parser.error(f"--set: {message} ({cls.__name__} takes: {', '.join(accepted)})")
+    return {key: parsed.data[key] for key in seen}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments.prepare", description=__doc__.split("\n\n")[0])
     p.add_argument("dataset", choices=sorted(DATASETS))
@@ -274,13 +306,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="processes")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="data module argument, e.g. --set train_csv=MSRVTT_train.7k.csv")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.options = data_module_options(p, args.options, args.dataset, {
+        "root": "--annotations", "video_dir": "--videos", "manifest": "--manifest"})
+    return args
 
 
 def load_splits(args: argparse.Namespace) -> tuple[VideoTextDataModule, dict[str, list[str]]]:
-    options = dict(o.split("=", 1) for o in args.options)
     dm = DATASETS[args.dataset](root=str(args.annotations), video_dir=str(args.videos.resolve()), manifest=None,
-                                **options)
+                                **args.options)
     splits = {}
     for name in SPLITS[args.dataset]:
         splits[name] = [v.video_id for v in dm.load_split(name).videos]  # validates ids, captions, files

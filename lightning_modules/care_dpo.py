@@ -84,10 +84,10 @@ class CaReRetriever(BaseRetrievalModule):
         """The video side: ``normalize(v + w · c)`` for normalised ``v`` and ``c``."""
         return F.normalize(video + self.caption_weight.to(video.dtype) * captions, dim=-1)
 
-    def video_embeddings(self, trunk_features: Tensor, mask: Tensor, captions: list[str] | None) -> Tensor:
-        """``[B, D]`` video-side embeddings from frozen video-trunk features ``[B, T, F]`` (what the preference scorer
-        calls; the training and test loops go through :meth:`encode_video`)."""
-        video = self.pooled_video(self.backbone.frame_head(trunk_features.to(self.dtype_for_heads())), mask)
+    def carrying(self, video: Tensor, captions: list[str] | None) -> Tensor:
+        """``[B, D]`` video side of pooled videos ``[B, D]`` (:meth:`pooled_video`) each carrying its caption (what the
+        preference scorer calls for a video with any caption; the training and test loops go through
+        :meth:`encode_video`); the video alone when ``use_caption`` is off or no captions are given."""
         if not self.use_caption or captions is None:
             return video
         return self.fuse(video, self.caption_embeddings(captions))

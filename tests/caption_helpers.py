@@ -103,3 +103,26 @@ def serve_fake_api(handler: type[FakeOpenAIAPI]) -> Iterator[str]:
     """Serve ``handler`` on a free loopback port; yields the ``base_url`` (``http://127.0.0.1:<port>/v1``)."""
     with serve_on_loopback(handler) as url:
         yield url + "v1"
+
+
+def save_module_checkpoint(cls: type, init_args: dict[str, Any], path: Path, seed: int = 0) -> Path:
+    """A checkpoint of ``cls`` built from LightningCLI ``init_args`` (nested ``class_path`` specs) as ``main.py`` builds
+    it, so that ``cls.load_from_checkpoint(path)`` rebuilds it the same way: a trained run's checkpoint without the
+    training (its weights are the seeded initial ones)."""
+    import lightning as L
+    import torch
+    import yaml
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "module", fail_untyped=False)
+    config = parser.parse_object({"module": init_args})
+    hparams = yaml.safe_load(parser.dump(config, skip_none=False))["module"]  # every argument, defaults included
+    torch.manual_seed(seed)
+    with _given_hyperparameters_context(hparams=hparams, instantiator="lightning.pytorch.cli.instantiate_module"):
+        module = parser.instantiate_classes(config).module
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": L.__version__}, path)
+    return path

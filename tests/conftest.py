@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from datamodules.readers import sample_frame_indices
 
@@ -19,6 +20,17 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Property-based tests (hypothesis: the loaders, the importer, the caption store, the JSONL repair). `make test` runs
+# the "vtr" profile: a fixed budget of HYPOTHESIS_EXAMPLES generated inputs per property, derandomized (the same
+# inputs on every run and machine, so CI never fails at random) and without the example database (nothing written
+# into the checkout). VTR_HYPOTHESIS_PROFILE=explore draws fresh random inputs, 10x as many, to hunt for new failures.
+HYPOTHESIS_EXAMPLES = 50
+_PROFILE = {"deadline": None, "database": None, "print_blob": True,
+            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+settings.register_profile("vtr", max_examples=HYPOTHESIS_EXAMPLES, derandomize=True, **_PROFILE)
+settings.register_profile("explore", max_examples=10 * HYPOTHESIS_EXAMPLES, derandomize=False, **_PROFILE)
+settings.load_profile(os.environ.get("VTR_HYPOTHESIS_PROFILE", "vtr"))
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,8 @@ COMPOSED = header_compositions() + BY_HAND
 # stage configs each one composes
 CARE_PIPELINES = sorted(p for p in (CONFIGS / "care_dpo").glob("*.yaml")
                         if "sft_config" in (yaml.safe_load(p.read_text()) or {}))
-STAGES = {"sft_config": "fit", "dgdpo_config": "fit", "caption_config": "predict", "retriever_config": "fit"}
+STAGES = {"sft_config": "fit", "dgdpo_config": "fit", "caption_config": "predict", "retriever_config": "fit",
+          "sample_config": "predict", "score_config": "predict"}
 
 
 def _listed(value: str | list[str] | None) -> list[str]:
@@ -144,12 +145,21 @@ def test_care_dpo_pipeline_config_and_its_stages_parse(path: Path, tmp_path: Pat
             extra = tmp_path / "dgdpo.yaml"
             extra.write_text(yaml.safe_dump(overlay))
             args += ["--config", str(extra)]
+        if key in ("sample_config", "score_config"):  # the training videos of the retriever configs' dataset
+            videos = pipeline.stage_videos(feature_cache=True if key == "sample_config" else None)
+            files = {"checkpoint": "stage.ckpt", "output": "out.jsonl"}
+            if key == "score_config":
+                files.update(samples="samples.jsonl", reference_captions="sft.jsonl")
+            extra = tmp_path / f"{key}.yaml"
+            extra.write_text(yaml.safe_dump({"model": {"init_args": files}, "data": {"init_args": {"videos": videos}}}))
+            args += ["--config", str(extra)]
         with pytest.raises(SystemExit) as exit_info:
             main([*args, "--print_config"])
         assert exit_info.value.code == 0, f"{path.name}: {key}"
         printed = yaml.safe_load(capsys.readouterr().out)
         expected = {"sft_config": "CaptionerTraining", "dgdpo_config": "CaptionerTraining",
-                    "caption_config": "Captioner", "retriever_config": "CaReRetriever"}[key]
+                    "caption_config": "Captioner", "retriever_config": "CaReRetriever",
+                    "sample_config": "CaptionSampler", "score_config": "PreferenceScorer"}[key]
         assert printed["model"]["class_path"].endswith(expected), f"{path.name}: {key}"
         if subcommand == "fit" and path.stem != "synthvtr":  # the real stages' global batch survives the overlay
             assert printed["data"]["init_args"]["global_batch_size"], f"{path.name}: {key}"

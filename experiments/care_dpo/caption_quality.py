@@ -27,14 +27,10 @@ from datamodules.base import VideoTextDataModule
 from datamodules.captions import CaptionStore
 
 
-def data_module_from_section(data: dict[str, Any], overrides: Sequence[str] = ()) -> VideoTextDataModule:
-    """A LightningCLI ``data`` section (``class_path``/``init_args``), with ``--data.…=value`` overrides, as a data
-    module."""
+def apply_data_overrides(data: dict[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A copy of a LightningCLI ``data`` section with the ``--data.…=value`` arguments of ``overrides`` applied (the
+    others are not about the data)."""
     import copy
-
-    from jsonargparse import ArgumentParser
-
-    import datamodules.registry  # noqa: F401  (short class names)
 
     data = copy.deepcopy(data)
     for arg in overrides:
@@ -48,6 +44,17 @@ def data_module_from_section(data: dict[str, Any], overrides: Sequence[str] = ()
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(raw)
+    return data
+
+
+def data_module_from_section(data: dict[str, Any], overrides: Sequence[str] = ()) -> VideoTextDataModule:
+    """A LightningCLI ``data`` section (``class_path``/``init_args``), with ``--data.…=value`` overrides, as a data
+    module."""
+    from jsonargparse import ArgumentParser
+
+    import datamodules.registry  # noqa: F401  (short class names)
+
+    data = apply_data_overrides(data, overrides)
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(L.LightningDataModule, "data")
     namespace = parser.parse_object({"data": data})

@@ -19,7 +19,8 @@ from experiments.care_dpo.pipeline import DGDPO, Pipeline, Role, Sampling, Scori
 
 
 def run(sft_config: str | list[str], dgdpo_config: str | list[str], caption_config: str | list[str],
-        retriever_config: str | list[str], work: str = "runs/care_dpo/work", out: str = "runs/care_dpo/out",
+        retriever_config: str | list[str], sample_config: str | list[str], score_config: str | list[str],
+        work: str = "runs/care_dpo/work", out: str = "runs/care_dpo/out",
         seed: int = 0, zero_shot_captions: str | None = None, data_config: str | list[str] | None = None,
         sampling: Sampling | None = None, scoring: Scoring | None = None,
         dgdpo: DGDPO | None = None, sources: list[str] | None = None, roles: list[Role] | None = None,
@@ -33,6 +34,9 @@ def run(sft_config: str | list[str], dgdpo_config: str | list[str], caption_conf
         caption_config: ``main.py predict`` config(s) that caption every video with a ``TrainedCaptioner``.
         retriever_config: ``main.py fit`` config(s) of the ``CaReRetriever`` (their data section is the dataset the
             sampling, scoring and caption measures read).
+        sample_config: ``main.py predict`` config(s) of the sampling stage (``CaptionSampler``): its trainer's
+            accelerator, devices and precision (DG-DPO's precision) run the sampling.
+        score_config: ``main.py predict`` config(s) of the scoring stage (``PreferenceScorer``).
         data_config: when given, the dataset's data config(s): DG-DPO's ``PreferenceDataModule`` wraps their data
             section (so the DG-DPO config needs none of its own).
         work: folder of the shared stage outputs (keyed by their settings; ``seed<N>`` inside).
@@ -47,7 +51,8 @@ def run(sft_config: str | list[str], dgdpo_config: str | list[str], caption_conf
         roles: ``role`` and/or ``norole`` retrievers for every source.
         role_ablation_sources: sources that get both.
         headline: the ``<source>-<role>`` run the sweep runner reports.
-        overrides: extra ``main.py`` arguments per stage (``sft``, ``dgdpo``, ``caption``, ``retriever``).
+        overrides: extra ``main.py`` arguments per stage (``sft``, ``dgdpo``, ``caption``, ``retriever``, ``sample``,
+            ``score``).
         trainer: only ``{"logger": [...]}`` from the local sweep runner.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -58,7 +63,8 @@ def run(sft_config: str | list[str], dgdpo_config: str | list[str], caption_conf
         logger_dir = Path(args["save_dir"]) / args["name"]
         out = str(logger_dir)
     pipeline = Pipeline(sft_config, dgdpo_config, caption_config, retriever_config, work=work, out=out, seed=seed,
-                        zero_shot_captions=zero_shot_captions, data_config=data_config, sampling=sampling,
+                        zero_shot_captions=zero_shot_captions, data_config=data_config,
+                        sample_config=sample_config, score_config=score_config, sampling=sampling,
                         scoring=scoring, dgdpo=dgdpo,
                         sources=sources, roles=roles, role_ablation_sources=role_ablation_sources,
                         overrides=overrides)

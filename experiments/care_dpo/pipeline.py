@@ -7,8 +7,12 @@ a training stage resumes from its ``last.ckpt``, exactly, through ``main.py fit 
 2. ``captions/sft.jsonl``: ``main.py predict`` of the SFT captioner over every video (greedy);
 3. ``retriever/sft-role``: a ``CaReRetriever`` trained on those captions: the frozen relevance scorer, and the
    "SFT captions" row of the results;
-4. ``samples/<key>.jsonl``: K sampled captions per training video with their reference log-probabilities;
-5. ``preferences/<key>.jsonl``: the scored preference store;
+4. ``samples/<key>.jsonl``: ``main.py predict`` of the sampling config (``CaptionSampler``): K sampled captions per
+   training video with their reference log-probabilities, on the config's accelerator, devices and precision (which
+   must be DG-DPO's: its policy is compared with them);
+5. ``preferences/<key>.jsonl``: ``main.py predict`` of the scoring config (``PreferenceScorer``): the scored preference
+   store and its sidecar ``<key>.jsonl.meta.json`` (the scorer checkpoint, its sha256 and the split that selected
+   it; the sampled split's ids and counts; the reference log-probabilities' precision and features);
 6. ``dgdpo/<key>``: ``main.py fit`` of DG-DPO from the SFT checkpoint on the store's pairs (groups, β, ω, γ);
 7. ``captions/dgdpo-<key>.jsonl``: the DG-DPO captioner over every video;
 8. ``retriever/<source>-<role>``: a retriever trained and tested on each caption source (``zero_shot`` - the
@@ -19,7 +23,8 @@ a training stage resumes from its ``last.ckpt``, exactly, through ``main.py fit 
 
 Stage outputs live in ``work`` under keys of the settings they depend on, so runs that differ only in a later stage
 (an ablation over groups, β or roles) share the earlier ones; a lock file per stage keeps two concurrent runs from
-computing the same stage twice.
+computing the same stage twice. Sampling and scoring read the retriever configs' dataset (its ``aux_captions`` left
+out: they take their captions from their own files), wrapped into ``TrainVideoChunks``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger(__name__)
 
 Role = Literal["role", "norole"]
+STAGE_KINDS = ("sft", "dgdpo", "caption", "retriever", "sample", "score")
+# Lightning's short precision names and the ones it reports (trainer.precision)
+PRECISION_NAMES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}
 
 
 @dataclass
@@ -99,12 +107,52 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _write_marker(done: Path, payload: dict[str, Any]) -> None:
+    """A stage's ``done`` marker, written atomically (a temporary file in its folder, fsynced, renamed over it): a kill
+    leaves no marker or the whole one, never an empty file that would fail every restart."""
+    tmp = done.with_name(f".{done.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(json.dumps(payload))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, done)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read_marker(done: Path) -> dict[str, Any] | None:
+    """A stage's ``done`` marker, or None (the stage is not done) when it is absent, or empty or torn (what a kill
+    during the non-atomic write of older versions left): warned about, and the stage runs again (it resumes)."""
+    if not done.exists():
+        return None
+    try:
+        marker = json.loads(done.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        marker = None
+    if not isinstance(marker, dict) or type(marker.get("seconds")) not in (int, float):
+        log.warning("%s: stage marker is empty or torn (a run was killed while writing it); the stage is treated as "
+                    "not done and runs again", done)
+        return None
+    return marker
+
+
+def _marker_seconds(done: Path) -> float:
+    """The stage time its marker records (it exists: the stage just ran, or ``_stage`` found it done)."""
+    marker = _read_marker(done)
+    if marker is None:
+        raise PipelineError(f"{done}: the stage marker vanished or was damaged while this run held the stage's lock")
+    return marker["seconds"]
+
+
 class Pipeline:
     """One seed of the pipeline (see the module docstring); ``run()`` returns the summary."""
 
     def __init__(self, sft_config: str | list[str], dgdpo_config: str | list[str], caption_config: str | list[str],
                  retriever_config: str | list[str], work: str, out: str, seed: int = 0,
                  zero_shot_captions: str | None = None, data_config: str | list[str] | None = None,
+                 sample_config: str | list[str] | None = None, score_config: str | list[str] | None = None,
                  sampling: Sampling | None = None, scoring: Scoring | None = None, dgdpo: DGDPO | None = None,
                  sources: list[str] | None = None, roles: list[Role] | None = None,
                  role_ablation_sources: list[str] | None = None, overrides: dict[str, list[str]] | None = None,
@@ -112,13 +160,17 @@ class Pipeline:
         self.configs: dict[str, list[str]] = {
             name: [paths] if isinstance(paths, str) else list(paths)
             for name, paths in (("sft", sft_config), ("dgdpo", dgdpo_config), ("caption", caption_config),
-                                ("retriever", retriever_config), ("data", data_config or []))}
+                                ("retriever", retriever_config), ("sample", sample_config or []),
+                                ("score", score_config or []), ("data", data_config or []))}
         for name, paths in self.configs.items():
             for path in paths:
                 if not (ROOT / path).is_file() and not Path(path).is_file():
                     raise PipelineError(f"{name}_config: {path} does not exist")
-        if not all(self.configs[name] for name in ("sft", "dgdpo", "caption", "retriever")):
-            raise PipelineError("sft_config, dgdpo_config, caption_config and retriever_config are required")
+        absent = [f"{name}_config" for name in STAGE_KINDS if not self.configs[name]]
+        if absent:
+            raise PipelineError(f"{', '.join(absent)} missing: every stage needs its config (sft_config, dgdpo_config, "
+                                "caption_config, retriever_config, sample_config, score_config; the shipped ones "
+                                "are in configs/care_dpo/)")
         self.work = Path(work) / f"seed{seed}"
         self.out = Path(out)
         self.seed = seed
@@ -134,11 +186,18 @@ class Pipeline:
             raise PipelineError("sources has zero_shot but zero_shot_captions is not set")
         self.roles = roles or ["role"]
         self.role_ablation_sources = role_ablation_sources or []
-        # extra main.py arguments per stage kind (sft, dgdpo, caption, retriever), e.g. a test's sizes
+        # extra main.py arguments per stage kind (STAGE_KINDS), e.g. a test's sizes
         self.overrides = {kind: list(args) for kind, args in (overrides or {}).items()}
-        unknown_stages = sorted(set(self.overrides) - {"sft", "dgdpo", "caption", "retriever"})
+        unknown_stages = sorted(set(self.overrides) - set(STAGE_KINDS))
         if unknown_stages:
-            raise PipelineError(f"overrides: unknown stages {unknown_stages}; use {sorted(self.configs)}")
+            raise PipelineError(f"overrides: unknown stages {unknown_stages}; use {list(STAGE_KINDS)}")
+        sampled, trained = self.trainer_setting("sample", "precision"), self.trainer_setting("dgdpo", "precision")
+        if sampled != trained:
+            # DG-DPO compares its policy's log-probabilities with the stored reference ones: at the first step the
+            # policy is the reference, and the DPO rewards are 0 only when both are computed under one precision
+            raise PipelineError(f"the sampling stage runs under precision {sampled!r} but DG-DPO trains under "
+                                f"{trained!r}: set trainer.precision of {self.configs['sample']} (or its "
+                                "overrides) to DG-DPO's, so that the reference log-probabilities match the policy's")
         self.discriminability_families = discriminability_families
         self.timings: dict[str, float] = {}
         self.skipped: list[str] = []
@@ -173,6 +232,25 @@ class Pipeline:
         path.write_text(yaml.safe_dump(body, sort_keys=False))
         return str(path)
 
+    def trainer_setting(self, kind: str, key: str) -> Any:
+        """The ``trainer.<key>`` a stage runs with: its configs' (the last that sets it) and then its overrides'
+        (``--trainer.<key>=<value>`` or ``--trainer.<key> <value>``); precision as Lightning reports it."""
+        value: Any = None
+        for path in self.configs[kind]:
+            trainer = (yaml.safe_load(self._resolve(path).read_text()) or {}).get("trainer") or {}
+            if key in trainer:
+                value = trainer[key]
+        args = self.overrides.get(kind, [])
+        flag = f"--trainer.{key}"
+        for i, arg in enumerate(args):
+            if arg.startswith(flag + "="):
+                value = yaml.safe_load(arg[len(flag) + 1:])
+            elif arg == flag and i + 1 < len(args):
+                value = yaml.safe_load(args[i + 1])
+        if key == "precision":
+            value = "32-true" if value is None else PRECISION_NAMES.get(str(value), str(value))
+        return value
+
     def _trainer_overlay(self, run_dir: Path) -> dict[str, Any]:
         return {"seed_everything": self.seed,
                 "trainer": {"default_root_dir": str(run_dir),
@@ -180,11 +258,12 @@ class Pipeline:
                                         "init_args": {"save_dir": str(run_dir), "name": "", "version": "run"}}]}}
 
     def _stage(self, name: str, done: Path, digest: str | None = None) -> bool:
-        """True when the stage must run (its ``done`` output is absent); records skipped stages. A finished stage
-        whose recorded ``digest`` (its config files' text and its arguments) differs from this run's is an error, not
-        a silent reuse of outputs made with other settings."""
-        if done.exists():
-            recorded = json.loads(done.read_text()).get("digest")
+        """True when the stage must run (its ``done`` marker is absent, or empty or torn); records skipped stages. A
+        finished stage whose recorded ``digest`` (its config files' text and its arguments) differs from this run's is
+        an error, not a silent reuse of outputs made with other settings."""
+        marker = _read_marker(done)
+        if marker is not None:
+            recorded = marker.get("digest")
             if digest is not None and recorded is not None and recorded != digest:
                 raise PipelineError(f"{name}: {done.parent} was made with other settings (a stage config or an "
                                     "override changed); delete that folder to redo the stage, or use another work")
@@ -214,8 +293,8 @@ class Pipeline:
                     raise PipelineError(f"{name}: {last} was not written; does {self.configs[kind]} save a last "
                                         "checkpoint (ModelCheckpoint save_last: true)?")
                 seconds = round(time.perf_counter() - started, 1)
-                done.write_text(json.dumps({"seconds": seconds, "checkpoint": str(last), "digest": digest}))
-            self.timings[name] = json.loads(done.read_text())["seconds"]
+                _write_marker(done, {"seconds": seconds, "checkpoint": str(last), "digest": digest})
+            self.timings[name] = _marker_seconds(done)
         return last
 
     def _caption(self, name: str, checkpoint: Path, output: Path) -> Path:
@@ -231,8 +310,8 @@ class Pipeline:
                 self._main("caption", ["predict", *_config_args(self.configs["caption"]),
                             "--config", self._overlay(output.parent, output.stem, body)],
                            output.parent / f"{output.stem}.log")
-                done.write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1), "digest": digest}))
-            self.timings[name] = json.loads(done.read_text())["seconds"]
+                _write_marker(done, {"seconds": round(time.perf_counter() - started, 1), "digest": digest})
+            self.timings[name] = _marker_seconds(done)
         return output
 
     # ------------------------------------------------------------------ the stages
@@ -297,15 +376,6 @@ class Pipeline:
         best = sorted((run_dir / "run" / "checkpoints").glob("best-*.ckpt"))
         return best[-1] if best else run_dir / "run" / "checkpoints" / "last.ckpt"
 
-    def _load(self, kind: str, checkpoint: Path) -> Any:
-        if kind == "captioner":
-            from lightning_modules.captioning.training import CaptionerTraining
-
-            return CaptionerTraining.load_from_checkpoint(checkpoint, map_location="cpu")
-        from lightning_modules.care_dpo import CaReRetriever
-
-        return CaReRetriever.load_from_checkpoint(checkpoint, map_location="cpu")
-
     def _data_section(self, paths: list[str]) -> dict[str, Any]:
         data: dict[str, Any] = {}
         for path in paths:
@@ -325,33 +395,53 @@ class Pipeline:
     def _resolve(path: str) -> Path:
         return Path(path) if Path(path).is_file() else ROOT / path
 
-    def _sample(self, sft: Path, samples: Path) -> None:
-        done = samples.with_name(samples.name + ".done.json")
-        with _locked(samples):
-            if self._stage("sample", done):
-                from experiments.care_dpo.preferences import sample_captions
+    def stage_videos(self, feature_cache: bool | None = None) -> dict[str, Any]:
+        """The retriever configs' data section with the retriever overrides applied, without ``aux_captions``: the
+        dataset sampling and scoring read (``feature_cache`` forced when given)."""
+        from experiments.care_dpo.caption_quality import apply_data_overrides
 
+        videos = apply_data_overrides(self._data_section(self.configs["retriever"]),
+                                      self.overrides.get("retriever", []))
+        init = videos.setdefault("init_args", {})
+        init.pop("aux_captions", None)
+        if feature_cache is not None:
+            init["feature_cache"] = feature_cache
+        return videos
+
+    def _predict(self, name: str, kind: str, output: Path, body: dict[str, Any]) -> None:
+        """``main.py predict`` of a stage config that writes ``output``; skipped when done, and a killed run started
+        again continues where it stopped (the stage's own writer resumes)."""
+        done = output.with_name(output.name + ".done.json")
+        body = {"trainer": {"default_root_dir": str(output.parent / f"{output.stem}-predict")}, **body}
+        digest = self._digest(kind, body)
+        with _locked(output):
+            if self._stage(name, done, digest):
                 started = time.perf_counter()
-                policy = self._load("captioner", sft)
-                s = self.sampling
-                sample_captions(policy, policy, self._data_config(), samples, num_samples=s.num_samples,
-                                temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                                batch_size=s.batch_size, seed=self.seed)
-                done.write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
-            self.timings["sample"] = json.loads(done.read_text())["seconds"]
+                self._main(kind, ["predict", *_config_args(self.configs[kind]),
+                                  "--config", self._overlay(output.parent, output.stem, body)],
+                           output.parent / f"{output.stem}.log")
+                if not output.is_file():
+                    raise PipelineError(f"{name}: {output} was not written (log {output.parent / output.stem}.log)")
+                _write_marker(done, {"seconds": round(time.perf_counter() - started, 1), "digest": digest})
+            self.timings[name] = _marker_seconds(done)
+
+    def _sample(self, sft: Path, samples: Path) -> None:
+        s = self.sampling
+        # the chunk is the sampling batch and carries its own seed: the same records on any number of devices
+        self._predict("sample", "sample", samples, {
+            "model": {"init_args": {"checkpoint": str(sft.resolve()), "output": str(samples.resolve()),
+                                    "num_samples": s.num_samples, "temperature": s.temperature, "top_p": s.top_p,
+                                    "max_new_tokens": s.max_new_tokens, "seed": self.seed}},
+            "data": {"class_path": "TrainVideoChunks",
+                     "init_args": {"videos": self.stage_videos(feature_cache=True), "chunk_size": s.batch_size}}})
 
     def _score(self, scorer: Path, samples: Path, reference: Path, store: Path) -> None:
-        done = store.with_name(store.name + ".done.json")
-        with _locked(store):
-            if self._stage("score", done):
-                from experiments.care_dpo.preferences import score_preferences
-
-                started = time.perf_counter()
-                s = self.scoring
-                score_preferences(self._load("retriever", scorer), self._data_config(), samples, reference, store,
-                                  relevance=s.relevance, candidates=s.candidates, neighbour=s.neighbour)
-                done.write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
-            self.timings["score"] = json.loads(done.read_text())["seconds"]
+        s = self.scoring
+        self._predict("score", "score", store, {
+            "model": {"init_args": {"checkpoint": str(scorer.resolve()), "samples": str(samples.resolve()),
+                                    "reference_captions": str(reference.resolve()), "output": str(store.resolve()),
+                                    "relevance": s.relevance, "candidates": s.candidates, "neighbour": s.neighbour}},
+            "data": {"class_path": "TrainVideoChunks", "init_args": {"videos": self.stage_videos()}}})
 
 
 def _config_args(paths: list[str]) -> list[str]:

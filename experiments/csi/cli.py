@@ -38,6 +38,13 @@ import datamodules.registry  # noqa: F401  (short class names for data modules)
 import lightning_modules.captioning  # noqa: F401  (short class names for caption backends and text generators)
 from datamodules.base import VideoTextDataModule
 from datamodules.batch import VideoBatch
+from datamodules.jsonl import (
+    MalformedFileError,
+    read_json_file,
+    read_jsonl_lines,
+    repair_torn_tail,
+    replace_lone_surrogates,
+)
 from datamodules.lineage import write_sidecar
 from experiments.csi.engineers import (
     LLMPromptEngineer,
@@ -115,32 +122,72 @@ def _probe_batches(data: VideoTextDataModule, probe: list[str], needs_pixels: bo
     return list(data.predict_dataloader())
 
 
+def _number_or_none(value: Any) -> bool:
+    return value is None or type(value) in (int, float)
+
+
+# what resuming reads of a finished round, with its type (a round record is written by _append below)
+_ROUND_FIELDS = {"prompt": lambda v: isinstance(v, str), "accepted": lambda v: isinstance(v, bool),
+                 "score": _number_or_none, "similarity": _number_or_none, "diversity": _number_or_none}
+
+
 def _read_rounds(path: Path) -> list[dict[str, Any]]:
-    rounds = []
+    """The finished rounds of the log; a torn last line (the write a kill interrupted, also inside a multi-byte
+    character) is left out, so that round reruns. A log damaged elsewhere is a ``CSIError`` naming the file and line."""
     if not path.is_file():
-        return rounds
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            if number == len(lines):  # the write a kill interrupted: that round reruns
-                break
-            raise CSIError(f"{path}:{number}: not JSON ({err}); the log is damaged before its last line. Move it "
-                           "away to start over") from err
-        if record.get("round") != len(rounds):
-            raise CSIError(f"{path}:{number}: round {record.get('round')} where round {len(rounds)} was expected")
-        rounds.append(record)
+        return []
+    rounds: list[dict[str, Any]] = []
+    try:
+        for number, record in read_jsonl_lines(path):
+            if not isinstance(record, dict) or record.get("round") != len(rounds) or type(record["round"]) is not int:
+                found = record.get("round") if isinstance(record, dict) else type(record).__name__
+                raise CSIError(f"{path}:{number}: round {found!r} where round {len(rounds)} was expected; the log is "
+                               "damaged. Move it away to start over")
+            wrong = [key for key, ok in _ROUND_FIELDS.items() if not ok(record.get(key))]
+            if wrong:
+                raise CSIError(f"{path}:{number}: round {len(rounds)} has no valid {', '.join(wrong)}; the log is "
+                               "damaged. Move it away to start over")
+            rounds.append(record)
+    except MalformedFileError as err:
+        raise CSIError(f"{err}; the log is damaged before its last line. Move it away to start over") from None
+    return rounds
+
+
+def _resume_log(path: Path) -> list[dict[str, Any]]:
+    """The finished rounds, with the log made safe to append to: a torn last line is cut away
+    (``datamodules.jsonl.repair_torn_tail``), so the next round never lands glued onto the fragment."""
+    rounds = _read_rounds(path)
+    dropped = repair_torn_tail(path)
+    if dropped:
+        print(f"{path}: dropped a torn last line ({dropped} bytes; a run was killed while writing it); that round "
+              "runs again", flush=True)
     return rounds
 
 
 def _append(path: Path, record: dict[str, Any]) -> None:
+    # a captioner's lone surrogate in the example captions would make the write fail on every resume
+    record, replaced = replace_lone_surrogates(record)
+    if replaced:
+        print(f"warning: round {record.get('round')}: {replaced} lone UTF-16 surrogate(s) in the record replaced with "
+              "U+FFFD", flush=True)
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file renamed over it: a kill leaves the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _plot(rounds: list[dict[str, Any]], path: Path) -> None:
@@ -225,15 +272,20 @@ def run_csi(captioner: CaptionBackend, engineer: PromptEngineer, data: VideoText
                 "diversity_weight": diversity_weight, "seed": seed}
     settings_path = out_dir / "settings.json"
     if settings_path.is_file():
-        earlier = json.loads(settings_path.read_text())
+        try:
+            earlier = read_json_file(settings_path)
+        except MalformedFileError as err:
+            raise CSIError(f"{err}; delete {out_dir} (or pass another --out) to start over") from None
+        if not isinstance(earlier, dict):
+            raise CSIError(f"{settings_path}: not a settings object; delete {out_dir} to start over")
         changed = sorted(k for k in set(settings) | set(earlier) if settings.get(k) != earlier.get(k))
         if changed:
             raise CSIError(f"{out_dir} holds a CSI run with other settings ({', '.join(changed)}); pass another "
                            "--out, or delete the folder to start over")
     else:
-        settings_path.write_text(json.dumps(settings, indent=2, ensure_ascii=False))
+        _write_atomically(settings_path, json.dumps(settings, indent=2, ensure_ascii=False))
     log_path = out_dir / "rounds.jsonl"
-    rounds = _read_rounds(log_path)
+    rounds = _resume_log(log_path)
     if rounds:
         print(f"resuming {out_dir}: {len(rounds)} round(s) done, best score "
               f"{max(r['score'] for r in rounds if r.get('score') is not None):.4f}", flush=True)

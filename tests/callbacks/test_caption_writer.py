@@ -7,15 +7,22 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given
 
-from callbacks.caption_writer import merge_rank_files, read_jsonl, repair_jsonl
+from callbacks.caption_writer import CaptionWriter, merge_rank_files, read_jsonl, repair_jsonl
+from datamodules.jsonl import repaired_bytes
 from main import main
 from tests.caption_helpers import CONFIGS, read_store, synth_args, tiny_synth
+from tests.malformed_inputs import caption_record, caption_store_bytes, is_clear_error, mutated_jsonl
 from tests.run_helpers import REPO
 
 
@@ -131,3 +138,95 @@ def test_sigkill_midway_then_restart_captions_every_video_exactly_once(synth: tu
     assert f"{len(before)} of 8 videos already captioned, {8 - len(before)} to go" in log
     _assert_complete(out, root)
     assert read_store(out)[:len(before)] == before
+
+
+def stub_run(folder: Path, kind: str = "multi") -> tuple[Any, Any]:
+    """The trainer and captioner a single-process ``predict`` run gives the writer's hooks (what they read of them)."""
+    data = SimpleNamespace(root=folder, predict_exclude=set(), predict_videos=[])
+    trainer = SimpleNamespace(global_rank=0, world_size=1, is_global_zero=True, datamodule=data,
+                              strategy=SimpleNamespace(broadcast=lambda obj, src=0: obj))
+    return trainer, SimpleNamespace(kind=kind, prompt="describe")
+
+
+def write_run(folder: Path, records: list[dict]) -> CaptionWriter:
+    """One writer run over ``records`` into ``folder/store.jsonl``: setup, one batch, teardown."""
+    writer = CaptionWriter("store.jsonl")
+    trainer, module = stub_run(folder)
+    writer.setup(trainer, module, "predict")
+    writer.write_on_batch_end(trainer, module, records, None, None, 0, 0)
+    writer.teardown(trainer, module, "predict")
+    return writer
+
+
+@given(data=st.data())
+def test_generated_malformed_stores_stop_the_writer_clearly_or_are_repaired_only_at_the_tail(
+        data: st.DataObject) -> None:
+    """The writer's start on a store with one drawn mutation: one of the suite's errors naming the store, which is
+    then unchanged, or a start that skips exactly the records of its kind and leaves the store cut back to its whole
+    lines (nothing but a torn tail removed)."""
+    mutated = data.draw(mutated_jsonl(caption_store_bytes()), label="store")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        store = folder / "store.jsonl"
+        store.write_bytes(mutated)
+        writer = CaptionWriter("store.jsonl")
+        trainer, module = stub_run(folder)
+        try:
+            writer.setup(trainer, module, "predict")
+        except Exception as exc:
+            assert is_clear_error(exc, "store.jsonl"), f"{type(exc).__name__}: {exc}"
+            assert store.read_bytes() == mutated
+        else:
+            assert store.read_bytes() == repaired_bytes(mutated, store)
+            multi = {r["video_id"] for r in read_jsonl(store) if r["kind"] == "multi"}
+            assert trainer.datamodule.predict_exclude == multi
+        assert sorted(p.name for p in folder.iterdir()) == ["store.jsonl"]
+
+
+SURROGATE_TEXT = st.text(st.characters(categories=["Cs", "Ll", "Lo", "So", "Zs"]), min_size=1, max_size=8)
+
+
+@given(texts=st.lists(SURROGATE_TEXT, min_size=1, max_size=4))
+def test_generated_captions_with_lone_surrogates_are_written_marked_and_resumable(texts: list[str]) -> None:
+    """Captions an API returned, lone surrogates included: every record is written (each surrogate a U+FFFD, counted
+    in replaced_surrogates), the store is UTF-8, and the next run's start reads it and skips those videos."""
+    records = [caption_record(f"video{k}", text=f"x{text}") for k, text in enumerate(texts)]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_run(folder, records)
+        written = [json.loads(line) for line in (folder / "store.jsonl").read_bytes().decode("utf-8").splitlines()]
+        assert [r["video_id"] for r in written] == [r["video_id"] for r in records]
+        for rec, out in zip(records, written, strict=True):
+            lone = sum(0xD800 <= ord(ch) <= 0xDFFF for c in rec["captions"] for ch in c)
+            joined = sum(c.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace").count("\ufffd")
+                         for c in rec["captions"])
+            assert out.get("replaced_surrogates", 0) == joined <= lone
+            assert all(c.encode("utf-8") for c in out["captions"])
+        trainer, module = stub_run(folder)
+        CaptionWriter("store.jsonl").setup(trainer, module, "predict")
+        assert trainer.datamodule.predict_exclude == {r["video_id"] for r in records}
+
+
+def test_resume_is_not_stopped_by_a_caption_the_loader_would_refuse(tmp_path: Path) -> None:
+    """An empty caption a backend returned is the loader's to report (naming the line, at training time); the writer's
+    resume still reads the store, skips that video and goes on, instead of failing on every restart."""
+    _write(tmp_path / "store.jsonl", [{**caption_record("video0"), "captions": [""]}, caption_record("video1")])
+    trainer, module = stub_run(tmp_path)
+    CaptionWriter("store.jsonl").setup(trainer, module, "predict")
+    assert trainer.datamodule.predict_exclude == {"video0", "video1"}
+    (tmp_path / "store.jsonl").write_text('{"video_id": 7, "kind": "multi"}\n')  # no usable id: named, not guessed
+    with pytest.raises(ValueError, match=r"store\.jsonl:1: not a caption record"):
+        CaptionWriter("store.jsonl").setup(*stub_run(tmp_path), "predict")
+
+
+def test_a_video_whose_file_name_is_not_utf8_is_refused_before_captioning(tmp_path: Path) -> None:
+    """An undecodable file name becomes an id with lone surrogates: replacing them would store the video under another
+    id (captioned again on every resume), so the writer refuses it up front, naming the file."""
+    from datamodules.annotations import VideoEntry
+
+    trainer, module = stub_run(tmp_path)
+    name = os.fsdecode(b"clip\xff.mp4")
+    trainer.datamodule.predict_videos = [VideoEntry("fine", tmp_path / "fine.mp4"),
+                                         VideoEntry(name[:-4], tmp_path / name)]
+    with pytest.raises(ValueError, match=r"1 video\(s\) have file names that are not UTF-8 text, .*clip\\xff\.mp4"):
+        CaptionWriter("store.jsonl").setup(trainer, module, "predict")

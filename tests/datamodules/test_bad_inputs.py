@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given
 
 from datamodules import MSRVTT, MSVD, VATEX, DiDeMo
 from datamodules.captions import MissingCaptionsError
@@ -16,6 +19,15 @@ from datamodules.readers import VideoDecodeError
 from main import main
 from tests.conftest import make_fake_msrvtt
 from tests.fake_datasets import make_fake_didemo, make_fake_msvd, make_fake_vatex
+from tests.malformed_inputs import (
+    annotation_files,
+    file_strings,
+    is_clear_error,
+    load_every_split,
+    mutate_file,
+    snapshot,
+    write_annotations,
+)
 from tests.run_helpers import TINY_CLIP4CLIP as CONF
 from tests.run_helpers import csv_logger
 
@@ -195,3 +207,35 @@ def test_decode_failures_are_skipped_counted_and_reported(copy_of: CopyOf, tmp_p
     assert data["num_videos_failed"] == 1 and data["failed_video_ids"] == ["video5"]
     assert data["num_videos_evaluated"] == 2 and data["num_videos_listed"] == 3
     assert data["train_decode_failures"] == 1 and data["train_failed_video_ids"] == ["video1"]
+
+
+# --------------------------------------------------------------------------------------------- property-based
+@pytest.mark.parametrize("dataset", ["msrvtt", "msvd", "vatex", "vatex_official", "didemo"])
+@given(data=st.data())
+def test_generated_malformed_annotation_files_fail_clearly_or_load_as_written(dataset: str,
+                                                                              data: st.DataObject) -> None:
+    """One drawn mutation of one of the dataset's annotation files (tests/malformed_inputs.py): the parser either
+    refuses it with one of the suite's errors naming that file, or loads texts that are strings written in the files
+    (never a coerced None/number/list), with unique ids and every video inside the video folder. Either way no file
+    is changed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_annotations(dataset, Path(tmp) / "ds")
+        name = data.draw(st.sampled_from(annotation_files(dataset, root)), label="file")
+        (root / name).write_bytes(mutate_file(data.draw, root / name))
+        before = snapshot(root)
+        try:
+            splits = load_every_split(dataset, root)
+        except Exception as exc:
+            assert is_clear_error(exc, name), f"{type(exc).__name__}: {exc}"
+        else:
+            written = file_strings(root)
+            videos = (root / "videos").resolve()
+            for split in splits.values():
+                assert len({t.text_id for t in split.texts}) == len(split.texts)
+                for text in split.texts:
+                    assert isinstance(text.text, str) and text.text.strip()
+                    if dataset != "didemo":  # DiDeMo's texts are paragraphs joined from several strings
+                        assert text.text in written, f"{text.text!r} is not written in any file"
+                for video in split.videos:
+                    assert isinstance(video.video_id, str) and video.path.resolve().is_relative_to(videos)
+        assert snapshot(root) == before

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given
 
 from datamodules import MSVD, CaptionStore
-from datamodules.captions import CAPTIONER_CONFIGS, MissingCaptionsError
+from datamodules.captions import CAPTIONER_CONFIGS, KINDS, MissingCaptionsError
 from tests.fake_datasets import make_fake_msvd
+from tests.malformed_inputs import caption_store_bytes, is_clear_error, mutated_jsonl
 from tests.run_helpers import REPO
 
 
@@ -153,3 +157,41 @@ def test_datamodule_refuses_a_split_with_missing_aux_ids(msvd_with_aux: Path) ->
     with pytest.raises(MissingCaptionsError, match=r"multi\.jsonl: 1 of 3 videos have no 'multi' captions "
                                                     r"\(first: \['clip07_49_54'\]\)"):
         dm.setup("test")
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"video_id": "v", "kind": "multi", "captions": ["a"], "model": null}', r"'model' must be a string, got NoneType"),
+    ('{"video_id": "v", "kind": "multi", "captions": ["a"], "prompt": 5}', r"'prompt' must be a string, got int"),
+    ('{"video_id": "v", "kind": "narration", "captions": ["a"], "frame_indices": [true]}',
+     r"'frame_indices' must be a list of integers"),
+    ('{"video_id": "v", "kind": "multi", "captions": ["a"], "captions": ["b"]}', r"key 'captions' appears twice"),
+    ('{"video_id": "v", "kind": "multi", "captions": ["\\udc80"]}', r"captions\[0\] holds a lone UTF-16 surrogate"),
+])
+def test_fields_are_typed_not_coerced(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "caps.jsonl"
+    path.write_text(line + "\n" + json.dumps(record("w", "multi", ["b"])) + "\n")
+    with pytest.raises(ValueError, match=r"caps\.jsonl:1: .*" + message):
+        CaptionStore.load(path, "multi")
+
+
+@given(data=st.data())
+def test_generated_malformed_stores_fail_clearly_or_load_typed_records(data: st.DataObject) -> None:
+    """A store with one drawn mutation (a field of any JSON type, a doubled key, a repeated record, a cut anywhere,
+    bad UTF-8, inserted bytes) either raises one of the suite's errors naming the file, or loads records whose every
+    field has its declared type; reading never changes the file."""
+    mutated = data.draw(mutated_jsonl(caption_store_bytes()), label="store")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "caps.jsonl"
+        path.write_bytes(mutated)
+        for kind in KINDS:
+            try:
+                store = CaptionStore.load(path, kind)
+            except Exception as exc:
+                assert is_clear_error(exc, "caps.jsonl"), f"{type(exc).__name__}: {exc}"
+                continue
+            for video_id, rec in store.items():
+                assert video_id == rec.video_id and rec.kind == kind
+                assert rec.captions and all(isinstance(c, str) and c.strip() for c in rec.captions)
+                assert all(isinstance(v, str) for v in (rec.prompt, rec.model, rec.created))
+                assert rec.frame_indices is None or all(type(i) is int for i in rec.frame_indices)
+        assert path.read_bytes() == mutated

@@ -7,16 +7,20 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
 import torch
 import yaml
+from hypothesis import given
 
 from datamodules import SynthVTR
-from experiments.csi.cli import CSIError, run_csi
+from datamodules.jsonl import repaired_bytes
+from experiments.csi.cli import CSIError, _resume_log, run_csi
 from experiments.csi.engineers import (
     LLMPromptEngineer,
     ProbeExample,
@@ -28,6 +32,7 @@ from experiments.csi.engineers import (
 )
 from experiments.csi.score import SentenceEmbedder, caption_score
 from lightning_modules.captioning import Simulated
+from tests.malformed_inputs import mutated_jsonl
 from tests.run_helpers import REPO
 
 SIZES = {"num_families": 6, "family_size": 2, "test_families": 1, "val_families": 1, "video_size": 32,
@@ -203,3 +208,28 @@ def test_killed_csi_resumes_and_ends_like_an_uninterrupted_run(synth_root: Path,
     # the simulated delay changes nothing but time: the resumed run ends where the uninterrupted one ended
     assert _rounds(killed) == _rounds(whole)
     assert (killed / "best_prompt.txt").read_text() == (whole / "best_prompt.txt").read_text()
+
+
+ROUNDS = b"".join(json.dumps({"round": k, "prompt": f"{INITIAL} Décris 漢字 {k}", "score": 0.5 + k / 10,
+                              "similarity": 0.5, "diversity": k / 10, "accepted": True}, ensure_ascii=False).encode()
+                  + b"\n" for k in range(4))
+
+
+@given(data=st.data())
+def test_generated_damaged_round_logs_resume_from_whole_rounds_or_stop_clearly(data: st.DataObject) -> None:
+    """CSI's resume on a round log with one drawn mutation (a cut anywhere, also inside a character; a field of
+    another type; bad bytes): a CSIError naming the log, which stays unchanged, or the whole rounds in order, with
+    the log cut back to them so the next round is appended on a line of its own."""
+    mutated = data.draw(mutated_jsonl(ROUNDS), label="log")
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "rounds.jsonl"
+        log.write_bytes(mutated)
+        try:
+            rounds = _resume_log(log)
+        except CSIError as exc:
+            assert "rounds.jsonl" in str(exc)
+            assert log.read_bytes() == mutated
+        else:
+            assert [r["round"] for r in rounds] == list(range(len(rounds)))
+            assert all(isinstance(r["prompt"], str) and isinstance(r["accepted"], bool) for r in rounds)
+            assert log.read_bytes() == repaired_bytes(mutated, log)

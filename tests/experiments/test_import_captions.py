@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import math
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import hypothesis.strategies as st
 import numpy as np
 import pytest
+from hypothesis import given
 
 from datamodules import MSRVTT, CaptionStore
 from datamodules.datasets import align_narration
@@ -19,6 +22,7 @@ from experiments import import_captions, prepare
 from experiments.import_captions import CaptionImportError
 from tests.conftest import COLOURS, make_fake_msrvtt, write_video
 from tests.fake_datasets import make_fake_didemo, make_fake_vatex
+from tests.malformed_inputs import caption_record, mutated_json, snapshot, write_annotations
 from tests.run_helpers import REPO
 
 FPS = 8  # write_video's frame rate
@@ -332,3 +336,48 @@ def test_prompt_is_the_captioners() -> None:
     # the captioner's constant, read from its source (importing lightning_modules would load every backbone)
     source = (REPO / "lightning_modules" / "captioning" / "captioner.py").read_text()
     assert f'NARVID_PROMPT = "{import_captions.NARVID_PROMPT}"' in source
+
+
+# --------------------------------------------------------------------------------------------- property-based
+RELEASED = {  # a valid released file of each format for write_annotations("msrvtt") (video0-3 train, 4-5 test)
+    "narvid": [{"video_file": f"video{i}", "caption_1": f"frame 1 of {i} é", "caption_2": f"frame 2 of {i}"}
+               for i in range(4)],
+    "cap4video": {"titles": {f"video{i}": [f"zerocap {i} {k} 漢" for k in range(3)] for i in range(4)},
+                  "title": {f"video{i}": f"zerocap {i} 1 漢" for i in range(4)}},
+}
+
+
+@pytest.mark.parametrize("fmt", ["narvid", "cap4video"])
+@given(data=st.data())
+def test_generated_malformed_released_files_fail_clearly_and_leave_the_store_alone(fmt: str,
+                                                                                  data: st.DataObject) -> None:
+    """A released file with one drawn mutation, imported into a new store or --append-ed onto an existing one (its
+    last line sometimes torn inside a character): the import succeeds, or fails with one CaptionImportError naming
+    the input or the store; after a failure the store is absent or byte-for-byte unchanged, and no temporary file is
+    ever left beside it."""
+    mutated = data.draw(mutated_json(json.dumps(RELEASED[fmt], ensure_ascii=False).encode()), label="input")
+    append = data.draw(st.booleans(), label="append")
+    torn = append and data.draw(st.booleans(), label="torn store")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_annotations("msrvtt", Path(tmp) / "ds")
+        source = Path(tmp) / "released.json"
+        source.write_bytes(mutated)
+        out = Path(tmp) / "store" / "captions.jsonl"
+        out.parent.mkdir()
+        if append:  # a record of the other kind for an imported video, and one of this kind for a video not imported
+            kind = "narration" if fmt == "narvid" else "multi"
+            other = "multi" if kind == "narration" else "narration"
+            lines = [caption_record("video0", other, "é 漢"), caption_record("video5", kind)]
+            out.write_bytes(b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in lines)
+                            + ('{"video_id": "video4", "captions": ["漢'.encode()[:-1] if torn else b""))
+        before = snapshot(out.parent)
+        args = ["--format", fmt, "--input", source, "--dataset", "msrvtt", "--root", root, "--out", out,
+                "--allow-missing", "--skip-unknown", *(["--append"] if append else [])]
+        try:
+            run_import(*args)
+        except CaptionImportError as exc:
+            assert "released.json" in str(exc) or "captions.jsonl" in str(exc), str(exc)
+            assert snapshot(out.parent) == before
+        else:
+            assert CaptionStore.read_all(out)  # the written store reads back whole
+        assert [p.name for p in out.parent.iterdir() if p.name != "captions.jsonl"] == []

@@ -74,3 +74,21 @@ def test_split_errors_surface_before_any_video_work(tmp_path: Path) -> None:
         fh.write("nobody\n")
     with pytest.raises(ValueError, match=r"split 'val' .* absent from the annotations \(first: \['nobody'\]\)"):
         prepare.main(["msvd", "--videos", str(tmp_path / "YouTubeClips"), "--annotations", str(tmp_path)])
+
+
+def test_set_options_are_typed_by_the_data_module_and_refused_when_malformed(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="prepare")
+    options = prepare.data_module_options(parser, ["val_videos=5", "train_csv=MSRVTT_train.7k.csv",
+                                                   "test_protocol=all_captions"], "msrvtt", {"root": "--annotations"})
+    assert options == {"val_videos": 5, "train_csv": "MSRVTT_train.7k.csv", "test_protocol": "all_captions"}
+    for option, message in [("val_videos", "expected KEY=VALUE"), ("=3", "expected KEY=VALUE"),
+                            ("test_protocol=every", "test_protocol"), ("root=/x", "set it with --annotations")]:
+        with pytest.raises(SystemExit):
+            prepare.data_module_options(parser, [option], "msrvtt", {"root": "--annotations"})
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        prepare.data_module_options(parser, ["val_videos=1", "val_videos=2"], "msrvtt", {})
+    assert "given twice" in capsys.readouterr().err
