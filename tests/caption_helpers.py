@@ -10,30 +10,11 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
+# the tiny SynthVTR and the tiny random Llama live in experiments/tiny_inputs.py (re-exported here for the tests)
+from experiments.tiny_inputs import TINY_SYNTH, bpe_tokenizer, save_tiny_llama, synth_args, tiny_synth  # noqa: F401
 from tests.run_helpers import REPO, serve_on_loopback
 
 CONFIGS = REPO / "configs" / "captioners"
-# 4 families of 2 videos, 16 frames of 32 px: 8 videos, rendered in a couple of seconds
-TINY_SYNTH = {"video_dir": "videos", "num_families": 4, "family_size": 2, "test_families": 1, "val_families": 1,
-              "video_size": 32, "video_frames": 16, "num_frames": 4, "image_size": 32, "num_workers": 0,
-              "predict_split": "all",
-              "predict_batch_size": 3}
-
-
-def synth_args(parent: Path, **overrides: Any) -> list[str]:
-    """``--data.init_args.*`` overrides that point a SynthVTR captioner config at the tiny benchmark."""
-    values = {**TINY_SYNTH, "root": str(parent), **overrides}
-    return [f"--data.init_args.{k}={v}" for k, v in values.items()]
-
-
-def tiny_synth(parent: Path) -> Path:
-    """Generate the tiny SynthVTR under ``parent``; returns the dataset folder."""
-    from datamodules import SynthVTR
-
-    dm = SynthVTR(root=str(parent), **{k: v for k, v in TINY_SYNTH.items()})
-    dm.generator_workers = 1
-    dm.prepare_data()
-    return dm.root
 
 
 def writer_output(config: Path) -> str:
@@ -47,22 +28,6 @@ def writer_output(config: Path) -> str:
 
 def read_store(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _tokenizer(extra: list[str]) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>", "<pad>", *extra],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(["a red circle moves left on the grass", "USER: ASSISTANT: describe this image"] * 10,
-                            trainer)
-    kwargs: dict[str, Any] = {"extra_special_tokens": {"image_token": "<image>"}} if "<image>" in extra else {}
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", **kwargs)
 
 
 LLAVA_CHAT = ("{% for message in messages %}{% if message['role'] == 'user' %}USER: {% for c in message['content'] %}"
@@ -82,7 +47,7 @@ def save_tiny_llava(path: Path) -> Path:
         LlavaProcessor,
     )
 
-    tokenizer = _tokenizer(["<image>"])
+    tokenizer = bpe_tokenizer(["<image>"])
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=16,
                                vision_feature_select_strategy="default", chat_template=LLAVA_CHAT,
@@ -97,21 +62,6 @@ def save_tiny_llava(path: Path) -> Path:
                          vision_feature_select_strategy="default", vision_feature_layer=-1)
     LlavaForConditionalGeneration(config).save_pretrained(path)
     processor.save_pretrained(path)
-    return path
-
-
-def save_tiny_llama(path: Path) -> Path:
-    """A randomly initialised 2-layer Llama causal LM with a chat template, on disk."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = _tokenizer([])
-    tokenizer.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
-                               "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2,
-                         pad_token_id=3, max_position_embeddings=256)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
     return path
 
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
 from datamodules.readers import sample_frame_indices
+
+# the generators live in experiments/tiny_inputs.py (commands that run pipelines on generated data use them too)
+from experiments.tiny_inputs import COLOURS, make_fake_msrvtt, write_video  # noqa: F401  (re-exported)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -30,56 +31,6 @@ _PROFILE = {"deadline": None, "database": None, "print_blob": True,
 settings.register_profile("vtr", max_examples=HYPOTHESIS_EXAMPLES, derandomize=True, **_PROFILE)
 settings.register_profile("explore", max_examples=10 * HYPOTHESIS_EXAMPLES, derandomize=False, **_PROFILE)
 settings.load_profile(os.environ.get("VTR_HYPOTHESIS_PROFILE", "vtr"))
-
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 230), "yellow": (240, 220, 40),
-           "white": (245, 245, 245), "purple": (150, 50, 200)}
-
-
-def write_video(path: Path, colour: tuple[int, int, int], num_frames: int = 16, size: int = 32, seed: int = 0,
-                ) -> None:
-    """A tiny H.264 clip: a coloured square moving over noise (decodable by decord and PyAV)."""
-    import av
-
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=8)
-        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
-        for i in range(num_frames):
-            frame = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-            x = int(i * (size - 10) / max(1, num_frames - 1))
-            frame[10:20, x:x + 10] = colour
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def make_fake_msrvtt(root: Path, num_train: int = 12, num_test: int = 6, captions_per_video: int = 3) -> Path:
-    """MSR-VTT layout: MSRVTT_data.json, MSRVTT_train.9k.csv, MSRVTT_JSFUSION_test.csv, videos/all/*.mp4."""
-    names = list(COLOURS)
-    videos, sentences = [], []
-    ids = [f"video{i}" for i in range(num_train + num_test)]
-    for i, vid in enumerate(ids):
-        colour = names[i % len(names)]
-        write_video(root / "videos" / "all" / f"{vid}.mp4", COLOURS[colour], seed=i)
-        videos.append({"video_id": vid, "url": f"https://www.youtube.com/watch?v=parent{i // 2}",
-                       "category": 0, "split": "train" if i < num_train else "test", "id": i})
-        for k in range(captions_per_video):
-            sentences.append({"caption": f"a {colour} square moves right take {k} clip {i}", "video_id": vid,
-                              "sen_id": len(sentences)})
-    (root / "MSRVTT_data.json").write_text(json.dumps({"videos": videos, "sentences": sentences}))
-    with (root / "MSRVTT_train.9k.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["video_id"])
-        w.writerows([[v] for v in ids[:num_train]])
-    with (root / "MSRVTT_JSFUSION_test.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["key", "vid_key", "video_id", "sentence"])
-        for j, vid in enumerate(ids[num_train:]):
-            colour = names[(num_train + j) % len(names)]
-            w.writerow([f"ret{j}", f"msr{j}", vid, f"a {colour} square moves right"])
-    return root
 
 
 @pytest.fixture(scope="session")
