@@ -175,12 +175,13 @@ def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
 
 
 # x264 settings that make the bitstream a function of the frames and the settings alone (synthvtr-1.2):
-# * cpu-independent: x264 otherwise picks its mbtree propagation and its 9-way intra search by the instruction sets
-#   the CPU offers, and those paths make different decisions. The same yuv frames encoded with x264 told to use
-#   AVX2, SSE4.2 or AVX-512 instead of what it detected here differed in 58, 58 and 24 of 200 files (SSE2 only: 200
-#   of 200); with cpu-independent=1 all of them gave the auto-detected bytes (README, "SynthVTR ... byte for byte").
-# * one thread, no lookahead or slice threads: threading changes x264's decisions (the generator runs one encoder per
-#   worker process instead).
+# * cpu-independent: otherwise x264 runs its mbtree propagation and 9-way intra search in code chosen by the CPU's
+#   instruction sets, and the choices encode differently (same yuv frames of 200 demo videos: AVX2 or SSE4.2 instead
+#   of the detected AVX-512 changed 57 files, no SIMD all 200); with the AVX-512 code a video's bytes also depended on
+#   what the process had encoded before it (reverse order changed 2 of 60). With cpu-independent=1 every instruction
+#   set and every order gave the same bytes (README, "SynthVTR is the same bytes on every machine").
+# * one thread, no lookahead or slice threads: x264 threads change its decisions (2 or 4 threads: 22 and 30 of 200
+#   files); the generator runs one encoder per worker process instead.
 X264_PARAMS = "cpu-independent=1:threads=1:lookahead-threads=1:sliced-threads=0"
 # The muxer's bitexact mode leaves FFmpeg's version string ("Lavf62.12.102") out of the file, so an FFmpeg update
 # that keeps x264's output keeps the files. The container carries no creation time (mvhd/tkhd/mdhd times are 0).

@@ -136,9 +136,10 @@ def _generate_in_process(out: Path, config: SynthVTRConfig, workers: int, asm: s
 
 def test_two_generations_in_separate_processes_are_byte_identical(tmp_path: Path):
     """One generation renders in its own process with one BLAS thread and x264 kept off every SIMD path (as on
-    another CPU); the other renders in two worker processes with two BLAS threads and x264's detected instruction
-    sets. Every file is the same bytes (x264's CPU-dependent algorithm choices made ~10-30 % of the videos differ
-    before ``X264_PARAMS`` set cpu-independent), and so are the manifests and content digests."""
+    another CPU); the other renders in two worker processes (each encodes another sequence of videos) with two BLAS
+    threads and x264's detected instruction sets. Every file is the same bytes (x264's CPU- and history-dependent
+    routines made most of these videos differ before ``X264_PARAMS`` set cpu-independent), and so are the manifests
+    and content digests."""
     import json
 
     config = SynthVTRConfig(num_families=6, family_size=4, test_families=2, image_size=32, num_frames=8)
