@@ -6,7 +6,9 @@ flat dotted LightningCLI key (``--model.init_args.nucleus_p=0.5``). This runner 
 (``values`` lists, ``value`` constants) and runs each combination as a subprocess with the same command
 line, each into ``<out>/<run name>/version_N/`` with its output in ``<out>/<run name>.log``, then prints a
 table of every run (return code, test metrics) with the end of each failed run's log, writes
-``<out>/sweep_summary.json`` and exits non-zero when a run failed.
+``<out>/sweep_summary.json`` (with each run's recorded ``git_sha`` / ``git_dirty`` / ``git_diff_sha256``) and
+``<out>/sweep_provenance.json`` (the launcher's, ``lightning_modules.provenance``) and exits non-zero when a run
+failed.
 
     python -m experiments.sweep experiments/sweeps/narvid_table3_modules.yaml --dry-run
     python -m experiments.sweep experiments/sweeps/narvid_table3_modules.yaml --out runs/sweeps/table3
@@ -325,12 +327,15 @@ def _record(out: Path, name: str, returncode: int | None, seconds: float | None,
     """A ``sweep_summary.json`` entry; ``status`` is ``ran`` or ``skipped``, ``failed`` when no metrics were written
     or the return code is not 0."""
     metrics_path = finished_metrics(out / name)
-    metrics = None
+    metrics, code = None, {}
     if metrics_path is not None and returncode == 0:
-        metrics = json.loads(metrics_path.read_text()).get("metrics")
+        record = json.loads(metrics_path.read_text())
+        metrics = record.get("metrics")
+        # the code the run itself recorded (runs of one sweep can differ when a file was edited while it ran)
+        code = {k: record.get(k) for k in ("git_sha", "git_dirty", "git_diff_sha256")}
     return {"run": name, "returncode": returncode, "status": status if metrics is not None else "failed",
             "metrics": metrics, "run_dir": str(metrics_path.parent.parent) if metrics_path else None,
-            "log": str(log), "seconds": None if seconds is None else round(seconds, 1)}
+            "log": str(log), "seconds": None if seconds is None else round(seconds, 1), **code}
 
 
 def previous_summary(out: Path) -> dict[str, dict[str, Any]]:
@@ -451,10 +456,17 @@ def summary_table(records: list[dict[str, Any]], out: Path, metric: str, goal: s
 
 
 def write_summary(out: Path, records: list[dict[str, Any]]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "sweep_summary.json.tmp"
-    tmp.write_text(json.dumps(records, indent=2))
-    tmp.replace(out / "sweep_summary.json")
+    _write_json(out / "sweep_summary.json", records)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(value, indent=2))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only there when the write or the rename failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -532,6 +544,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"--jobs {parallel} but {len(found)} GPU(s): at most {len(found)} runs at once, one per GPU",
                       flush=True)
             parallel = min(parallel, len(found))
+    from lightning_modules.provenance import run_provenance
+
+    # the launcher's code and machine, as every run's metrics.json records its own (README "Provenance")
+    _write_json(out / "sweep_provenance.json", {"sweep": str(args.sweep), **run_provenance()})
     print(f"{len(jobs)} of {total} runs to do, {parallel} at a time"
           + (f" on CUDA devices {','.join(devices)}" if devices else "") + f"; output in {out}", flush=True)
 

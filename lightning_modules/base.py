@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -54,6 +53,7 @@ from lightning_modules.lineage import LineageMixin, test_lineage, verdict_fields
 from lightning_modules.metrics import retrieval_metrics
 from lightning_modules.optim import SCHEDULES, OptimizerName, ScheduleName, build_optimizer, warmup_cosine
 from lightning_modules.postprocess import DSL_TEMPERATURE, QBNORM_BETA, QBNORM_TOPK
+from lightning_modules.provenance import run_provenance
 from lightning_modules.test_time import check_query_bank, run_test_postprocessing
 
 __all__ = ["BaseRetrievalModule", "Features", "as_float32", "score_tiles", "warmup_cosine"]
@@ -625,7 +625,7 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
             "metrics": {k: float(v) for k, v in metrics.items()},
             "num_texts": int(metrics["num_texts"]), "num_videos": int(metrics["num_videos"]),
             "complete": ev["complete"], "method": type(self).__name__,
-            "postprocess": "none", "seed": _seed(), "git_sha": _git_sha(),
+            "postprocess": "none", "seed": _seed(), **run_provenance(self.trainer),
             "ckpt_path": str(self.trainer.ckpt_path) if self.trainer.ckpt_path else None,
             "data": dm.describe("test") if hasattr(dm, "describe") else {},
             "world_size": self.trainer.world_size, "precision": str(self.trainer.precision),
@@ -648,12 +648,3 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
 def _seed() -> int | None:
     value = os.environ.get("PL_GLOBAL_SEED")
     return int(value) if value is not None else None
-
-
-def _git_sha() -> str:
-    try:
-        root = Path(__file__).resolve().parents[1]
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"

@@ -358,7 +358,10 @@ def _dataset(run: Run) -> str:
     gen = run.record.get("data", {}).get("generator") or {}
     version = gen.get("version") or run.record.get("data", {}).get("generator_version")
     parts = [str(v) for v in (version, gen.get("fingerprint")) if v]
-    return run.dataset + (f" (generator {' '.join(parts)})" if parts else "")
+    content = gen.get("content_sha256")  # the exact copy (its manifest's digest); absent before synthvtr-1.2
+    copy = f", content {content[:12]}" + ("" if gen.get("content_verified") else " (files differ from it)") \
+        if content else ""
+    return run.dataset + (f" (generator {' '.join(parts)}{copy})" if parts else "")
 
 
 def _test_set(run: Run) -> str:
