@@ -11,8 +11,9 @@ module (CaryXiang/ECA4VTR ``code/moe_fusion.py``):
 * The router, an MLP(2D -> 256 -> E), sees only the video side, ``[C_0; F_0]`` (first caption, first frame), so
   video embeddings are query-independent: the gallery is encoded once and scoring is a matrix product.
   Training keeps the top ``active_experts`` (2) logits, softmax over them. Evaluation: the paper says top-2 and
-  the released code a dense softmax; ``eval_routing`` picks the reported one and the test writes both as
-  views (``topk/…`` and ``dense/…`` in ``metrics.json``).
+  the released code a dense softmax; ``eval_routing`` picks the reported one, and only its experts run (under
+  top-2, two per video); ``other_routing_view`` adds the other routing as a second view (``topk/…`` and
+  ``dense/…`` in ``metrics.json``), at test or always.
 * Paper Eq. 2: ``v = Σ_e g_e · expert_e + mean([C; F])``, L2-normalised; ``s(t, v) = cos(t, v)``; the base's
   symmetric InfoNCE with the learnt temperature.
 
@@ -64,7 +65,10 @@ class ExCae(BaseRetrievalModule):
             16 on the one group of ``frames`` or ``captions``.
         active_experts: k of the top-k routing (paper: 2; 0 = no expert, Fig. 7).
         eval_routing: routing at validation/test: ``topk`` (the paper's text) or ``dense`` (released code).
-            Tests write both views.
+        other_routing_view: when the other routing is scored too, as a second view next to ``eval_routing``'s:
+            ``never`` (only the headline's experts run: under top-k each video runs its ``active_experts``
+            experts, not all of them), ``test`` (the test writes both views, validation only the headline) or
+            ``always``. The dense view runs every expert on every video.
         expert_layers: transformer layers per expert (not stated in the paper or the released code; 1).
         expert_heads: attention heads per expert.
         expert_ffn: FFN width of each expert (PyTorch's default 2048, as released).
@@ -72,7 +76,8 @@ class ExCae(BaseRetrievalModule):
         router_hidden: hidden width of the router MLP (256).
         num_captions: use the first K captions of each video (Fig. 6); ``None`` = all the store holds.
         expert_compute: ``routed`` runs an expert only on the samples routed to it; ``all`` runs every expert
-            on every sample (same result, for the benchmark).
+            on every sample, as the released module. Same scores up to float rounding, and the same optimiser
+            updates (an expert no sample is routed to gets zero gradients under both).
         balance_weight: weight of the Switch load-balancing term (0 = off, as released).
         **kwargs: ``BaseRetrievalModule`` arguments (backbone, lr, optimizer, ...).
     """
@@ -80,13 +85,16 @@ class ExCae(BaseRetrievalModule):
     def __init__(self, caption_key: CaptionKind = "multi", video_inputs: VideoInputs = "both",
                  use_ecs: bool = True, num_experts: int = 16, experts_per_group: int | None = None,
                  active_experts: int = 2,
-                 eval_routing: Routing = "topk", expert_layers: int = 1, expert_heads: int = 8,
+                 eval_routing: Routing = "topk", other_routing_view: Literal["never", "test", "always"] = "never",
+                 expert_layers: int = 1, expert_heads: int = 8,
                  expert_ffn: int = 2048, expert_dropout: float = 0.1, router_hidden: int = 256,
                  num_captions: int | None = None, expert_compute: ExpertCompute = "routed",
                  balance_weight: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if video_inputs not in GROUPS:
             raise ValueError(f"video_inputs must be one of {sorted(GROUPS)}, got {video_inputs!r}")
+        if other_routing_view not in ("never", "test", "always"):
+            raise ValueError(f"other_routing_view must be never, test or always, got {other_routing_view!r}")
         if num_captions is not None and num_captions < 1:
             raise ValueError(f"num_captions must be >= 1 or null, got {num_captions}")
         self.caption_key = caption_key
@@ -128,11 +136,19 @@ class ExCae(BaseRetrievalModule):
     def encode_video(self, batch: VideoBatch) -> Features:
         """Eq. 2: the routed experts' mixture plus the mean of every input token, L2-normalised.
 
-        Outside training both routings are computed (``video`` under ``eval_routing``, ``video_other`` under
-        the other one) with the gates of ``eval_routing`` (``gates``), for the two test views and the
-        expert-usage histogram.
+        Outside training: ``video`` under ``eval_routing`` with its gates (``gates``, for the expert-usage
+        histogram), and ``video_other`` under the other routing when ``other_routing_view`` asks for it.
         """
-        groups = self.video_tokens(batch)
+        return self.video_features(self.video_tokens(batch))
+
+    def wants_other_routing(self) -> bool:
+        """Whether this evaluation scores the other routing as well (``other_routing_view``)."""
+        when = self.hparams.other_routing_view
+        testing = self._trainer is not None and self.trainer.testing
+        return when == "always" or (when == "test" and testing)
+
+    def video_features(self, groups: dict[str, tuple[Tensor, Tensor]]) -> Features:
+        """The video side on top of the backbone's token groups (``video_tokens``): router, experts, token mean."""
         tokens, valid = groups["both" if "both" in groups else next(iter(groups))]
         base = masked_mean_pool(tokens.float(), valid)
         if self.moe is None:
@@ -143,9 +159,12 @@ class ExCae(BaseRetrievalModule):
             mixture, gates, logits = self.moe(groups, router_input, hp.active_experts, "topk")
             return {"video": F.normalize(mixture + base, dim=-1), "router_logits": logits, "gates": gates}
         other: Routing = "dense" if hp.eval_routing == "topk" else "topk"
-        mixtures, gates, _ = self.moe.mixtures(groups, router_input, hp.active_experts, (hp.eval_routing, other))
-        return {"video": F.normalize(mixtures[hp.eval_routing] + base, dim=-1),
-                "video_other": F.normalize(mixtures[other] + base, dim=-1), "gates": gates[hp.eval_routing]}
+        routings: tuple[Routing, ...] = (hp.eval_routing, other) if self.wants_other_routing() else (hp.eval_routing,)
+        mixtures, gates, _ = self.moe.mixtures(groups, router_input, hp.active_experts, routings)
+        out = {"video": F.normalize(mixtures[hp.eval_routing] + base, dim=-1), "gates": gates[hp.eval_routing]}
+        if other in mixtures:
+            out["video_other"] = F.normalize(mixtures[other] + base, dim=-1)
+        return out
 
     # ------------------------------------------------------------------ scoring
     search_keys = ("text", "video")

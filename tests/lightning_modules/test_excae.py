@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -43,7 +45,7 @@ def test_video_embedding_is_eq2_mixture_plus_token_mean() -> None:
 
 def test_both_routings_are_views_and_eval_routing_is_reported() -> None:
     for routing in ("topk", "dense"):
-        model = tiny_excae(eval_routing=routing)
+        model = tiny_excae(eval_routing=routing, other_routing_view="always")
         text, video = batches()
         with torch.no_grad():
             sims = model.similarity(model.encode_text(text), model.encode_video(video))
@@ -52,7 +54,7 @@ def test_both_routings_are_views_and_eval_routing_is_reported() -> None:
 
 
 def test_scoring_is_query_independent_and_tiles_agree() -> None:
-    model = tiny_excae()
+    model = tiny_excae(other_routing_view="always")
     text, video = batches()
     with torch.no_grad():
         tf, vf = model.encode_text(text), model.encode_video(video)
@@ -107,3 +109,38 @@ def test_bad_settings_are_clear_errors() -> None:
     video.aux["multi"].captions[3] = []
     with pytest.raises(ValueError, match=r"\['v3'\] have no 'multi' captions"):
         tiny_excae().encode_video(video)
+
+
+def test_topk_evaluation_runs_only_the_routed_experts_and_equals_dense_then_masked() -> None:
+    """The headline (top-2) evaluation runs each video's 2 experts, not all 6, and scores what running every expert
+    on every video and masking with the top-2 gates scores (the released module's way)."""
+    model = tiny_excae()
+    text, video = batches(n_videos=9)
+    calls: list[int] = []
+    for expert in model.moe.experts:
+        expert.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        routed = model.encode_video(video)
+        sim = model.similarity(model.encode_text(text), routed)
+    assert sum(calls) == 9 * 2 and "video_other" not in routed and isinstance(sim, torch.Tensor)
+    dense_then_masked = tiny_excae(expert_compute="all")
+    with torch.no_grad():
+        reference = dense_then_masked.encode_video(video)
+    assert torch.equal(routed["gates"], reference["gates"])
+    torch.testing.assert_close(routed["video"], reference["video"], atol=1e-6, rtol=0)
+    # and the top-k view of a run that scores both views is the same vector
+    both = tiny_excae(other_routing_view="always")
+    with torch.no_grad():
+        torch.testing.assert_close(both.encode_video(video)["video"], routed["video"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("when,testing,expected", [("never", True, False), ("test", False, False),
+                                                    ("test", True, True), ("always", False, True)])
+def test_other_routing_view_is_scored_only_when_asked(when: str, testing: bool, expected: bool) -> None:
+    model = tiny_excae(other_routing_view=when)
+    model._trainer = SimpleNamespace(testing=testing)  # what the evaluation loop's trainer says
+    _, video = batches()
+    with torch.no_grad():
+        assert ("video_other" in model.encode_video(video)) == expected
+    with pytest.raises(ValueError, match="other_routing_view"):
+        tiny_excae(other_routing_view="sometimes")
