@@ -25,6 +25,7 @@ in the released code). Test runs write ``test/expert_usage.json`` (how often eac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from typing import Any, Literal
@@ -47,8 +48,26 @@ from lightning_modules.components.experts import (
 )
 
 VideoInputs = Literal["both", "frames", "captions"]
+TokenGroups = dict[str, tuple[Tensor, Tensor]]
 GROUPS: dict[str, tuple[str, ...]] = {"both": ("captions", "frames", "both"), "frames": ("frames",),
                                       "captions": ("captions",)}
+
+
+def with_joint_group(groups: TokenGroups) -> TokenGroups:
+    """Add ``both`` (captions then frames, one token sequence) when a video has both groups."""
+    if "captions" in groups and "frames" in groups:
+        (c, cv), (f, fv) = groups["captions"], groups["frames"]
+        groups = {**groups, "both": (torch.cat([c, f.to(c.dtype)], 1), torch.cat([cv, fv], 1))}
+    return groups
+
+
+def expert_inputs(groups: TokenGroups) -> Features:
+    """The token groups as features the evaluation loop can gather (``both`` is rebuilt, not stored twice)."""
+    out = {}
+    for name in ("captions", "frames"):
+        if name in groups:
+            out[f"{name}_tokens"], out[f"{name}_valid"] = groups[name]
+    return out
 
 
 class ExCae(BaseRetrievalModule):
@@ -128,18 +147,47 @@ class ExCae(BaseRetrievalModule):
             groups["captions"] = (captions, valid)
         if inputs in ("both", "frames"):
             groups["frames"] = (self.backbone_frames(batch), batch.mask.bool())
-        if inputs == "both":
-            (c, cv), (f, fv) = groups["captions"], groups["frames"]
-            groups["both"] = (torch.cat([c, f.to(c.dtype)], 1), torch.cat([cv, fv], 1))
-        return groups
+        return with_joint_group(groups)
 
     def encode_video(self, batch: VideoBatch) -> Features:
         """Eq. 2: the routed experts' mixture plus the mean of every input token, L2-normalised.
 
         Outside training: ``video`` under ``eval_routing`` with its gates (``gates``, for the expert-usage
-        histogram), and ``video_other`` under the other routing when ``other_routing_view`` asks for it.
+        histogram), and ``video_other`` under the other routing when ``other_routing_view`` asks for it. In the
+        validation and test loops the experts wait for the whole gallery (``expert_inputs``, finished in ``score``).
         """
-        return self.video_features(self.video_tokens(batch))
+        groups = self.video_tokens(batch)
+        if self.moe is not None and self._experts_over_gallery():
+            return expert_inputs(groups)
+        return self.video_features(groups)
+
+    def _experts_over_gallery(self) -> bool:
+        """Whether this evaluation runs the experts once over the gathered gallery rather than per loader batch.
+
+        Under top-2 routing an expert gets ~2/E of a batch's videos (8 of 64 with 16 experts): row counts so
+        small that a pass costs about what a full batch does. Over the gallery each expert runs on all its
+        videos at once. Only inside the Lightning evaluation loops, which gather every batch before ``score``;
+        ``encode_video`` called directly (search indexing, tests) keeps returning finished embeddings.
+        """
+        trainer = self._trainer
+        return not self.training and trainer is not None and bool(
+            trainer.validating or trainer.testing or trainer.sanity_checking)
+
+    def gallery_features(self, feats: Features) -> Features:
+        """``video_features`` of ``expert_inputs`` gathered over a gallery, ``eval_video_chunk`` videos per expert
+        pass, under the trainer's precision (the loop's batches ran under it)."""
+        rows = next(iter(feats.values())).shape[0]
+        step = self.hparams.eval_video_chunk
+        context = (self.trainer.precision_plugin.forward_context() if self._trainer is not None
+                   else contextlib.nullcontext())
+        parts = []
+        with context:
+            for start in range(0, rows, step):
+                stop = start + step
+                groups = {name: (feats[f"{name}_tokens"][start:stop], feats[f"{name}_valid"][start:stop])
+                          for name in ("captions", "frames") if f"{name}_tokens" in feats}
+                parts.append(self.video_features(with_joint_group(groups)))
+        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
     def wants_other_routing(self) -> bool:
         """Whether this evaluation scores the other routing as well (``other_routing_view``)."""
@@ -187,6 +235,8 @@ class ExCae(BaseRetrievalModule):
 
     @torch.no_grad()
     def score(self, text_feats: Features, video_feats: Features) -> tuple[Tensor, dict[str, Tensor]]:
+        if any(key.endswith("_tokens") for key in video_feats):  # the evaluation loop's gathered expert inputs
+            video_feats = self.gallery_features(video_feats)
         if "gates" in video_feats and self.moe is not None:  # the de-duplicated, all-gathered evaluation videos
             self._expert_usage = expert_usage(video_feats["gates"], self.hparams.active_experts,
                                               self.moe.expert_groups)
