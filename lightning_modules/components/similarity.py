@@ -66,16 +66,20 @@ def token_frame_similarity(words: Tensor, word_mask: Tensor, frames: Tensor, fra
     zero = masked_value == "zero"
     if zero:  # a masked word's row of cosines is then exactly 0, what the masked value is: no pass over S needed
         w = w * word_mask[..., None].to(w.dtype)
-    # one GEMM over the real word slots: [n_t * length, D] x [D, n_v * T], laid out [n_t, length, n_v, T]
-    s = (w.reshape(n_t * length, d) @ v.reshape(n_v * t, d).t()).view(n_t, length, n_v, t)
-    fm = frame_mask.bool()
-    fm = fm[:, None] if fm.ndim == 3 else fm[None, None]
-    # in place: the product is a fresh tensor nobody else holds, and a copy of it would cost as much as the mask
+    # one GEMM over the real word slots: [n_t, length, D] x [D, n_v * T]
+    s = torch.matmul(w, v.reshape(n_v * t, d).t())
+    # masked in place: the product is a fresh tensor nobody else holds (matmul returns no view of it, so autograd
+    # needs no copy either), and an out-of-place mask would cost a copy of all of it
+    fm = frame_mask.bool().reshape(-1 if frame_mask.ndim == 3 else 1, 1, n_v * t)
     s.masked_fill_(~fm, 0.0 if zero else float("-inf"))
     if not zero:
-        s.masked_fill_(~word_mask[:, :, None, None], float("-inf"))
-    best_frame = s.amax(dim=-1).transpose(1, 2)  # [n_t, n_v, length]
-    best_word = s.amax(dim=1)  # [n_t, n_v, T]
+        s.masked_fill_(~word_mask[:, :, None], float("-inf"))
+    s = s.view(n_t, length, n_v, t)
+    if s.requires_grad:  # max's backward scatters into one index; amax's splits ties and costs several passes
+        best_frame, best_word = s.max(dim=-1).values, s.max(dim=1).values
+    else:  # amax writes no indices
+        best_frame, best_word = s.amax(dim=-1), s.amax(dim=1)
+    best_frame = best_frame.transpose(1, 2)  # [n_t, n_v, length]; best_word [n_t, n_v, T]
     if zero and length < slots:  # every query has masked slots past ``length``: each is a 0 in the word maximum
         best_word = best_word.clamp_min(0.0)
     if not zero:
