@@ -229,8 +229,10 @@ class RehearsalRunner(ShippedRunner):
         best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
         assert len(best) == 1 and Path(record["ckpt_path"]).resolve() == best[0].resolve(), (
             f"{command}: the test did not read the best checkpoint ({record['ckpt_path']}; {best})")
+        # at most TRAIN_BATCHES steps: a split smaller than TRAIN_BATCHES global batches (DiDeMo's 4 training
+        # paragraphs on 2 ranks x BATCH_SIZE) ends its epoch sooner
         last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-        assert last["global_step"] == TRAIN_BATCHES, f"{command}: {last['global_step']} optimiser steps"
+        assert 0 < last["global_step"] <= TRAIN_BATCHES, f"{command}: {last['global_step']} optimiser steps"
         with (run_dir / "metrics.csv").open(newline="") as fh:
             logged = list(csv.DictReader(fh))
         assert any(row.get("val/t2v_R1") for row in logged), f"{command}: validation did not run"
