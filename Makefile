@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 
-.PHONY: venv chromium test test-slow demo lint clean-demo
+.PHONY: venv chromium test test-slow rehearse demo lint clean-demo
 
 $(STAMP): requirements.txt requirements-weights.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ test: $(STAMP) $(CHROMIUM_STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# the dress rehearsal: every real-data pipeline whole, on two processes (tests/test_rehearsal.py, README "Tests and CI")
+rehearse: $(STAMP)
+	$(PY) -m pytest -q -m rehearsal tests/test_rehearsal.py --durations=0
 
 demo: $(STAMP)
 	$(PY) -m experiments.demo

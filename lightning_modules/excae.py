@@ -269,9 +269,11 @@ class ExCae(BaseRetrievalModule):
         if usage is None:
             return
         self.log("test/expert_usage_entropy", usage["entropy_bits"], sync_dist=False)
-        if self.hparams.write_artifacts and self.trainer.is_global_zero:
+        if not self.hparams.write_artifacts:
+            return
+        out = self.artifact_dir()  # trainer.log_dir broadcasts: every rank must ask, not rank 0 alone
+        if self.trainer.is_global_zero:
             usage = {**usage, "routing": self.hparams.eval_routing,
                      "uniform_entropy_bits": round(math.log2(len(usage["experts"])), 4)}
-            out = self.artifact_dir()
             out.mkdir(parents=True, exist_ok=True)
             (out / "expert_usage.json").write_text(json.dumps(usage, indent=2))
