@@ -28,7 +28,8 @@ def test_tile_rows_repeats_the_videos_in_order() -> None:
 def test_a_fit_and_its_test_record_their_costs(fake_msrvtt: Path, tmp_path: Path) -> None:
     cli = main(["fit", "--config", str(TINY_CLIP4CLIP), "--data.init_args.root", str(fake_msrvtt),
                 "--trainer.max_epochs", "2", "--trainer.logger", csv_logger(tmp_path, "costs"),
-                '--trainer.callbacks+={"class_path": "callbacks.run_costs.RunCosts", "init_args": {"gallery_size": 10}}'])
+                "--trainer.callbacks+=" + json.dumps({"class_path": "callbacks.run_costs.RunCosts",
+                                                      "init_args": {"gallery_size": 10}})])
     run = Path(cli.trainer.log_dir)
     costs = json.loads((run / "run_costs.json").read_text())
     module = cli.model
