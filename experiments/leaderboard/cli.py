@@ -30,7 +30,15 @@ from experiments.leaderboard.plan import (
     Settings,
     Step,
 )
-from experiments.leaderboard.state import TASK_ENV, LeaderboardError, new_attempt, read_json, work_lock, write_json
+from experiments.leaderboard.state import (
+    TASK_ENV,
+    LeaderboardError,
+    new_attempt,
+    read_json,
+    task_id,
+    work_lock,
+    write_json,
+)
 from experiments.leaderboard.tasks import (
     cell_done,
     is_finished,
@@ -294,7 +302,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             cmd = [sys.executable, "-m", "experiments.leaderboard", "step", *_task_args(args),
                    f"--configuration={conf.name}", f"--step={step.name}"]
             step_jobs.append(Job(len(step_jobs), task, cmd, settings.steps_dir(conf) / f"{step.name}.log",
-                                 env={TASK_ENV: new_attempt(task)}, judge=judge_step))
+                                 env={TASK_ENV: new_attempt(task_id(settings.work, task))}, judge=judge_step))
         cell_jobs: list[Job] = []
         if step_jobs:
             print(f"{len(step_jobs)} caption step(s) to do, {args.jobs} at a time", flush=True)
@@ -317,7 +325,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                    f"--configuration={cell.configuration.name}", f"--method={cell.method.name}",
                    f"--seed={cell.seed}", *(["--allow-dirty"] if args.allow_dirty else [])]
             cell_jobs.append(Job(i, cell.key, cmd, settings.runs_dir(cell.configuration) / f"{cell.name}.log",
-                                 env={TASK_ENV: new_attempt(cell.key)}, judge=judge_cell))
+                                 env={TASK_ENV: new_attempt(task_id(settings.work, cell.key))}, judge=judge_cell))
         status.save()
         parallel, devices = args.jobs, None
         if parallel > 1:

@@ -1,7 +1,7 @@
 """The leaderboard's bookkeeping: atomic JSON files, the work folder's lock, and the processes of a task.
 
-A task (a caption step or a cell) runs with ``VTR_LEADERBOARD_TASK=<configuration>/<name>@<attempt>`` in its
-environment, which every process it starts inherits. When the leaderboard itself was killed (SIGKILL) its tasks'
+A task (a caption step or a cell) runs with ``VTR_LEADERBOARD_TASK=<work folder>::<configuration>/<name>@<attempt>``
+in its environment, which every process it starts inherits. When the leaderboard itself was killed (SIGKILL) its tasks'
 processes may live on; the next ``--resume`` finds them by that variable (``/proc/<pid>/environ``), kills them before
 it deletes and reruns their unfinished task, and so never runs two attempts of one task at once.
 """
@@ -79,9 +79,20 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def task_id(work: Path, key: str) -> str:
+    """A task's identity: its work folder and its key (``default/narvid_s0``), so the tasks of two leaderboards in
+    different work folders (a test beside a real run) are never taken for each other."""
+    return f"{Path(work).resolve()}::{key}"
+
+
 def new_attempt(task: str) -> str:
-    """The value of ``TASK_ENV`` for one attempt of ``task``."""
+    """The value of ``TASK_ENV`` for one attempt of ``task``: ``<task>@<random hex>``."""
     return f"{task}@{uuid.uuid4().hex[:12]}"
+
+
+def attempt_task(attempt: str) -> str:
+    """The task of an attempt (everything before its last ``@``)."""
+    return attempt.rsplit("@", 1)[0]
 
 
 def task_processes(task: str, keep: str | None = None) -> list[int]:

@@ -30,10 +30,12 @@ from experiments.leaderboard.plan import ROOT, Cell, Configuration, Settings, St
 from experiments.leaderboard.state import (
     TASK_ENV,
     LeaderboardError,
+    attempt_task,
     file_lock,
     kill_task,
     new_attempt,
     read_json,
+    task_id,
     write_json,
 )
 
@@ -69,7 +71,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def _run(cmd: list[str], attempt: str) -> int:
     """``cmd`` from the repository root with this attempt's task variable; on SIGTERM (the runner stopping) every
     process of the task is killed before this one exits."""
-    task = attempt.split("@", 1)[0]
+    task = attempt_task(attempt)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     proc = None
     try:
@@ -93,13 +95,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _start(task: str) -> str:
+def _start(settings: Settings, key: str) -> str:
+    """This attempt's task variable, after killing every process of an earlier attempt of the same task."""
+    task = task_id(settings.work, key)
     attempt = os.environ.get(TASK_ENV) or new_attempt(task)
     if not attempt.startswith(task + "@"):
         attempt = new_attempt(task)  # started by hand from inside another task
     killed = kill_task(task, keep=attempt)
     if killed:
-        print(f"{task}: killed {len(killed)} process(es) of an earlier attempt: {killed}", flush=True)
+        print(f"{key}: killed {len(killed)} process(es) of an earlier attempt: {killed}", flush=True)
     return attempt
 
 
@@ -108,7 +112,7 @@ def run_step(settings: Settings, conf: Configuration, step: Step) -> dict[str, A
     done = step_done(settings, conf, step)
     if is_finished(done):
         return read_marker(done)
-    attempt = _start(step_task(conf, step))
+    attempt = _start(settings, step_task(conf, step))
     record = data_copy.check(settings, conf)
     store = Path(record["root"]) / step.store
     # what an earlier attempt left: the store, the writer's rank files and sidecars, the step's own folder
@@ -157,7 +161,7 @@ def run_cell(settings: Settings, cell: Cell, allow_dirty: bool = False) -> dict[
     done = cell_done(settings, cell)
     if is_finished(done):
         return read_marker(done)
-    attempt = _start(cell.key)
+    attempt = _start(settings, cell.key)
     run_dir = settings.runs_dir(cell.configuration) / cell.name
     dest = done.parent
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -15,7 +15,7 @@ import pytest
 
 from experiments.leaderboard.cli import main
 from experiments.leaderboard.plan import CARE_CONFIG, METHOD_BY_NAME, METHODS, SEEDS, STEPS
-from experiments.leaderboard.state import TASK_ENV
+from experiments.leaderboard.state import TASK_ENV, new_attempt, task_id
 from experiments.report.readme import main as readme
 
 TINY = [f"--data={k}={v}" for k, v in {"num_families": 4, "family_size": 2, "test_families": 1, "val_families": 1,
@@ -105,15 +105,22 @@ def test_two_tiny_cells_register_resume_and_the_table(tmp_path: Path, capsys: py
     half = registry / "clip4clip_seqTransf_s0"
     half.mkdir()
     (half / "metrics.json").write_text("{}")
-    orphan = subprocess.Popen(["sleep", "600"], env={**os.environ, TASK_ENV: "default/clip4clip_seqTransf_s0@killed"})
+    killed = new_attempt(task_id(work, "default/clip4clip_seqTransf_s0"))
+    orphan = subprocess.Popen(["sleep", "600"], env={**os.environ, TASK_ENV: killed})
+    # a process of the same cell in another work folder (another leaderboard) is not this one's to kill
+    other = subprocess.Popen(["sleep", "600"], env={**os.environ, TASK_ENV: new_attempt(task_id(
+        tmp_path / "other", "default/clip4clip_seqTransf_s0"))})
     try:
         finished = (meanp / "costs.json").read_bytes(), (meanp / "costs.json").stat().st_mtime_ns
         assert main(["run", "--resume", *common, "--only=method=clip4clip_meanP,clip4clip_seqTransf"]) == 0
         out = capsys.readouterr().out
         assert orphan.wait(timeout=60) == -9   # the earlier attempt's process was killed before the rerun
+        assert other.poll() is None
     finally:
-        if orphan.poll() is None:
-            orphan.kill()
+        for proc in (orphan, other):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert "skip default/clip4clip_meanP_s0: finished" in out and "start default/clip4clip_seqTransf_s0" in out
     assert ((meanp / "costs.json").read_bytes(), (meanp / "costs.json").stat().st_mtime_ns) == finished
     assert not (partial / "left_by_the_killed_attempt").exists()
