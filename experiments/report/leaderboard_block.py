@@ -271,7 +271,7 @@ def generate(body: str, base: Path, where: str) -> str:
 
 def _provenance(summary: dict[str, Any], folder: str, runs: dict[str, dict[str, list[Run]]]) -> str:
     every = [r for by_method in runs.values() for group in by_method.values() for r in group]
-    commits = " / ".join(dict.fromkeys(_commit(r) for r in every)) or "none"
+    commits = " / ".join(dict.fromkeys(_commit(r) for r in every)) or "— (no cell yet)"
     copies = []
     for conf in summary["configurations"]:
         data = conf.get("data") or {}
