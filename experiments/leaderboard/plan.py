@@ -287,8 +287,8 @@ def care_overrides(settings: Settings) -> dict[str, list[str]]:
 def cell_command(settings: Settings, cell: Cell) -> list[str]:
     """The command that trains and tests one cell (its run folder: ``runs_dir/<cell>/version_0``)."""
     conf, method = cell.configuration, cell.method
-    logger = logger_arg(settings.runs_dir(conf), cell.name)
     if method.kind == "fit":
+        logger = logger_arg(settings.runs_dir(conf), cell.name)
         return [settings.python, "main.py", "fit", "--config", method.config, *_compose(conf), *method.args,
                 f"--seed_everything={cell.seed}", logger, f"--trainer.callbacks+={COSTS_CALLBACK}", *settings.args,
                 *settings.data_args()]
@@ -302,5 +302,8 @@ def cell_command(settings: Settings, cell: Cell) -> list[str]:
             paths = shipped[key] if isinstance(shipped[key], list) else [shipped[key]]
             cmd.append(f"--{key}={json.dumps([*paths, *conf.compose])}")
         cmd.append(f"--data_config={json.dumps([shipped['sft_config'], *conf.compose])}")
-    cmd += [f"--overrides={json.dumps(care_overrides(settings))}", *settings.care_args, logger]
+    # its summary.json into the cell's run folder (--out; not the sweep runner's --trainer.logger, which the pipeline's
+    # command line receives as an instantiated logger and cannot read)
+    cmd += [f"--overrides={json.dumps(care_overrides(settings))}", *settings.care_args,
+            f"--out={settings.runs_dir(conf) / cell.name / 'version_0'}"]
     return cmd
