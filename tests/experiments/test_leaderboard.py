@@ -13,9 +13,18 @@ from pathlib import Path
 
 import pytest
 
+from experiments.leaderboard import data as data_copy
 from experiments.leaderboard.cli import main
-from experiments.leaderboard.plan import CARE_CONFIG, METHOD_BY_NAME, METHODS, SEEDS, STEPS
-from experiments.leaderboard.state import TASK_ENV, new_attempt, task_id
+from experiments.leaderboard.plan import (
+    CARE_CONFIG,
+    CONFIGURATION_BY_NAME,
+    METHOD_BY_NAME,
+    METHODS,
+    SEEDS,
+    STEPS,
+    Settings,
+)
+from experiments.leaderboard.state import TASK_ENV, LeaderboardError, new_attempt, task_id
 from experiments.report.readme import main as readme
 
 TINY = [f"--data={k}={v}" for k, v in {"num_families": 4, "family_size": 2, "test_families": 1, "val_families": 1,
@@ -151,3 +160,16 @@ def test_two_tiny_cells_register_resume_and_the_table(tmp_path: Path, capsys: py
     text = " ".join(readme_path.read_text().split())
     assert "Missing 46 of 48 cells: 46 not run (default: clip4clip_meanP seed 1,2" in text
     assert readme([str(readme_path), "--check"]) == 0
+
+    # the copy is checked before every cell: an edited video, or a manifest other than the recorded one, is refused
+    settings = Settings(work, [t[len("--data="):] for t in TINY])
+    video = next(Path(copy["root"], "videos").glob("*.mp4"))
+    original = video.read_bytes()
+    video.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    with pytest.raises(LeaderboardError, match=rf"does not match its manifest .*1 differ \(first: videos/{video.name}"):
+        data_copy.check(settings, CONFIGURATION_BY_NAME["default"])
+    video.write_bytes(original)
+    data_copy.check(settings, CONFIGURATION_BY_NAME["default"])
+    (work / "default" / "data.json").write_text(json.dumps({**copy, "content_sha256": "0" * 64}))
+    with pytest.raises(LeaderboardError, match="recorded 000000000000: the copy was regenerated or edited"):
+        data_copy.check(settings, CONFIGURATION_BY_NAME["default"])
