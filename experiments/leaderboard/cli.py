@@ -231,8 +231,6 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from experiments.sweep import Job, cuda_devices, run_jobs
-
     if args.jobs < 1:
         raise PlanError("--jobs must be at least 1")
     settings = _settings(args)
@@ -242,7 +240,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(settings, confs, steps, selected, args.resume)
     # SIGTERM as an exception, so the scheduler's cleanup stops the running tasks (each kills its own processes)
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run_grid(args, settings, selected, steps, confs)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_grid(args: argparse.Namespace, settings: Settings, selected: list[Cell],
+              steps: list[tuple[Configuration, Step]], confs: list[Configuration]) -> int:
+    from experiments.sweep import Job, cuda_devices, run_jobs
+
     with work_lock(settings.work):
         dirty = dirty_files()
         if dirty and not args.allow_dirty:
