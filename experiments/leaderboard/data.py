@@ -70,7 +70,6 @@ def prepare(settings: Settings, conf: Configuration) -> dict[str, Any]:
     from datamodules.synthvtr import verify_content
 
     dm = data_module(settings, conf)
-    dm.generator_workers = 1 if dm.generator_workers is None else dm.generator_workers
     started = time.perf_counter()
     dm.prepare_data()
     generated_s = time.perf_counter() - started
