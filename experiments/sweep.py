@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -320,6 +321,10 @@ class Job:
     handle: IO[str] | None = None
     started: float = 0.0
     result: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)   # environment variables of this job only
+    # the result of a finished job from (job, return code, seconds): a dict with ``status`` ("failed" or another) and
+    # optionally ``reason`` and ``metrics``; None: a sweep run's record (``_record``: test/metrics.json under out/name)
+    judge: Callable[[Job, int | None, float], dict[str, Any]] | None = None
 
 
 def _record(out: Path, name: str, returncode: int | None, seconds: float | None, log: Path, status: str,
@@ -352,7 +357,7 @@ def _start(job: Job, env: dict[str, str], total: int) -> None:
     job.handle = job.log.open("w")
     job.handle.write(f"$ {shlex.join(job.cmd)}\n")
     job.handle.flush()
-    run_env = dict(env)
+    run_env = {**env, **job.env}
     if job.device is not None:
         run_env["CUDA_VISIBLE_DEVICES"] = job.device
     job.started = time.monotonic()
@@ -366,14 +371,19 @@ def _finish(job: Job, out: Path, total: int) -> None:
     assert job.proc is not None and job.handle is not None
     job.handle.close()
     seconds = time.monotonic() - job.started
-    job.result = _record(out, job.name, job.proc.returncode, seconds, job.log, "ran")
+    if job.judge is not None:
+        job.result = job.judge(job, job.proc.returncode, seconds)
+    else:
+        job.result = _record(out, job.name, job.proc.returncode, seconds, job.log, "ran")
     if job.result["status"] == "failed":
-        why = "no test/metrics.json" if job.proc.returncode == 0 else f"rc={job.proc.returncode}"
+        why = job.result.get("reason") or (
+            "no test/metrics.json" if job.proc.returncode == 0 else f"rc={job.proc.returncode}")
         print(f"[{job.index + 1}/{total}] FAILED {job.name} ({why}) after {seconds:.1f} s, see {job.log}",
               flush=True)
     else:
-        r1 = job.result["metrics"].get("t2v_R1")
-        print(f"[{job.index + 1}/{total}] done {job.name} in {seconds:.1f} s (test t2v_R1 {r1})", flush=True)
+        r1 = (job.result.get("metrics") or {}).get("t2v_R1")
+        print(f"[{job.index + 1}/{total}] done {job.name} in {seconds:.1f} s"
+              + (f" (test t2v_R1 {r1})" if job.judge is None or r1 is not None else ""), flush=True)
 
 
 def run_jobs(jobs: list[Job], parallel: int, devices: list[str] | None, env: dict[str, str], out: Path,
