@@ -123,6 +123,11 @@ class MSRVTT(VideoTextDataModule):
             if len(held) >= self.val_videos:
                 break
             held.update(groups[key])
+        if len(held) == len(train_ids):  # whole YouTube parents are held out, so one family can take the last clips
+            raise ValueError(f"{self.root / self.train_csv}: val_protocol heldout holds out whole YouTube parents "
+                             f"(the 'url' of {self.data_json}) until val_videos={self.val_videos} clips are held "
+                             f"out, and that takes all {len(train_ids)} training videos, leaving none to train on; "
+                             "set data.init_args.val_videos lower or list more training videos")
         return held
 
     def _caption_split(self, name: str, video_ids: list[str], protocol: str) -> Split:

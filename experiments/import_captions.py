@@ -74,7 +74,7 @@ from datamodules.base import MANIFEST_NAME, VideoTextDataModule, read_manifest  
 from datamodules.captions import CaptionStore  # noqa: E402
 from datamodules.jsonl import repaired_bytes  # noqa: E402
 from datamodules.readers import VIDEO_EXTENSIONS, FrameFolderReader, VideoDecodeError  # noqa: E402
-from experiments.prepare import DATASETS, SPLITS, data_module_options, linspace_positions, probe  # noqa: E402
+from experiments.prepare import DATASETS, LISTING_OPTIONS, SPLITS, data_module_options, linspace_positions, probe  # noqa: E402
 
 Format = Literal["narvid", "cap4video"]
 IndexSpace = Literal["frames", "video"]
@@ -260,7 +260,8 @@ def parse_cap4video(path: Path) -> list[ImportedVideo]:
 def dataset_splits(args: argparse.Namespace) -> tuple[VideoTextDataModule, dict[str, list[str]]]:
     """The dataset's split ids, parsed by its data module (the code training uses); a bad annotation file under
     ``--root`` is an import error (its message names the file)."""
-    kwargs: dict[str, Any] = {"root": str(args.root), "manifest": None, **args.options}
+    kwargs: dict[str, Any] = {"root": str(args.root), "manifest": None, **args.options,
+                              **LISTING_OPTIONS.get(args.dataset, {})}
     if args.videos is not None:
         kwargs["video_dir"] = str(args.videos.resolve())
     dm = DATASETS[args.dataset](**kwargs)

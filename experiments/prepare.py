@@ -51,6 +51,10 @@ from datamodules.readers import VIDEO_EXTENSIONS  # noqa: E402
 DATASETS: dict[str, type[VideoTextDataModule]] = {"msrvtt": MSRVTT, "msvd": MSVD, "vatex": VATEX, "didemo": DiDeMo}
 SPLITS = {"msrvtt": ("train", "test"), "msvd": ("train", "val", "test"), "vatex": ("train", "val", "test"),
           "didemo": ("train", "val", "test")}
+# options under which a data module lists every video of its annotation files: MSR-VTT's default model selection holds
+# out training videos (val_protocol: heldout), which would leave them out of the train list prepare and import-captions
+# enumerate; they are MSR-VTT training videos all the same, so listing train whole covers them
+LISTING_OPTIONS: dict[str, dict[str, Any]] = {"msrvtt": {"val_protocol": "test"}}
 # public counts (videos per split); README "Data preparation"
 EXPECTED = {"msrvtt": {"train": 9000, "test": 1000}, "msvd": {"train": 1200, "val": 100, "test": 670},
             "vatex": {"train": 25991, "val": 1500, "test": 1500},
@@ -314,7 +318,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_splits(args: argparse.Namespace) -> tuple[VideoTextDataModule, dict[str, list[str]]]:
     dm = DATASETS[args.dataset](root=str(args.annotations), video_dir=str(args.videos.resolve()), manifest=None,
-                                **args.options)
+                                **{**args.options, **LISTING_OPTIONS.get(args.dataset, {})})
     splits = {}
     for name in SPLITS[args.dataset]:
         splits[name] = [v.video_id for v in dm.load_split(name).videos]  # validates ids, captions, files

@@ -101,7 +101,7 @@ def same_answers(got: list[list[tuple[str, float]]], expected: list[list[tuple[s
 
 # ---------------------------------------------------------------------------------------------------- finding 1
 ENTRY_POINTS = ["load_retriever", "index --ckpt", "query (manifest's checkpoint)", "index (planted shard)",
-                "query (planted shard)", "two_stage", "captioner init_checkpoint", "care_dpo _load",
+                "query (planted shard)", "two_stage", "captioner init_checkpoint", "care_dpo load_frozen",
                 "main.py --ckpt_path"]
 
 
@@ -152,12 +152,13 @@ def test_finding_1_opening_an_index_folder_or_a_checkpoint_runs_no_code(entry: s
         model = CaptionerTraining(PrefixCaptioner(str(save_tiny_llama(tmp_path / "llama")), feature_dim=8,
                                                   num_prefix=2))
         call = lambda: model.load_weights(planted)  # noqa: E731
-    elif entry == "care_dpo _load":
-        from experiments.care_dpo.pipeline import Pipeline
+    elif entry == "care_dpo load_frozen":
+        # every CaRe-DPO stage opens the checkpoints of earlier stages (policy, reference, scorer) through load_frozen
+        import lightning as L
 
-        config = str(TINY_CLIP4CLIP)
-        pipeline = Pipeline(config, config, config, config, work=str(tmp_path / "w"), out=str(tmp_path / "o"))
-        call = lambda: pipeline._load("retriever", planted)  # noqa: E731
+        from experiments.care_dpo.preferences import load_frozen
+
+        call = lambda: load_frozen(L.LightningModule, str(planted))  # noqa: E731
     else:
         call = lambda: main(["test", "--config", str(TINY_CLIP4CLIP), "--data.init_args.root",  # noqa: E731
                              str(fake_msrvtt), "--ckpt_path", str(planted), "--trainer.logger", "false"])

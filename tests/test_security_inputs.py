@@ -22,7 +22,7 @@ from datamodules import SynthVTR
 from experiments import import_captions
 from experiments.care_dpo import pipeline as care_pipeline
 from experiments.csi.cli import run_csi
-from experiments.csi.engineers import PromptEngineer, ScoredPrompt
+from experiments.csi.engineers import PromptEngineer, RoundContext, ScoredPrompt
 from experiments.csi.score import SentenceEmbedder
 from experiments.import_captions import CaptionImportError
 from lightning_modules.captioning import Simulated
@@ -43,7 +43,8 @@ class Multibyte(PromptEngineer):
     def name(self) -> str:
         return "multibyte"
 
-    def propose(self, history: Sequence[ScoredPrompt], round_index: int, num_captions: int) -> str:
+    def propose(self, history: Sequence[ScoredPrompt], round_index: int, num_captions: int,
+                context: RoundContext | None = None) -> str:
         return f"{INITIAL} Décris chaque détail, 漢字 {round_index}."
 
 
@@ -192,7 +193,9 @@ def test_finding_13_import_captions_names_the_file_repairs_a_torn_store_refuses_
 def _pipeline(tmp_path: Path) -> care_pipeline.Pipeline:
     configs = ("configs/care_dpo/captioner_sft_synthvtr.yaml", "configs/care_dpo/captioner_dgdpo_synthvtr.yaml",
                "configs/care_dpo/caption_synthvtr.yaml", "configs/experiments/care_dpo_synthvtr.yaml")
-    return care_pipeline.Pipeline(*configs, work=str(tmp_path / "work"), out=str(tmp_path / "out"))
+    return care_pipeline.Pipeline(*configs, work=str(tmp_path / "work"), out=str(tmp_path / "out"),
+                                  sample_config="configs/care_dpo/sample_synthvtr.yaml",
+                                  score_config="configs/care_dpo/score_synthvtr.yaml")
 
 
 def test_finding_14_care_dpo_stage_markers_are_atomic_and_an_empty_one_means_not_done(

@@ -246,7 +246,8 @@ class CaptionSampler(L.LightningModule):
         repeat = torch.arange(len(ids), device=visual.device).repeat_interleave(k)
         ref = self.reference.captioner.sequence_logprob(visual[repeat], [self.reference.prompt] * len(captions),
                                                         captions, frame_mask=mask[repeat])
-        return [{"video_id": vid, "captions": captions[row * k:(row + 1) * k],
+        # "kind" names the record type for the caption writer, whose resume checks every record it reads back
+        return [{"video_id": vid, "kind": "dgdpo_samples", "captions": captions[row * k:(row + 1) * k],
                  "ref_logprob": [round(float(x), 6) for x in ref[row * k:(row + 1) * k]],
                  "temperature": self.hparams.temperature, "seed": self.hparams.seed}
                 for row, vid in enumerate(ids)]

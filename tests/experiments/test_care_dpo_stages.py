@@ -247,7 +247,7 @@ def test_the_scorer_record_says_which_split_selected_it_and_how_many_test_videos
     facts = selection_facts(str(scorer), data)["selected_on"]
     assert facts["split"] == "val"
     if val_protocol == "test":
-        assert facts["model_selection"] == "test split (CLIP4Clip habit)"
+        assert facts["model_selection"] == "test split (val_protocol: test, CLIP4Clip's habit)"
         assert facts["test_videos_shared"] == facts["n_videos"] == 6
     else:
         assert facts["model_selection"] == "2 held-out training videos"

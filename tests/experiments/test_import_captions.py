@@ -112,7 +112,7 @@ def test_narvid_frames_index_space_end_to_end(narrated: dict[str, Any], tmp_path
     assert record.model == "narvid-release (LLaVA-1.5-7B)" and record.prompt == import_captions.NARVID_PROMPT
 
     # the loader on the extracted folders: 3 of 4 frames fed (all 3 of video0), each with its own caption
-    dm = MSRVTT(root=str(narrated["root"]), val_videos=4, video_dir=str(narrated["frames_dir"]), reader="frames",
+    dm = MSRVTT(root=str(narrated["root"]), val_protocol="test", video_dir=str(narrated["frames_dir"]), reader="frames",
                 num_frames=3,
                 image_size=32, batch_size=4, eval_batch_size=3, num_workers=0, train_sampling="uniform",
                 aux_captions={"narration": str(out)})
@@ -137,7 +137,7 @@ def test_narvid_video_index_space_end_to_end(narrated: dict[str, Any], tmp_path:
     store = CaptionStore.load(out, "narration")
     assert {vid: r.frame_indices for vid, r in store.items()} == narrated["raw"]
 
-    dm = MSRVTT(root=str(narrated["root"]), val_videos=4, video_dir="videos/all", reader="pyav", num_frames=4,
+    dm = MSRVTT(root=str(narrated["root"]), val_videos=1, video_dir="videos/all", reader="pyav", num_frames=4,
                 image_size=32,
                 batch_size=4, eval_batch_size=3, num_workers=0, train_sampling="uniform",
                 aux_captions={"narration": str(out)}, narration_match="nearest")
@@ -160,6 +160,19 @@ def test_caption_keys_ordered_by_their_number(fake_msrvtt: Path, tmp_path: Path)
                "--out", tmp_path / "s.jsonl", "--allow-missing")
     record = CaptionStore.load(tmp_path / "s.jsonl", "narration")["video0"]
     assert record.captions == [f"frame {n}" for n in range(1, 13)] and record.frame_indices == list(range(12))
+
+
+def test_msrvtt_held_out_selection_videos_are_training_videos_to_import(fake_msrvtt: Path, tmp_path: Path) -> None:
+    """MSR-VTT selects models on held-out training videos by default (``val_protocol: heldout``); those videos are
+    still in MSR-VTT's train list, so a narration file covering every video imports whole, whatever the held-out
+    size (it once listed train minus the held-out videos and refused them as unknown ids)."""
+    ids = [f"video{i}" for i in range(18)]  # the fixture's 12 training and 6 test videos
+    (tmp_path / "n.json").write_text(json.dumps([{"video_file": vid, **_caps(2, vid)} for vid in ids]))
+    for held_out in ("2", "6"):
+        out = tmp_path / f"s{held_out}.jsonl"
+        run_import("--format", "narvid", "--input", tmp_path / "n.json", "--dataset", "msrvtt", "--root", fake_msrvtt,
+                   "--out", out, "--set", f"val_videos={held_out}")
+        assert sorted(CaptionStore.load(out, "narration")) == sorted(ids)
 
 
 def _caps(n: int, vid: str = "video0") -> dict[str, str]:
