@@ -7,7 +7,7 @@ NarVid one caption per frame [B, T, L, 384], for ExCae K captions per video [B, 
 isolate the model from data loading. ExCae runs with its experts computed only for the samples routed to them
 (``routed``, the default) and with every expert on every sample (``all``, as the released code).
 
-    python benchmarks/train_step.py [--batch 64 --frames 8 --words 32 --captions 10 --steps 20 --device cpu]
+    python -m benchmarks.train_step [--batch 64 --frames 8 --words 32 --captions 10 --steps 20 --device cpu]
         [--only "ExCae"] [--json results/benchmarks/train_step.json]
 """
 
@@ -18,13 +18,10 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ def _run(*args: str) -> str:
 
 def test_train_step_covers_every_method_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "train_step.json"
-    _run("benchmarks/train_step.py", "--steps", "1", "--batch", "4", "--captions", "3", "--json", str(out))
+    _run("-m", "benchmarks.train_step", "--steps", "1", "--batch", "4", "--captions", "3", "--json", str(out))
     record = json.loads(out.read_text())
     assert [r["method"] for r in record["rows"]] == [
         "CLIP4Clip meanP", "CLIP4Clip seqTransf", "NarVid (full)", "NarVid without CMI",
@@ -35,14 +35,14 @@ def test_train_step_covers_every_method_and_writes_json(tmp_path: Path) -> None:
 
 
 def test_eval_scoring_and_report_benchmarks_run() -> None:
-    _run("benchmarks/eval_scoring.py", "--texts", "20", "--videos", "10", "--frames", "4", "--words", "8",
+    _run("-m", "benchmarks.eval_scoring", "--texts", "20", "--videos", "10", "--frames", "4", "--words", "8",
          "--dim", "16", "--chunks", "8", "--repeats", "1")
-    _run("benchmarks/report.py", "--runs", "2", "--size", "30", "--resamples", "50")
+    _run("-m", "benchmarks.report", "--runs", "2", "--size", "30", "--resamples", "50")
 
 
 def test_per_candidate_benchmark_runs_and_its_variants_agree(tmp_path: Path) -> None:
     out = tmp_path / "per_candidate.json"
-    _run("benchmarks/per_candidate.py", "--texts", "12", "--videos", "9", "--dim", "8", "--chunk", "5",
+    _run("-m", "benchmarks.per_candidate", "--texts", "12", "--videos", "9", "--dim", "8", "--chunk", "5",
          "--concat-pairs", "4", "--batch", "2", "--text-backbone", "vtr-tiny-clip", "--json", str(out))
     rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"sum_naive", "sum_chunked", "gate_naive", "gate_chunked", "concat_naive", "concat_chunked"}
@@ -54,7 +54,7 @@ def test_per_candidate_benchmark_runs_and_its_variants_agree(tmp_path: Path) -> 
 @pytest.mark.slow  # loads SmolLM2-135M three times (converted from the GGUF wheel on first use)
 def test_care_dpo_benchmark_runs_every_variant(tmp_path: Path) -> None:
     out = tmp_path / "care_dpo.json"
-    _run("benchmarks/care_dpo.py", "--batch", "2", "--samples", "2", "--new-tokens", "2", "--repeats", "1",
+    _run("-m", "benchmarks.care_dpo", "--batch", "2", "--samples", "2", "--new-tokens", "2", "--repeats", "1",
          "--json", str(out))
     record = json.loads(out.read_text())
     assert [(r["lm_layers"], r["lm_training"]) for r in record["rows"]] == [(30, "full"), (30, "lora"), (6, "full")]
@@ -63,7 +63,7 @@ def test_care_dpo_benchmark_runs_every_variant(tmp_path: Path) -> None:
 
 def test_search_vector_benchmark_runs_every_index_type(tmp_path: Path) -> None:
     out = tmp_path / "search_vectors.json"
-    _run("benchmarks/search.py", "--part", "vectors", "--sizes", "3000", "--cluster-size", "50", "--queries", "10",
+    _run("-m", "benchmarks.search", "--part", "vectors", "--sizes", "3000", "--cluster-size", "50", "--queries", "10",
          "--nprobe", "4", "8", "--ef-search", "16", "--threads", "1", "--json", str(out))
     rows = json.loads(out.read_text())["rows"]
     assert [r["index"].split()[0] for r in rows] == ["flat", "ivf", "ivf", "hnsw"]
