@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 
-.PHONY: venv chromium test test-slow demo lint clean-demo
+.PHONY: venv chromium test test-slow rehearse demo lint clean-demo
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-weights.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ test: $(STAMP) $(CHROMIUM_STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# the dress rehearsal: every real-data pipeline whole, on two processes (tests/test_rehearsal.py, README "Tests and CI")
+rehearse: $(STAMP)
+	$(PY) -m pytest -q -m rehearsal tests/test_rehearsal.py --durations=0
 
 demo: $(STAMP)
 	$(PY) -m experiments.demo

@@ -4,36 +4,45 @@ Both methods run on the offline two-tower backbone with frozen trunks fed from c
 (the SynthVTR setting): per step the cost is the heads, the method's own modules and its loss.
 Inputs are random tensors of the cached shapes (frames [B, T, 1280], query tokens [B, L, 384], for
 NarVid one caption per frame [B, T, L, 384], for ExCae K captions per video [B, K, L, 384]), so the numbers
-isolate the model from data loading. ExCae runs with its experts computed only for the samples routed to them
-(``routed``, the default) and with every expert on every sample (``all``, as the released code).
+isolate the model from data loading; token masks are prefixes of ~``--query-tokens`` tokens of the ``L`` slots, as
+real captions pad (not real captions). ExCae runs with its experts computed only for the samples routed to them
+(``routed``, the default) and with every expert on every sample (``all``, as the released code). Each row also gives
+its step time over CLIP4Clip seqTransf's (NarVid's two temporal transformers are seqTransf's one, twice).
 
-    python -m benchmarks.train_step [--batch 64 --frames 8 --words 32 --captions 10 --steps 20 --device cpu]
-        [--only "ExCae"] [--json results/benchmarks/train_step.json]
+    python -m benchmarks.train_step [--batch 64 --frames 8 --words 32 --captions 10 --steps 15 --device cpu]
+        [--only "ExCae"] [--json results/benchmarks/train_step.json] [--machine-state auto|idle|shared]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.machine import MACHINE_STATES, load_average, machine_record, write_json
+from benchmarks.narvid_eval import query_lengths
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: results/benchmarks/ by default
+
+BASELINE = "CLIP4Clip seqTransf"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--words", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--captions", type=int, default=10, help="ExCae's K captions per video")
     parser.add_argument("--only", default=None, help="run the methods whose name contains this text")
-    parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+    parser.add_argument("--query-tokens", type=float, default=10.0, help="mean real tokens per text, SOT/EOT included")
+    parser.add_argument("--json", type=Path, default=ROOT / "results" / "benchmarks" / "train_step.json",
+                        help="where the record goes (default: the file the README table is generated from)")
+    parser.add_argument("--machine-state", default="auto", choices=MACHINE_STATES,
+                        help="idle or shared (other jobs running); auto: idle when the load average is below 0.5")
     parser.add_argument("--note", default=None, help="how the machine was used meanwhile (written into the JSON)")
     args = parser.parse_args()
 
@@ -43,10 +52,9 @@ def main() -> None:
     dev = torch.device(args.device)
     b, t, words = args.batch, args.frames, args.words
     g = torch.Generator().manual_seed(0)
-    mask = torch.rand(b, words, generator=g) < 0.5
-    mask[:, :2] = True
-    narr_mask = torch.rand(b, t, words, generator=g) < 0.5
-    narr_mask[..., :2] = True
+    slots = torch.arange(words)
+    mask = slots < query_lengths(b, args.query_tokens, words, g)[:, None]
+    narr_mask = slots < query_lengths(b * t, args.query_tokens, words, g).view(b, t, 1)
     text = TextBatch(index=torch.arange(b), video_index=torch.arange(b), texts=[""] * b,
                      cached_tokens=torch.randn(b, words, 384, generator=g), cached_mask=mask)
     video = VideoBatch(index=torch.arange(b), mask=torch.ones(b, t, dtype=torch.bool), video_ids=[""] * b,
@@ -79,18 +87,18 @@ def main() -> None:
         "ExCae without ECS (token mean)": lambda: method(ExCae, use_ecs=False, **excae),
     }
     models = {name: build() for name, build in builders.items() if args.only is None or args.only in name}
-    load_before = round(os.getloadavg()[0], 2)  # other jobs on the machine inflate every time below
+    load_before = load_average()  # other jobs on the machine inflate every time below
     print(f"train step, batch {b}, {t} frames, {words} words, cached two-tower features, {args.device}, "
           f"torch threads {torch.get_num_threads()}")
-    print("| method | trainable params | ms / step (median) | ms / step (min) |")
-    print("|---|---|---|---|")
+    print("| method | trainable params | ms / step (median) | ms / step (min) | CPU ms / step (median) |")
+    print("|---|---|---|---|---|")
     rows = []
     for name, model in models.items():
         model.to(dev).train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        times = []
+        times, cpu = [], []
         for step in range(args.steps + 3):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             loss, _ = model.training_loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -99,20 +107,27 @@ def main() -> None:
                 torch.cuda.synchronize()
             if step >= 3:  # warm-up steps excluded
                 times.append((time.perf_counter() - start) * 1000)
+                cpu.append((time.process_time() - start_cpu) * 1000)
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        print(f"| {name} | {params / 1e6:.2f} M | {statistics.median(times):.1f} | {min(times):.1f} |", flush=True)
+        print(f"| {name} | {params / 1e6:.2f} M | {statistics.median(times):.1f} | {min(times):.1f} | "
+              f"{statistics.median(cpu):.1f} |", flush=True)
+        # CPU time (all threads of this process) next to wall time: on a machine shared with other jobs the wall
+        # time also counts the waiting, the CPU time much less so
         rows.append({"method": name, "trainable_params_m": round(params / 1e6, 2),
                      "ms_median": round(statistics.median(times), 2),
-                     "ms_min": round(min(times), 2)})
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "benchmark": "benchmarks/train_step.py", "batch": b, "frames": t, "words": words, "captions": args.captions,
-            "steps": args.steps, "device": args.device, "torch_threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "load_average_1min_before": load_before,
-            **({"note": args.note} if args.note else {}), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "rows": rows}, indent=2))
+                     "ms_min": round(min(times), 2), "cpu_ms_median": round(statistics.median(cpu), 2)})
+    baseline = next((r["ms_median"] for r in rows if r["method"] == BASELINE), None)
+    for r in rows:
+        r["x_seqtransf"] = round(r["ms_median"] / baseline, 2) if baseline else "-"
+    if baseline:
+        print("median step over CLIP4Clip seqTransf's: " + ", ".join(f"{r['method']} {r['x_seqtransf']}x"
+                                                                    for r in rows), flush=True)
+    write_json(args.json, {
+        "benchmark": "benchmarks/train_step.py", "batch": b, "frames": t, "words": words,
+        "query_tokens_mean": args.query_tokens, "captions": args.captions, "steps": args.steps,
+        **machine_record(args.machine_state, load_before, args.device),
+        **({"note": args.note} if args.note else {}), "rows": rows})
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -617,8 +617,9 @@ class VideoTextDataModule(L.LightningDataModule):
         dataset = TextDataset(bank, TextSource())
         sampler = (DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
                    if num_replicas > 1 else None)
+        # a private generator: iterating a loader draws its base seed from the global torch RNG otherwise
         return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, sampler=sampler,
-                          collate_fn=collate_texts, num_workers=0)
+                          collate_fn=collate_texts, num_workers=0, generator=torch.Generator())
 
     def eval_failures(self, stage: str) -> list[int]:
         """Dataset indices of the videos of the evaluated split that failed to decode, on any rank.

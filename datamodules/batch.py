@@ -83,10 +83,9 @@ class AuxCaptions(_Movable):
 
     def present(self, slots: int, device: torch.device | None = None) -> Tensor:
         """``[B, N]`` bool: slot ``n`` of video ``b`` holds a caption."""
-        out = torch.zeros(len(self.captions), slots, dtype=torch.bool, device=device)
-        for row, captions in enumerate(self.captions):
-            out[row, :len(captions)] = True
-        return out
+        # one comparison on the device instead of a write per video (a kernel launch each on a GPU)
+        counts = torch.tensor([len(captions) for captions in self.captions], dtype=torch.long)
+        return torch.arange(slots)[None, :].lt(counts[:, None]).to(device)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.augment import apply_clip_transform, draw_transforms, view_generator
 from datamodules.batch import normalize_frames
+from datamodules.random_state import preserved_random_state
 
 if TYPE_CHECKING:
     from datamodules.base import VideoTextDataModule
@@ -173,7 +174,16 @@ def build_or_load_cache(dm: VideoTextDataModule, backbone: Any, device: torch.de
 
     Under DDP the model calls this with ``build=True`` on rank 0 only, then a barrier, then on the
     other ranks with ``build=False`` (they only read).
+
+    The global random state (python, numpy, torch, CUDA) is the same after this call as before it, whether the cache
+    was built or found: the run that builds it trains exactly like the runs that reuse it.
     """
+    with preserved_random_state():
+        return _build_or_load_cache(dm, backbone, device, build, texts)
+
+
+def _build_or_load_cache(dm: VideoTextDataModule, backbone: Any, device: torch.device | None, build: bool,
+                         texts: bool) -> tuple[CachedFeatures, dict[str, Any]]:
     device = device or next(backbone.parameters()).device
     fingerprint = {"version": CACHE_VERSION, "backbone": backbone.trunk_fingerprint(),
                    "data": {"dataset": dm.name, "root": str(dm.root.resolve()), "num_frames": dm.num_frames,

@@ -6,9 +6,11 @@ flat dotted LightningCLI key (``--model.init_args.nucleus_p=0.5``). This runner 
 (``values`` lists, ``value`` constants) and runs each combination as a subprocess with the same command
 line, each into ``<out>/<run name>/version_N/`` with its output in ``<out>/<run name>.log``, then prints a
 table of every run (return code, test metrics) with the end of each failed run's log, writes
-``<out>/sweep_summary.json`` and exits non-zero when a run failed. Runs start in the current directory; the
-shipped sweeps' ``program: main.py`` runs as ``python -m vtr`` (the same LightningCLI, checkout or installed), and
-their ``configs/...`` paths are the shipped configs unless the current directory has its own (``vtr.resources``).
+``<out>/sweep_summary.json`` (with each run's recorded ``git_sha`` / ``git_dirty`` / ``git_diff_sha256``) and
+``<out>/sweep_provenance.json`` (the launcher's, ``lightning_modules.provenance``) and exits non-zero when a run
+failed. Runs start in the current directory; the shipped sweeps' ``program: main.py`` runs as ``python -m vtr`` (the
+same LightningCLI, checkout or installed), and their ``configs/...`` paths are the shipped configs unless the current
+directory has its own (``vtr.resources``).
 
     python -m experiments.sweep experiments/sweeps/narvid_table3_modules.yaml --dry-run
     python -m experiments.sweep experiments/sweeps/narvid_table3_modules.yaml --out runs/sweeps/table3
@@ -39,6 +41,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -328,6 +331,10 @@ class Job:
     handle: IO[str] | None = None
     started: float = 0.0
     result: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)   # environment variables of this job only
+    # the result of a finished job from (job, return code, seconds): a dict with ``status`` ("failed" or another) and
+    # optionally ``reason`` and ``metrics``; None: a sweep run's record (``_record``: test/metrics.json under out/name)
+    judge: Callable[[Job, int | None, float], dict[str, Any]] | None = None
 
 
 def _record(out: Path, name: str, returncode: int | None, seconds: float | None, log: Path, status: str,
@@ -335,12 +342,15 @@ def _record(out: Path, name: str, returncode: int | None, seconds: float | None,
     """A ``sweep_summary.json`` entry; ``status`` is ``ran`` or ``skipped``, ``failed`` when no metrics were written
     or the return code is not 0."""
     metrics_path = finished_metrics(out / name)
-    metrics = None
+    metrics, code = None, {}
     if metrics_path is not None and returncode == 0:
-        metrics = json.loads(metrics_path.read_text()).get("metrics")
+        record = json.loads(metrics_path.read_text())
+        metrics = record.get("metrics")
+        # the code the run itself recorded (runs of one sweep can differ when a file was edited while it ran)
+        code = {k: record.get(k) for k in ("git_sha", "git_dirty", "git_diff_sha256")}
     return {"run": name, "returncode": returncode, "status": status if metrics is not None else "failed",
             "metrics": metrics, "run_dir": str(metrics_path.parent.parent) if metrics_path else None,
-            "log": str(log), "seconds": None if seconds is None else round(seconds, 1)}
+            "log": str(log), "seconds": None if seconds is None else round(seconds, 1), **code}
 
 
 def previous_summary(out: Path) -> dict[str, dict[str, Any]]:
@@ -357,7 +367,7 @@ def _start(job: Job, env: dict[str, str], total: int) -> None:
     job.handle = job.log.open("w")
     job.handle.write(f"$ {shlex.join(job.cmd)}\n")
     job.handle.flush()
-    run_env = dict(env)
+    run_env = {**env, **job.env}
     if job.device is not None:
         run_env["CUDA_VISIBLE_DEVICES"] = job.device
     job.started = time.monotonic()
@@ -372,14 +382,19 @@ def _finish(job: Job, out: Path, total: int) -> None:
     assert job.proc is not None and job.handle is not None
     job.handle.close()
     seconds = time.monotonic() - job.started
-    job.result = _record(out, job.name, job.proc.returncode, seconds, job.log, "ran")
+    if job.judge is not None:
+        job.result = job.judge(job, job.proc.returncode, seconds)
+    else:
+        job.result = _record(out, job.name, job.proc.returncode, seconds, job.log, "ran")
     if job.result["status"] == "failed":
-        why = "no test/metrics.json" if job.proc.returncode == 0 else f"rc={job.proc.returncode}"
+        why = job.result.get("reason") or (
+            "no test/metrics.json" if job.proc.returncode == 0 else f"rc={job.proc.returncode}")
         print(f"[{job.index + 1}/{total}] FAILED {job.name} ({why}) after {seconds:.1f} s, see {job.log}",
               flush=True)
     else:
-        r1 = job.result["metrics"].get("t2v_R1")
-        print(f"[{job.index + 1}/{total}] done {job.name} in {seconds:.1f} s (test t2v_R1 {r1})", flush=True)
+        r1 = (job.result.get("metrics") or {}).get("t2v_R1")
+        print(f"[{job.index + 1}/{total}] done {job.name} in {seconds:.1f} s"
+              + (f" (test t2v_R1 {r1})" if job.judge is None or r1 is not None else ""), flush=True)
 
 
 def run_jobs(jobs: list[Job], parallel: int, devices: list[str] | None, env: dict[str, str], out: Path,
@@ -462,10 +477,17 @@ def summary_table(records: list[dict[str, Any]], out: Path, metric: str, goal: s
 
 
 def write_summary(out: Path, records: list[dict[str, Any]]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "sweep_summary.json.tmp"
-    tmp.write_text(json.dumps(records, indent=2))
-    tmp.replace(out / "sweep_summary.json")
+    _write_json(out / "sweep_summary.json", records)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(value, indent=2))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only there when the write or the rename failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -544,6 +566,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"--jobs {parallel} but {len(found)} GPU(s): at most {len(found)} runs at once, one per GPU",
                       flush=True)
             parallel = min(parallel, len(found))
+    from lightning_modules.provenance import run_provenance
+
+    # the launcher's code and machine, as every run's metrics.json records its own (README "Provenance")
+    _write_json(out / "sweep_provenance.json", {"sweep": str(args.sweep), **run_provenance()})
     print(f"{len(jobs)} of {total} runs to do, {parallel} at a time"
           + (f" on CUDA devices {','.join(devices)}" if devices else "") + f"; output in {out}", flush=True)
 

@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -54,6 +53,7 @@ from lightning_modules.lineage import LineageMixin, test_lineage, verdict_fields
 from lightning_modules.metrics import retrieval_metrics
 from lightning_modules.optim import SCHEDULES, OptimizerName, ScheduleName, build_optimizer, warmup_cosine
 from lightning_modules.postprocess import DSL_TEMPERATURE, QBNORM_BETA, QBNORM_TOPK
+from lightning_modules.provenance import run_provenance
 from lightning_modules.test_time import check_query_bank, run_test_postprocessing
 
 __all__ = ["BaseRetrievalModule", "Features", "as_float32", "score_tiles", "warmup_cosine"]
@@ -84,16 +84,21 @@ Scores = Tensor | dict[str, Tensor]
 
 @torch.no_grad()
 def score_tiles(similarity: Callable[[Features, Features], Scores], text_feats: Features, video_feats: Features,
-                text_chunk: int, video_chunk: int) -> Scores:
+                text_chunk: int, video_chunk: int, text_order: Tensor | None = None) -> Scores:
     """Evaluate ``similarity`` over (text chunk x video chunk) tiles into CPU float32 matrices.
 
     Peak memory is that of one tile, so a query-dependent similarity whose intermediate grows with
     texts x videos x frames x words stays bounded by the chunk sizes. A similarity that returns several
     named views (a dict of tiles, e.g. NarVid's query-video and query-narration scores) gets one
-    full matrix per view.
+    full matrix per view. ``text_order`` (a permutation of the texts) groups texts into tiles in that order,
+    e.g. queries of similar length together; the rows of the result stay in the input order.
     """
     n_t = next(iter(text_feats.values())).shape[0]
     n_v = next(iter(video_feats.values())).shape[0]
+    if text_order is not None:
+        if text_order.shape != (n_t,) or not torch.equal(torch.sort(text_order.cpu()).values, torch.arange(n_t)):
+            raise ValueError(f"score_tiles: text_order must be a permutation of the {n_t} texts")
+        text_feats = {k: v[text_order.to(v.device)] for k, v in text_feats.items()}
     out: dict[str, Tensor] = {}
     single = False
     for ts in range(0, n_t, text_chunk):
@@ -106,6 +111,10 @@ def score_tiles(similarity: Callable[[Features, Features], Scores], text_feats: 
                 if name not in out:
                     out[name] = torch.empty(n_t, n_v, dtype=torch.float32)
                 out[name][ts:ts + text_chunk, vs:vs + video_chunk] = value.float().cpu()
+    if text_order is not None:  # back to the input order
+        inverse = torch.empty_like(text_order, device="cpu")
+        inverse[text_order.cpu()] = torch.arange(n_t)
+        out = {name: value[inverse] for name, value in out.items()}
     return out[""] if single else out
 
 
@@ -214,6 +223,14 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
         evaluation matrices (statistics over the whole test set, e.g. NarVid's z-score fusion).
         """
 
+    def text_tile_order(self, text_feats: Features) -> Tensor | None:
+        """The order in which evaluation texts are grouped into scoring tiles (``None``: as they come).
+
+        A method whose cost per tile grows with the longest query of the tile (NarVid's word-frame matching)
+        returns the texts sorted by length, so each tile pays only for words its queries have.
+        """
+        return None
+
     def fuse_views(self, views: dict[str, Tensor]) -> Tensor:
         """Combine full-matrix views into the final score (only needed when ``similarity`` returns views)."""
         raise TypeError(f"{type(self).__name__}.similarity returned views {sorted(views)}; override fuse_views")
@@ -253,8 +270,9 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
         Views are fused over this block, so a fusion with matrix-wide statistics (NarVid's Eq. 11 z-scores) uses
         the candidates' statistics instead of the whole collection's; ``experiments/search`` measures the effect.
         """
-        scores = score_tiles(self.similarity, as_float32(text_feats), as_float32(video_feats),
-                             self.hparams.eval_text_chunk, self.hparams.eval_video_chunk)
+        text_feats = as_float32(text_feats)
+        scores = score_tiles(self.similarity, text_feats, as_float32(video_feats), self.hparams.eval_text_chunk,
+                             self.hparams.eval_video_chunk, self.text_tile_order(text_feats))
         return scores if isinstance(scores, Tensor) else self.fuse_views(scores)
 
     def training_loss(self, batch: PairBatch) -> tuple[Tensor, dict[str, Tensor]]:
@@ -333,9 +351,9 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
         slots = aux.slots(t)
         if aux.tokens is not None:
             assert aux.mask is not None
-            feats = self.backbone.text_head(aux.tokens.flatten(0, 1).to(self.dtype_for_heads()),
-                                            aux.mask.flatten(0, 1).bool())
-            return feats.sentence.view(b, slots, -1), aux.present(slots, batch.mask.device)
+            sentence = self.backbone.sentence_head(aux.tokens.flatten(0, 1).to(self.dtype_for_heads()),
+                                                   aux.mask.flatten(0, 1).bool())
+            return sentence.view(b, slots, -1), aux.present(slots, batch.mask.device)
         if aux.per_frame:
             real = batch.mask.sum(1).tolist()
             for i, row in enumerate(aux.captions):
@@ -518,7 +536,7 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
     def score(self, text_feats: Features, video_feats: Features) -> tuple[Tensor, dict[str, Tensor]]:
         """Full ``[n_texts, n_videos]`` float32 similarity on CPU, tile by tile, and its raw views (if any)."""
         scores = score_tiles(self.similarity, text_feats, video_feats, self.hparams.eval_text_chunk,
-                             self.hparams.eval_video_chunk)
+                             self.hparams.eval_video_chunk, self.text_tile_order(text_feats))
         if isinstance(scores, Tensor):
             return scores, {}
         return self.fuse_views(scores), scores
@@ -625,7 +643,7 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
             "metrics": {k: float(v) for k, v in metrics.items()},
             "num_texts": int(metrics["num_texts"]), "num_videos": int(metrics["num_videos"]),
             "complete": ev["complete"], "method": type(self).__name__,
-            "postprocess": "none", "seed": _seed(), "git_sha": _git_sha(),
+            "postprocess": "none", "seed": _seed(), **run_provenance(self.trainer),
             "ckpt_path": str(self.trainer.ckpt_path) if self.trainer.ckpt_path else None,
             "data": dm.describe("test") if hasattr(dm, "describe") else {},
             "world_size": self.trainer.world_size, "precision": str(self.trainer.precision),
@@ -648,12 +666,3 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
 def _seed() -> int | None:
     value = os.environ.get("PL_GLOBAL_SEED")
     return int(value) if value is not None else None
-
-
-def _git_sha() -> str:
-    try:
-        root = Path(__file__).resolve().parents[1]
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"

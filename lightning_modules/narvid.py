@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from datamodules.batch import PairBatch, TextBatch, VideoBatch
 from datamodules.captions import CaptionKind
+from lightning_modules.backbones.base import TextFeatures
 from lightning_modules.base import BaseRetrievalModule, Features
 from lightning_modules.components import (
     CoAttention,
@@ -73,6 +74,10 @@ class NarVid(BaseRetrievalModule):
         temporal_heads: heads of each temporal transformer and of the co-attention (NarVid: 8 at D=512).
         max_frames: longest frame sequence accepted.
         dropout: co-attention dropout (NarVid: 0.1).
+        pack_queries: score without the padded word slots, bit for bit the same scores: evaluation tiles hold
+            queries of similar length (sorted by their last real word) and the fine matching of a tile or a
+            training batch computes cosines only up to its longest query (``token_frame_similarity``'s
+            ``skip_padded_words``). ``false`` computes every slot of ``max_words`` for every query, as before.
         **kwargs: ``BaseRetrievalModule`` arguments (backbone, lr, coef_lr, ...).
     """
 
@@ -82,7 +87,7 @@ class NarVid(BaseRetrievalModule):
                  use_narration_matching: bool = True, use_hard_negatives: bool = True, fusion: Fusion = "zscore",
                  mask_mode: MaskMode = "code", temporal_layers: int = 4, temporal_heads: int = 8,
                  max_frames: int = 64, dropout: float = 0.1, temporal_init: TemporalInit = "clip_text",
-                 **kwargs: Any) -> None:
+                 pack_queries: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if fusion == "narration_only" and not use_narration_matching:
             raise ValueError("fusion='narration_only' needs use_narration_matching=true")
@@ -98,7 +103,10 @@ class NarVid(BaseRetrievalModule):
 
     # ------------------------------------------------------------------ encoders
     def encode_text(self, batch: TextBatch) -> Features:
-        feats = self.backbone_text(batch)
+        return self.text_features(self.backbone_text(batch))
+
+    def text_features(self, feats: TextFeatures) -> Features:
+        """The query side on top of the backbone's sentence and token embeddings: the word weights."""
         logits = self.word_weight_fc(feats.tokens).squeeze(-1) / self.hparams.filter_temperature
         weights = torch.softmax(logits.masked_fill(~feats.mask, float("-inf")), dim=-1).nan_to_num(0.0)
         return {"sentence": feats.sentence, "words": feats.tokens, "word_mask": feats.mask, "word_weights": weights}
@@ -114,9 +122,13 @@ class NarVid(BaseRetrievalModule):
 
     def encode_video(self, batch: VideoBatch) -> Features:
         frames = self.backbone_frames(batch)
-        mask = batch.mask.bool()
         needs_narration = self.co_attention is not None or self.hparams.use_narration_matching
         narration = self.narration_embeddings(batch) if needs_narration else None
+        return self.video_features(frames, narration, batch.mask.bool())
+
+    def video_features(self, frames: Tensor, narration: Tensor | None, mask: Tensor) -> Features:
+        """The video side on top of the backbone's frame and narration embeddings ``[B, T, D]``: co-attention (CMI)
+        and the two temporal transformers. ``narration`` may be None when neither CMI nor NM reads it."""
         if self.co_attention is not None:
             frames, narration = self.co_attention(frames, narration, mask)
         out = {"frames": self.temporal_frames(frames, mask), "mask": mask}
@@ -134,6 +146,24 @@ class NarVid(BaseRetrievalModule):
             return topk_filter(sims, mask, hp.filter_temperature, hp.topk)
         return uniform_weights(sims, mask)
 
+    def matched_words(self, text: Features) -> Tensor:
+        """``[n_t, L]``: the word slots the fine matching compares with frames."""
+        if self.hparams.mask_mode == "code":
+            # released code (adjust_weights_and_mask): a word whose softmax weight underflowed to exactly 0
+            # leaves the word mask, so its cosines become the masked value 0 in the frame->word maximum too
+            return text["word_mask"] & (text["word_weights"] > 0)
+        return text["word_mask"]
+
+    def text_tile_order(self, text_feats: Features) -> Tensor | None:
+        """Queries sorted by their last matched word slot, so each scoring tile computes only the word slots its
+        longest query uses (``pack_queries``)."""
+        if not self.hparams.pack_queries:
+            return None
+        words = self.matched_words(text_feats)
+        slots = torch.arange(1, words.shape[1] + 1, device=words.device)
+        length = (words * slots).amax(-1)  # 1 + index of the last matched slot, 0 for none
+        return torch.argsort(length, stable=True)
+
     def view_similarity(self, text: Features, sequence: Tensor, mask: Tensor) -> Tensor:
         """One view (query-video or query-narration): mean of coarse and fine scores, ``[n_t, n_v]``."""
         q = F.normalize(text["sentence"], dim=-1)
@@ -145,14 +175,10 @@ class NarVid(BaseRetrievalModule):
         gram = torch.einsum("jfd,jgd->jfg", x, x)
         norm = torch.einsum("ijf,jfg,ijg->ij", weights, gram, weights).clamp_min(1e-12).sqrt()
         coarse = (weights * sims).sum(-1) / norm
-        word_mask = text["word_mask"]
-        if self.hparams.mask_mode == "code":
-            # released code (adjust_weights_and_mask): a word whose softmax weight underflowed to exactly 0
-            # leaves the word mask, so its cosines become the masked value 0 in the frame->word maximum too
-            word_mask = word_mask & (text["word_weights"] > 0)
-        fine = token_frame_similarity(text["words"], word_mask, sequence, weights > 0,
+        fine = token_frame_similarity(text["words"], self.matched_words(text), x, weights > 0,
                                       word_weights=text["word_weights"], frame_weights=weights,
-                                      masked_value="zero" if self.hparams.mask_mode == "code" else "neginf")
+                                      masked_value="zero" if self.hparams.mask_mode == "code" else "neginf",
+                                      skip_padded_words=self.hparams.pack_queries, frames_normalized=True)
         return 0.5 * (coarse + fine)
 
     def similarity(self, text_feats: Features, video_feats: Features) -> dict[str, Tensor]:

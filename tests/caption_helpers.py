@@ -65,6 +65,20 @@ def save_tiny_llava(path: Path) -> Path:
     return path
 
 
+def save_tiny_qwen2(path: Path) -> Path:
+    """A randomly initialised 2-layer Qwen2 causal LM with the tests' tokenizer, on disk: the tiny twin, of the same
+    class (``Qwen2ForCausalLM``), of the Qwen2.5 LM the real CaRe-DPO captioner configs name."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = bpe_tokenizer([])
+    config = Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2,
+                         pad_token_id=3, max_position_embeddings=256)
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 class FakeOpenAIAPI(BaseHTTPRequestHandler):
     """Loopback OpenAI-compatible chat completions: every answer is a numbered list of 10 captions.
 

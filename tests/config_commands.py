@@ -7,7 +7,9 @@ the caption store a NarVid experiment reads). ``tests/test_configs.py`` parses t
 
 A command starts at ``python main.py`` (or ``python -m experiments.csi``, ExCae's caption self-improvement, whose
 ``best_prompt.txt`` a later ``predict`` reads) on a comment line of the leading comment block, continues over
-lines that end with ``\\``, and ends at the line end or at a closing backtick.
+lines that end with ``\\``, and ends at the line end or at a closing backtick. CaRe-DPO's whole pipeline,
+``python -m experiments.care_dpo`` (subcommand ``care_dpo``), counts only where it opens a comment line: the
+retriever and stage configs mention it inside sentences, which are not commands to run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from tests.run_helpers import REPO
 CONFIGS = REPO / "configs"
 COMMAND_START = "python main.py"
 CSI_START = "python -m experiments.csi"  # represented as subcommand "csi"
+CARE_DPO_START = "python -m experiments.care_dpo"  # represented as subcommand "care_dpo"
+MODULE_STARTS = {"csi": CSI_START, "care_dpo": CARE_DPO_START}
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,8 @@ class HeaderCommand:
     extra: tuple[str, ...]
 
     def args(self) -> list[str]:
-        """Arguments for ``main.main`` (the command line after ``python main.py``); for ``csi``, the arguments of
-        ``experiments.csi.cli.cli``, led by ``csi``."""
+        """Arguments for ``main.main`` (the command line after ``python main.py``); for ``csi`` and ``care_dpo``, the
+        arguments of ``python -m experiments.csi`` / ``python -m experiments.care_dpo``, led by the subcommand."""
         out = [self.subcommand]
         for path in self.configs:
             out += ["--config", str(path)]
@@ -42,8 +46,8 @@ class HeaderCommand:
 
     def __str__(self) -> str:
         configs = " ".join(f"--config {p.relative_to(REPO)}" for p in self.configs)
-        if self.subcommand == "csi":
-            return " ".join([CSI_START, configs, *self.extra])
+        if self.subcommand in MODULE_STARTS:
+            return " ".join([MODULE_STARTS[self.subcommand], configs, *self.extra])
         return " ".join([COMMAND_START, self.subcommand, configs, *self.extra])
 
 
@@ -64,16 +68,20 @@ def header_commands(path: Path) -> list[HeaderCommand]:
     commands = []
     for i, line in enumerate(lines):
         start, csi = line.find(COMMAND_START), line.find(CSI_START)
-        if start < 0 and csi < 0:
+        care_dpo = line.startswith(CARE_DPO_START)
+        if start < 0 and csi < 0 and not care_dpo:
             continue
-        text = line[start:] if start >= 0 else line[csi:]
+        text = line if care_dpo else line[start:] if start >= 0 else line[csi:]
         j = i
         while text.endswith("\\") and j + 1 < len(lines):
             j += 1
             text = text[:-1] + " " + lines[j]
         text = text.split("`", 1)[0]
         tokens = shlex.split(text)
-        commands.append(_parse(path, tokens[2:] if start >= 0 else ["csi", *tokens[3:]]))
+        if care_dpo:
+            commands.append(_parse(path, ["care_dpo", *tokens[3:]]))
+        else:
+            commands.append(_parse(path, tokens[2:] if start >= 0 else ["csi", *tokens[3:]]))
     return commands
 
 
@@ -113,8 +121,8 @@ def run_command(path: Path, subcommand: str) -> HeaderCommand:
 
 def prerequisites(command: HeaderCommand) -> list[HeaderCommand]:
     """The ``csi`` and ``predict`` commands the headers of the composed files ask to run first (the prompt and the
-    caption stores), in header order."""
-    if command.subcommand != "fit":
+    caption stores; for ``care_dpo``, the zero-shot captions its pipeline config reads), in header order."""
+    if command.subcommand not in ("fit", "care_dpo"):
         return []
     found: list[HeaderCommand] = []
     for path in command.configs:

@@ -64,6 +64,9 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     args = pipeline_settings(tmp_path)
     core = run(**args)  # the shipped default: the pipeline proper (its scorer is the SFT row)
     assert set(core["retrieval"]) == {"sft-role", "dgdpo-role"} and core["skipped_stages"] == []
+    # the pipeline's own provenance, and each retriever's code state as its metrics.json recorded it
+    assert {"git_sha", "git_dirty", "git_diff_sha256", "environment"} <= set(core)
+    assert all({"git_sha", "git_dirty", "git_diff_sha256"} <= set(m) for m in core["retrieval"].values())
     # the README's table command: the same plus the two comparison retrievers, every earlier stage reused
     args = {**args, "sources": ["zero_shot", "sft", "dgdpo"], "role_ablation_sources": ["dgdpo"]}
     summary = run(**args)

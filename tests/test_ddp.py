@@ -214,3 +214,39 @@ def test_ddp_postprocess_bank_is_gathered_like_a_single_process(tmp_path: Path) 
         np.testing.assert_allclose(np.load(ddp / "test" / name), np.load(single / "test" / name), atol=1e-4,
                                    err_msg=name)
     assert json.loads((ddp / "test" / "metrics_qbnorm.json").read_text())["world_size"] == 2
+
+
+def test_ddp_excae_test_on_two_ranks_finishes_and_writes_expert_usage(tmp_path: Path) -> None:
+    """ExCae's test on two ranks ends, with its ``expert_usage.json``: the run directory comes from
+    ``trainer.log_dir``, a broadcast every rank must join, so rank 0 alone asking for it waited on a rank that had
+    already finished (gloo: 'Connection closed by peer'; found by the dress rehearsal, tests/test_rehearsal.py)."""
+    root = make_fake_msrvtt(tmp_path / "data", num_train=8, num_test=5)
+    store = root / "captions" / "multi_test.jsonl"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    videos = [v["video_id"] for v in json.loads((root / "MSRVTT_data.json").read_text())["videos"]]
+    store.write_text("".join(json.dumps({"video_id": v, "kind": "multi", "prompt": "p", "model": "test",
+                                         "created": "2026-12-06T00:00:00", "captions": [f"clip {v} take {k}"
+                                                                                       for k in range(3)]}) + "\n"
+                             for v in videos))
+    model = json.dumps({"class_path": "ExCae", "init_args": {
+        "backbone": {"class_path": "OpenCLIPBackbone",
+                     "init_args": {"model_name": "vtr-tiny-clip", "pretrained": None, "max_words": 16}},
+        "num_experts": 6, "experts_per_group": 2, "expert_heads": 2, "expert_ffn": 32, "expert_dropout": 0.0,
+        "lr": 1e-3}})
+    logger = json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                          "init_args": {"save_dir": str(tmp_path / "runs"), "name": "excae"}}])
+    args = ["fit", "--config", str(TINY_CLIP4CLIP), "--model", model, "--data.init_args.root", str(root),
+            "--data.init_args.aux_captions", json.dumps({"multi": "captions/multi_test.jsonl"}),
+            "--trainer.devices", "2", "--trainer.strategy", "ddp_find_unused_parameters_true",
+            "--trainer.max_epochs", "1", "--trainer.logger", logger, "--trainer.enable_progress_bar", "false"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    try:  # a rank waiting on a collective the other never joins would wait for gloo's 30-minute timeout
+        done = subprocess.run([sys.executable, "main.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=300)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"ExCae's two-rank fit/test stalled:\n{exc.stdout}\n{exc.stderr}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    test_dir = next((tmp_path / "runs").rglob("test/metrics.json")).parent
+    assert json.loads((test_dir / "metrics.json").read_text())["world_size"] == 2
+    usage = json.loads((test_dir / "expert_usage.json").read_text())
+    assert usage["routing"] == "topk" and len(usage["experts"]) == 6

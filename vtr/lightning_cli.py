@@ -35,6 +35,7 @@ import datamodules.registry  # noqa: F401  (registers the data modules for short
 import lightning_modules  # noqa: F401  (registers the methods for short class names)
 from callbacks import LoggerSaveConfigCallback
 from callbacks.exact_resume import ExactResume, keep_csv_rows_before, read_resume_info, resume_logger_overrides
+from lightning_modules.provenance import source_state
 from lightning_modules.safe_load import check_checkpoint
 from vtr.resources import resolve_config_args
 
@@ -158,6 +159,7 @@ def _add_step_checkpoints(trainer_config: Namespace, every_n_train_steps: int) -
 def main(args: ArgsType = None) -> VTRCLI:
     """Entry point; ``args`` lets tests run the CLI in-process (``main(["fit", "--config", ...])``)."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    source_state()  # the code state metrics.json records: read now, before a long fit can be edited under it
     if args is None:
         # rewritten in place rather than passed as ``args``: LightningCLI warns when both are given, and Lightning's
         # DDP launcher re-runs sys.argv in every further process, which then reads the same (shipped) files

@@ -13,7 +13,8 @@ README, "SynthVTR, the embedded benchmark", describes it; the modules, by concer
 * ``captions``: per-frame metadata (for the simulated captioner), each video's facts, template captions.
 * ``oracle``: the in-memory benchmark (:func:`build_synthvtr`) and the ceiling R@K (:func:`oracle_recall`).
 * ``render``: frames drawn with PIL on numpy, H.264 mp4 written with PyAV, parallel render workers.
-* ``store``: :func:`generate_synthvtr` (idempotent, crash-safe) and the ``load_*`` readers.
+* ``store``: :func:`generate_synthvtr` (idempotent, crash-safe, with a sha256 manifest), :func:`verify_content`
+  (a copy against its manifest) and the ``load_*`` readers.
 * ``cli``: ``python -m datamodules.synthvtr --help``.
 
 Everything is deterministic from ``SynthVTRConfig.seed``. The generator needs only numpy, PIL and PyAV
@@ -38,12 +39,17 @@ from datamodules.synthvtr.oracle import CaptionFacts, SynthVTRData, build_synthv
 from datamodules.synthvtr.specs import EventSpec, ObjectSpec, VideoSpec
 from datamodules.synthvtr.store import (
     ANNOTATION_FILES,
+    MANIFEST,
+    ContentCheck,
+    content_files,
     generate_synthvtr,
     is_complete,
     load_caption_facts,
     load_frame_metadata,
     load_specs,
     load_video_facts,
+    verify_content,
+    write_manifest,
 )
 
 __all__ = [
@@ -53,6 +59,7 @@ __all__ = [
     "COLOUR_WORDS",
     "EVENTS",
     "GENERATOR_VERSION",
+    "MANIFEST",
     "MOTIONS",
     "MOTION_WORDS",
     "SCENE_NOUNS",
@@ -60,12 +67,14 @@ __all__ = [
     "SHAPES",
     "SHAPE_WORDS",
     "CaptionFacts",
+    "ContentCheck",
     "EventSpec",
     "ObjectSpec",
     "SynthVTRConfig",
     "SynthVTRData",
     "VideoSpec",
     "build_synthvtr",
+    "content_files",
     "generate_synthvtr",
     "is_complete",
     "load_caption_facts",
@@ -73,4 +82,6 @@ __all__ = [
     "load_specs",
     "load_video_facts",
     "oracle_recall",
+    "verify_content",
+    "write_manifest",
 ]

@@ -19,7 +19,7 @@ from typing import Any
 
 from datamodules.synthvtr.config import GENERATOR_VERSION, SynthVTRConfig
 from datamodules.synthvtr.oracle import build_synthvtr
-from datamodules.synthvtr.store import generate_synthvtr, is_complete
+from datamodules.synthvtr.store import generate_synthvtr, is_complete, verify_content
 
 
 def _str2bool(value: str) -> bool:
@@ -92,9 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = json.loads((args.out / "synthvtr" / "generation.json").read_text(encoding="utf-8"))
     print(_summary(config, info["counts"], info["oracle"]))
     tm = info["timings"]
+    print(f"content {info['content_sha256'][:12]} (sha256 of {args.out / info['manifest']}, which lists every file's "
+          f"sha256); {info['encoder']['x264']}, PyAV {info['encoder']['pyav']}")
     if was_complete:
-        print(f"{args.out} already complete (fingerprint {config.fingerprint()}); nothing to do "
-              f"({time.perf_counter() - t0:.2f} s)")
+        check = verify_content(args.out)  # a mismatch is logged (one warning with the counts)
+        print(f"{args.out} already complete (fingerprint {config.fingerprint()}; "
+              + ("every file matches the manifest" if check.ok else "files differ from the manifest: see the warning")
+              + f"); nothing to do ({time.perf_counter() - t0:.2f} s)")
     else:
         print(f"wrote {args.out} in {tm['total_s']:.1f} s: render {tm['render_wall_s']:.1f} s wall with "
               f"{tm['workers']} workers; {tm['cpu_ms_per_video']:.1f} CPU ms/video "

@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass
 from datamodules.synthvtr.lexicon import ASPECTS, MUTATIONS
 
 # Enters every fingerprint: bump it when a change alters what a given config generates.
-GENERATOR_VERSION = "synthvtr-1.1"  # 1.1: repeatable colour conversion (render.rgb_to_yuv420p)
+# 1.1: repeatable colour conversion (render.rgb_to_yuv420p); 1.2: CPU-independent x264 and no FFmpeg version string
+# in the mp4 (render.X264_PARAMS, render.MP4_OPTIONS), so the videos are the same bytes on every machine
+GENERATOR_VERSION = "synthvtr-1.2"
 # Knobs added after a version was released, with the value that reproduces what that version generated: they
 # enter the fingerprint only when set to something else, so existing datasets and caches keep their names.
 _LATER_KNOBS: dict[str, object] = {"one_sided_fraction": 0.0}

@@ -8,7 +8,9 @@ partial captions per video). Validation holds out whole near-duplicate families 
 (their ``url`` is the family), so model selection never sees the test split.
 
 The caption-consistent oracle ceiling is recorded in ``metrics.json`` (``data.oracle``) so model
-R@1 can be read against what the captions allow.
+R@1 can be read against what the captions allow, and the copy of the data is named there too
+(``data.generator``: the config ``fingerprint``, the ``content_sha256`` of the copy's manifest and whether every file
+matched it, checked once per run: a mismatch is one warning with the counts).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from datamodules.msrvtt import MSRVTT
+from datamodules.random_state import preserved_random_state
 from datamodules.readers import ReaderName, SamplingMode
-from datamodules.synthvtr import SynthVTRConfig, generate_synthvtr
+from datamodules.synthvtr import GENERATOR_VERSION, ContentCheck, SynthVTRConfig, generate_synthvtr, verify_content
 
 
 class SynthVTR(MSRVTT):
@@ -62,15 +65,25 @@ class SynthVTR(MSRVTT):
                          train_sampling=train_sampling, test_protocol=test_protocol, val_protocol="heldout",
                          val_videos=val_families * family_size, **kwargs)
         self.generator_workers = generator_workers
+        self._content: ContentCheck | None = None
 
     def prepare_data(self) -> None:
-        generate_synthvtr(self.root, self.generator_config, workers=self.generator_workers)
+        # generating in this process (generator_workers: 1) must not move the training random state
+        with preserved_random_state():
+            generate_synthvtr(self.root, self.generator_config, workers=self.generator_workers)
+        self.content_check()
+
+    def content_check(self) -> ContentCheck:
+        """This copy against its manifest, checked once per data module (a mismatch is logged once, with counts)."""
+        if self._content is None:
+            self._content = verify_content(self.root)
+        return self._content
 
     def describe(self, stage: str) -> dict[str, Any]:
         info = super().describe(stage)
         oracle = self.root / "synthvtr" / "oracle.json"
         if oracle.is_file():
             info["oracle"] = json.loads(oracle.read_text())
-        info["generator"] = {"fingerprint": self.generator_config.fingerprint(),
-                             **self.generator_config.__dict__}
+        info["generator"] = {"fingerprint": self.generator_config.fingerprint(), "version": GENERATOR_VERSION,
+                             **self.generator_config.__dict__, **self.content_check().record()}
         return info

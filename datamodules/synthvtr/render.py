@@ -2,8 +2,9 @@
 
 :func:`render_frames` draws a video from its spec (textures from numpy ``default_rng(render_seed)``, the
 objects' states from ``datamodules/synthvtr/specs.py``, the same states :func:`frame_metadata
-<datamodules.synthvtr.captions.frame_metadata>` records); :func:`write_mp4` encodes it with single-threaded
-libx264; :func:`render_all` spreads the videos over worker subprocesses. Needs numpy, PIL and PyAV only.
+<datamodules.synthvtr.captions.frame_metadata>` records); :func:`write_mp4` encodes it with single-threaded,
+CPU-independent libx264 (:data:`X264_PARAMS`); :func:`render_all` spreads the videos over worker subprocesses. Needs
+numpy, PIL and PyAV only.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import selectors
 import subprocess
 import sys
@@ -172,26 +174,70 @@ def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
     return np.concatenate([np.clip(np.rint(p), 0, 255).astype(np.uint8).reshape(-1, w) for p in planes])
 
 
+# x264 settings that make the bitstream a function of the frames and the settings alone (synthvtr-1.2):
+# * cpu-independent: otherwise x264 runs its mbtree propagation and 9-way intra search in code chosen by the CPU's
+#   instruction sets, and the choices encode differently (same yuv frames of 200 demo videos: AVX2 or SSE4.2 instead
+#   of the detected AVX-512 changed 57 files, no SIMD all 200); with the AVX-512 code a video's bytes also depended on
+#   what the process had encoded before it (reverse order changed 2 of 60). With cpu-independent=1 every instruction
+#   set and every order gave the same bytes (README, "SynthVTR is the same bytes on every machine").
+# * one thread, no lookahead or slice threads: x264 threads change its decisions (2 or 4 threads: 22 and 30 of 200
+#   files); the generator runs one encoder per worker process instead.
+X264_PARAMS = "cpu-independent=1:threads=1:lookahead-threads=1:sliced-threads=0"
+# The muxer's bitexact mode leaves FFmpeg's version string ("Lavf62.12.102") out of the file, so an FFmpeg update
+# that keeps x264's output keeps the files. The container carries no creation time (mvhd/tkhd/mdhd times are 0).
+MP4_OPTIONS = {"fflags": "+bitexact"}
+
+
 def write_mp4(frames: np.ndarray, path: str | Path, fps: int, crf: int = 23,
               preset: str = "veryfast") -> None:
     """Encode RGB frames as H.264 (libx264, yuv420p) into ``path``, atomically (tmp file + rename).
 
-    Repeatable byte for byte: the colour conversion is :func:`rgb_to_yuv420p` (not swscale), and x264 runs one
-    thread (the generator parallelises across videos instead).
+    Repeatable byte for byte across processes, machines and time (for a given x264 build, which
+    ``generation.json`` records): the colour conversion is :func:`rgb_to_yuv420p` (not swscale), and x264 runs
+    with :data:`X264_PARAMS` (one thread, no CPU-dependent algorithm choice).
     """
     import av  # local: the specs-only path should not pay for it
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
+    try:
+        _encode(av, frames, str(tmp), fps, crf, preset)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left there when encoding or the rename failed
+
+
+def _encode(av: Any, frames: np.ndarray, target: Any, fps: int, crf: int, preset: str) -> None:
+    """Write ``frames`` as an mp4 to ``target`` (a path or a binary file object)."""
     _, height, width, _ = frames.shape
-    with av.open(str(tmp), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps,
-                                      options={"crf": str(crf), "preset": preset, "threads": "1"})
+    with av.open(target, mode="w", format="mp4", options=dict(MP4_OPTIONS)) as container:
+        stream = container.add_stream("libx264", rate=fps, options={
+            "crf": str(crf), "preset": preset, "threads": "1", "x264-params": X264_PARAMS})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for arr in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420p(arr), format="yuv420p")))
         container.mux(stream.encode(None))
-    os.replace(tmp, path)
+
+
+def encoder_identity() -> dict[str, Any]:
+    """What decides the mp4 bytes besides the frames and the config: PyAV, FFmpeg's libraries, x264's build.
+
+    The files are byte-identical across machines for one x264 build (``X264_PARAMS``); another build may encode
+    differently, so ``generation.json`` records this and a mismatch with the manifest can be told apart from a
+    corrupted copy. x264 names its build only inside the stream (its version SEI), so a 2-frame clip is encoded.
+    """
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    _encode(av, np.zeros((2, 16, 16, 3), dtype=np.uint8), buf, 8, 23, "veryfast")
+    found = re.search(rb"x264 - core (\d+)( r\d+ [0-9a-f]+)?", buf.getvalue())
+    return {"pyav": av.__version__,
+            "libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
+            "libavformat": ".".join(map(str, av.library_versions["libavformat"])),
+            "x264": found.group(0).decode() if found else "unknown",
+            "x264_params": X264_PARAMS, "mp4_options": dict(MP4_OPTIONS)}
 
 
 def render_videos(specs: list[VideoSpec], video_dir: str,

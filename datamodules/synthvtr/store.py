@@ -3,21 +3,25 @@
 :func:`generate_synthvtr` writes the CLIP4Clip MSR-VTT files (``MSRVTT_data.json``, the train and
 JSFusion test csv files, ``videos/*.mp4``), so the real MSR-VTT reading path (``datamodules/msrvtt.py``)
 serves it, and beside them ``synthvtr/``: the specs, per-frame metadata, captions with their facts, the
-videos' facts, the oracle and ``generation.json`` (fingerprint, counts, timings; the completeness
-marker). The ``load_*`` readers accept the dataset root or its ``synthvtr/`` folder.
+videos' facts, the oracle, ``manifest.sha256`` (every annotation file's and video's sha256, ``sha256sum -c``
+format, relative to the root) and ``generation.json`` (fingerprint, content digest, encoder, counts, timings; the
+completeness marker). :func:`verify_content` checks a copy against its manifest. The ``load_*`` readers accept the
+dataset root or its ``synthvtr/`` folder.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import logging
 import os
 import re
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +31,26 @@ from datamodules.synthvtr.config import GENERATOR_VERSION, SynthVTRConfig
 from datamodules.synthvtr.oracle import CaptionFacts, SynthVTRData, build_synthvtr
 from datamodules.synthvtr.specs import VideoSpec
 
+log = logging.getLogger(__name__)
+
 _VIDEO_NAME = re.compile(r"^synth\d+\.mp4(\.tmp)?$")
 ANNOTATION_FILES: tuple[str, ...] = (
     "MSRVTT_data.json", "MSRVTT_train.9k.csv", "MSRVTT_JSFUSION_test.csv", "synthvtr/specs.jsonl",
     "synthvtr/frames.jsonl", "synthvtr/captions.jsonl", "synthvtr/video_facts.jsonl", "synthvtr/oracle.json",
 )
+# Every content file's sha256, one ``<hex>  <path relative to the root>`` line each, sorted by path: the format of
+# ``sha256sum``, so ``cd <root> && sha256sum -c synthvtr/manifest.sha256`` checks a copy without Python.
+MANIFEST = "synthvtr/manifest.sha256"
+_MANIFEST_LINE = re.compile(r"^([0-9a-f]{64})  (\S+)$")
 
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only there when the write or the rename failed
 
 
 def _jsonl(rows: Iterable[dict[str, Any]]) -> str:
@@ -62,10 +75,109 @@ def is_complete(out_dir: str | Path, config: SynthVTRConfig) -> bool:
         return False
     if info.get("fingerprint") != config.fingerprint():
         return False
-    if not all((out / rel).is_file() for rel in ANNOTATION_FILES):
+    if not all((out / rel).is_file() for rel in (*ANNOTATION_FILES, MANIFEST)):
         return False
     video_dir = out / "videos"
     return all((video_dir / f"synth{i:05d}.mp4").is_file() for i in range(config.num_videos))
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_files(config: SynthVTRConfig) -> list[str]:
+    """The files a generation of ``config`` consists of (relative to the root): what the manifest lists."""
+    return sorted([*ANNOTATION_FILES, *(f"videos/synth{i:05d}.mp4" for i in range(config.num_videos))])
+
+
+def write_manifest(out_dir: str | Path, config: SynthVTRConfig) -> str:
+    """Hash every content file into ``synthvtr/manifest.sha256`` (atomically); returns the content digest.
+
+    The content digest is the sha256 of the manifest's bytes: equal digests mean equal files, so it names the exact
+    copy a run used (``generation.json`` and the data fingerprint in ``metrics.json`` record it).
+    """
+    out = Path(out_dir)
+    text = "".join(f"{_file_sha256(out / rel)}  {rel}\n" for rel in content_files(config))
+    _atomic_write(out / MANIFEST, text)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class ContentCheck:
+    """A copy of SynthVTR compared with its manifest (:func:`verify_content`)."""
+
+    manifest: Path
+    content_sha256: str | None  # sha256 of the manifest's bytes; None when there is no manifest
+    files: int = 0  # files the manifest lists
+    differ: list[str] = field(default_factory=list)  # listed, present, other bytes
+    missing: list[str] = field(default_factory=list)  # listed, absent
+    extra: list[str] = field(default_factory=list)  # videos/synth*.mp4 present but not listed
+
+    @property
+    def ok(self) -> bool:
+        return self.content_sha256 is not None and not (self.differ or self.missing or self.extra)
+
+    def record(self) -> dict[str, Any]:
+        """What ``metrics.json`` records about the copy (``data.generator``)."""
+        return {"content_sha256": self.content_sha256, "content_verified": self.ok,
+                "content_mismatch": {"files": self.files, "differ": len(self.differ), "missing": len(self.missing),
+                                     "extra": len(self.extra)}}
+
+    def message(self) -> str:
+        """One line for the warning: counts, the first few paths, what it means and what to do."""
+        root = self.manifest.parent.parent
+        if self.content_sha256 is None:
+            return (f"SynthVTR at {root} has no manifest ({self.manifest}): its files cannot be checked and runs on it "
+                    "record no content digest; regenerate it with `python -m datamodules.synthvtr --out "
+                    f"{root} --force` (with its settings) to get one")
+        parts = [f"{len(v)} {name}" + (f" (first: {', '.join(v[:3])})" if v else "")
+                 for name, v in (("differ", self.differ), ("missing", self.missing),
+                                 ("not listed", self.extra)) if v]
+        return (f"SynthVTR at {root} does not match its manifest {self.manifest}: of {self.files} files, "
+                + "; ".join(parts) + ". Numbers from this copy are not comparable with runs on the manifest's copy "
+                f"(content {self.content_sha256[:12]}); regenerate with `python -m datamodules.synthvtr --out {root} "
+                "--force` (with its settings) or restore the files")
+
+
+def verify_content(root: str | Path, warn: bool = True) -> ContentCheck:
+    """Compare the files under ``root`` with ``synthvtr/manifest.sha256``; one warning (``warn``) when they differ.
+
+    A malformed manifest is an error (it names the file and the line), not a mismatch.
+    """
+    root = Path(root)
+    manifest = root / MANIFEST
+    try:
+        text = manifest.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        check = ContentCheck(manifest, None)
+    else:
+        check = ContentCheck(manifest, hashlib.sha256(text.encode("utf-8")).hexdigest())
+        listed = set()
+        for number, line in enumerate(text.splitlines(), 1):
+            m = _MANIFEST_LINE.match(line)
+            if m is None or m.group(2).startswith("/") or ".." in Path(m.group(2)).parts:
+                raise ValueError(f"{manifest}:{number}: expected '<sha256 hex>  <relative path>', got {line[:120]!r}; "
+                                 "the manifest is damaged: regenerate the dataset (python -m datamodules.synthvtr "
+                                 "--force)")
+            expected, rel = m.groups()
+            listed.add(rel)
+            path = root / rel
+            if not path.is_file():
+                check.missing.append(rel)
+            elif _file_sha256(path) != expected:
+                check.differ.append(rel)
+        check.files = len(listed)
+        videos = root / "videos"
+        if videos.is_dir():
+            check.extra = sorted(f"videos/{p.name}" for p in videos.iterdir()
+                                 if _VIDEO_NAME.match(p.name) and f"videos/{p.name}" not in listed)
+    if warn and not check.ok:
+        log.warning("%s", check.message())
+    return check
 
 
 def _annotation_files(data: SynthVTRData, oracle: dict[str, Any]) -> dict[str, str]:
@@ -146,11 +258,17 @@ def generate_synthvtr(out_dir: str | Path, config: SynthVTRConfig, workers: int 
     times = render_all(todo, video_dir, config, workers, progress)
     t_render = time.perf_counter() - t0
 
+    from datamodules.synthvtr.render import encoder_identity
+
+    content_sha256 = write_manifest(out, config)
     n_train, n_test = len(data.ids("train")), len(data.ids("test"))
     render_cpu, encode_cpu = sum(t[0] for t in times), sum(t[1] for t in times)
     info = {
         "generator_version": GENERATOR_VERSION,
         "fingerprint": fp,
+        "content_sha256": content_sha256,
+        "manifest": MANIFEST,
+        "encoder": encoder_identity(),
         "config": asdict(config),
         "counts": {"videos": len(data.specs), "train_videos": n_train, "test_videos": n_test,
                    "families": config.num_families, "test_families": config.test_families,

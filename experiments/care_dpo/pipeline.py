@@ -19,7 +19,8 @@ a training stage resumes from its ``last.ckpt``, exactly, through ``main.py fit 
    given zero-shot captions -, ``sft``, ``dgdpo``), with and without role embeddings as configured;
 9. ``summary.json`` in ``out``: every test metric, the discriminability of each caption source (how often a
    video's caption alone picks it out of its near-duplicate family, and out of the whole test set), the attribute
-   precision/recall of each source on SynthVTR, and the wall time of every stage.
+   precision/recall of each source on SynthVTR, the wall time of every stage and the pipeline's provenance
+   (``git_sha``, ``git_dirty``, ``git_diff_sha256``, ``environment``: ``lightning_modules.provenance``).
 
 Stage outputs live in ``work`` under keys of the settings they depend on, so runs that differ only in a later stage
 (an ablation over groups, β or roles) share the earlier ones; a lock file per stage keeps two concurrent runs from
@@ -355,6 +356,7 @@ class Pipeline:
             self._retriever(source, role, captions[source], run_dir)
             runs[name] = _test_metrics(run_dir)
         from experiments.care_dpo.caption_quality import caption_quality
+        from lightning_modules.provenance import run_provenance
 
         quality = {source: caption_quality(self._data_config(), captions[source],
                                            families=self.discriminability_families)
@@ -366,7 +368,9 @@ class Pipeline:
                    "retrieval": runs, "captions": quality, "preference_pairs": _pair_counts(store),
                    "dgdpo_train": _last_train_stats(work / "dgdpo" / dgdpo_key),
                    "timings_s": self.timings, "skipped_stages": self.skipped,
-                   "wall_s": round(time.perf_counter() - total, 1)}
+                   "wall_s": round(time.perf_counter() - total, 1),
+                   # the pipeline's code and machine (each retriever's metrics.json records its own: `retrieval`)
+                   **run_provenance()}
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
@@ -466,6 +470,7 @@ def _test_metrics(run_dir: Path) -> dict[str, Any]:
         raise PipelineError(f"{run_dir}: no test/metrics.json (the retriever's fit did not test)")
     record = json.loads(found[-1].read_text())
     return {**record["metrics"], "seed": record.get("seed"), "git_sha": record.get("git_sha"),
+            "git_dirty": record.get("git_dirty"), "git_diff_sha256": record.get("git_diff_sha256"),
             "ckpt_path": record.get("ckpt_path"), "path": str(found[-1])}
 
 

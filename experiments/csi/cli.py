@@ -15,7 +15,8 @@ after ``max_rounds`` rounds.
 Everything lands in ``out``: ``settings.json`` (what the run is), ``rounds.jsonl`` (one line per finished round:
 prompt, score, its similarity and diversity terms, accepted, best score so far, example captions), and at the
 end ``best_prompt.txt`` (what ``main.py predict`` reads through ``model.init_args.prompt_file``),
-``summary.json``, ``candidates.json`` (the candidate pool as a table) and ``score_vs_round.png``; with
+``summary.json`` (with the code and machine it ran on: ``lightning_modules.provenance``), ``candidates.json`` (the
+candidate pool as a table) and ``score_vs_round.png``; with
 ``wandb_project`` set, the rounds as a W&B table (offline unless ``WANDB_MODE`` says otherwise). A killed run
 restarted with the same command continues after its last finished round and ends where an uninterrupted run ends
 (engineers are seeded per round; the captioner and evaluator are deterministic, or seeded, given the prompt).
@@ -382,6 +383,9 @@ def run_csi(captioner: CaptionBackend, engineer: PromptEngineer, data: VideoText
     (out_dir / "candidates.json").write_text(json.dumps(candidates, indent=2, ensure_ascii=False))
     if wandb_project:
         summary["wandb_dir"] = _wandb_log(wandb_project, out_dir, settings, rounds, summary)
+    from lightning_modules.provenance import run_provenance
+
+    summary.update(run_provenance())  # the code and machine the prompts were scored on, as metrics.json records
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     print(f"best prompt (round {best_round['round']}, score {best_round['score']:.4f}; initial "
           f"{rounds[0]['score']:.4f}; stopped: {stop}) -> {out_dir / 'best_prompt.txt'}", flush=True)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.report import comparison_block, json_table, reproduction
+from experiments.report import comparison_block, json_table, leaderboard_block, reproduction
 from experiments.report.blocks import wrap
 from experiments.report.cli import provenance as report_provenance
 from experiments.report.runs import Group, ReportError, Run, discover, fmt_value, group_runs, split_retests
@@ -358,7 +358,10 @@ def _dataset(run: Run) -> str:
     gen = run.record.get("data", {}).get("generator") or {}
     version = gen.get("version") or run.record.get("data", {}).get("generator_version")
     parts = [str(v) for v in (version, gen.get("fingerprint")) if v]
-    return run.dataset + (f" (generator {' '.join(parts)})" if parts else "")
+    content = gen.get("content_sha256")  # the exact copy (its manifest's digest); absent before synthvtr-1.2
+    copy = f", content {content[:12]}" + ("" if gen.get("content_verified") else " (files differ from it)") \
+        if content else ""
+    return run.dataset + (f" (generator {' '.join(parts)}{copy})" if parts else "")
 
 
 def _test_set(run: Run) -> str:
@@ -502,14 +505,16 @@ def main(argv: list[str] | None = None) -> int:
         new_text, stale_reproduction = reproduction.render(outcome.text, str(args.readme), base)
         new_text, stale_benchmarks = json_table.render(new_text, str(args.readme), base)
         new_text, stale_comparisons = comparison_block.render(new_text, str(args.readme), base)
+        new_text, stale_leaderboards = leaderboard_block.render(new_text, str(args.readme), base)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     blocks = (len(find_blocks(text, str(args.readme))) + len(reproduction.START.findall(text))
-              + len(json_table.START.findall(text)) + len(comparison_block.START.findall(text)))
+              + len(json_table.START.findall(text)) + len(comparison_block.START.findall(text))
+              + len(leaderboard_block.START.findall(text)))
     stale = [(block.spec.where, diff(block, old, new)) for block, old, new in outcome.stale]
     stale += [(where, _diff(where, old, new)) for where, old, new in [*stale_reproduction, *stale_benchmarks,
-                                                                          *stale_comparisons]]
+                                                                          *stale_comparisons, *stale_leaderboards]]
     if args.check:
         for where, changes in stale:
             print(f"stale: {where}")

@@ -352,13 +352,17 @@ class PathRewriter:
         return posixpath.relpath(str(p), str(self.origin))
 
     def value(self, value: Any) -> Any:
-        """``value`` with every string that is an absolute path rewritten, recursively."""
+        """``value`` with every string that is an absolute path rewritten, recursively; a path inside a longer text
+        (``trained-captioner(/runs/x/sft/last.ckpt)``, the model name a trained captioner's caption records carry
+        into their lineage) is rewritten in place by the same rules."""
         if isinstance(value, dict):
             return {k: self.value(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.value(v) for v in value]
         if isinstance(value, str) and value.startswith("/"):
             return self.path(value)
+        if isinstance(value, str):
+            return EMBEDDED_ABSOLUTE.sub(lambda m: self.path(m.group(0)), value)
         return value
 
 

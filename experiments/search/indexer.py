@@ -43,6 +43,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
+from datamodules.annotations import VideoEntry
 from datamodules.captions import CaptionStore
 from datamodules.folder import list_videos
 from experiments.search.checkpoint import IndexMismatchError, RetrieverCheckpoint, load_retriever
@@ -251,6 +252,19 @@ def collection_settings(ckpt: RetrieverCheckpoint, captions: dict[str, str], num
     return settings
 
 
+def by_collection_id(store: CaptionStore, entries: list[VideoEntry]) -> CaptionStore:
+    """``store`` with a record under every collection id it captions. A collection id is the video's relative path
+    without its extension, but a dataset whose ids are file names (DiDeMo: ``<id>.mp4``) keys the stores ``predict``
+    writes for it by the name with the extension: a video with no record under its id takes the record of its
+    relative path with the extension, if there is one (``require`` names the ids still missing)."""
+    records = dict(store)
+    for entry in entries:
+        named = entry.video_id + entry.path.suffix
+        if entry.video_id not in records and named in store:
+            records[entry.video_id] = store[named]
+    return CaptionStore(store.path, store.kind, records)
+
+
 def _check_build(out: Path, build: dict[str, Any]) -> None:
     path = out / BUILD
     if not path.is_file():
@@ -294,7 +308,7 @@ def build_index(ckpt: str | Path, videos: str | Path, out: str | Path, captions:
     _check_build(out, build)
     stores = {}
     for kind, path in settings["captions"].items():
-        stores[kind] = CaptionStore.load(path, kind)
+        stores[kind] = by_collection_id(CaptionStore.load(path, kind), entries)
         stores[kind].require(e.video_id for e in entries)  # names the store, the missing ids and the command
     for sub in ("shards", "thumbs", GENERATIONS):
         (out / sub).mkdir(parents=True, exist_ok=True)

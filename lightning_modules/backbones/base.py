@@ -64,6 +64,11 @@ class VideoTextBackbone(nn.Module, ABC):
     def text_head(self, hidden: Tensor, mask: Tensor) -> TextFeatures:
         """Map trunk token states to the joint space (sentence pooling happens here)."""
 
+    def sentence_head(self, hidden: Tensor, mask: Tensor) -> Tensor:
+        """Only the sentence embedding ``[B, D]`` of ``text_head``, for texts whose token embeddings nobody reads
+        (auxiliary captions). A backbone whose head maps every token overrides this to skip that work."""
+        return self.text_head(hidden, mask).sentence
+
     def token_embedding_layer(self) -> nn.Module:
         """The text trunk's input token-embedding lookup (``input_ids -> [B, L, W]``).
 

@@ -327,6 +327,9 @@ class OpenCLIPBackbone(VideoTextBackbone):
         """Identity head: CLIP's sentence feature is its EOT token (the last valid one)."""
         return TextFeatures(sentence=last_valid_token(hidden, mask), tokens=hidden, mask=mask)
 
+    def sentence_head(self, hidden: Tensor, mask: Tensor) -> Tensor:
+        return last_valid_token(hidden, mask)
+
     # ----------------------------------------------------------------------------- video
     def frame_trunk(self, frames: Tensor) -> Tensor:
         """``encode_image`` (projected, unnormalised): ``[N, 3, S, S] -> [N, D]``."""

@@ -211,8 +211,12 @@ class PretrainedTwoTower(VideoTextBackbone):
     def text_head(self, hidden: Tensor, mask: Tensor) -> TextFeatures:
         """Tokens: per-token projection; sentence: projection of sentence-transformers' mean pooling."""
         return TextFeatures(
-            sentence=self.text_proj(masked_mean(hidden, mask)), tokens=self.text_proj(hidden), mask=mask
+            sentence=self.sentence_head(hidden, mask), tokens=self.text_proj(hidden), mask=mask
         )
+
+    def sentence_head(self, hidden: Tensor, mask: Tensor) -> Tensor:
+        """The sentence alone: no projection of the ``L`` tokens (``B x L x H``, unused for auxiliary captions)."""
+        return self.text_proj(masked_mean(hidden, mask))
 
     # ----------------------------------------------------------------------------- video
     def frame_trunk(self, frames: Tensor) -> Tensor:

@@ -30,11 +30,12 @@ class _CrossAttention(nn.Module):
         keep = context_mask.bool()[:, None, None, :]
         if self.mask_mode == "code":
             # released code: scores multiplied by the 0/1 mask, so padded slots score 0 (not -inf) and
-            # keep some attention mass; reproduced for parity with the published numbers
-            scores = scores * keep.to(scores.dtype)
-        else:
-            scores = scores.masked_fill(~keep, float("-inf"))
-        attn = self.dropout(torch.softmax(scores, dim=-1).nan_to_num(0.0))
+            # keep some attention mass; reproduced for parity with the published numbers. Every score stays
+            # finite, so the softmax has no all-masked row to clean up
+            attn = torch.softmax(scores * keep.to(scores.dtype), dim=-1)
+        else:  # a video without any valid slot would give a row of NaN: 0 attention instead
+            attn = torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1).nan_to_num(0.0)
+        attn = self.dropout(attn)
         return (attn @ v).transpose(1, 2).reshape(b, t, d)
 
 

@@ -95,7 +95,10 @@ class MixtureOfTokenExperts(nn.Module):
         heads, layers, ffn, dropout: each expert's transformer encoder.
         compute: ``routed`` runs each expert only on the samples whose gate for it is non-zero (the same
             output as ``all`` up to float rounding, cheaper under top-k); ``all`` runs every expert on every
-            sample, as the released code.
+            sample, as the released code. Under gradient, both give every expert a gradient: an expert no sample
+            is routed to gets exactly zero under ``all`` (its gate is 0 for every sample), and ``routed`` gives it
+            the same zeros without running it, so the optimiser's state, weight decay and step count move as
+            under ``all`` (with ``grad = None`` an optimiser would skip the expert altogether).
     """
 
     def __init__(self, dim: int, expert_groups: Sequence[str], router_in: int, router_hidden: int = 256,
@@ -132,19 +135,30 @@ class MixtureOfTokenExperts(nn.Module):
         gates = {r: route(logits, active, r) for r in routings}
         batch, dim = router_input.shape[0], self.experts[0].norm.normalized_shape[0]
         out = {r: torch.zeros(batch, dim, device=router_input.device, dtype=torch.float32) for r in routings}
+        unrouted: list[nn.Module] = []
         for e, (expert, group) in enumerate(zip(self.experts, self.expert_groups, strict=True)):
             tokens, valid = groups[group]
             if self.compute == "routed":
                 rows = torch.stack([g[:, e] for g in gates.values()]).ne(0).any(0).nonzero().squeeze(-1)
                 if rows.numel() == 0:
+                    if torch.is_grad_enabled():
+                        unrouted.append(expert)
                     continue
                 expert_out = expert(tokens[rows], valid[rows]).float()
                 for r, g in gates.items():
-                    out[r] = out[r].index_add(0, rows, g[rows, e, None] * expert_out)
+                    # index_put_ with accumulate: index_add (in or out of place) walks the whole [B, D] output on
+                    # the CPU, ~100x slower here for a few dozen rows
+                    out[r].index_put_((rows,), g[rows, e, None] * expert_out, accumulate=True)
             else:
                 expert_out = expert(tokens, valid).float()
                 for r, g in gates.items():
                     out[r] = out[r] + g[:, e, None] * expert_out
+        idle = [p for expert in unrouted for p in expert.parameters() if p.requires_grad]
+        if idle:
+            # 0 x (sum of the experts' parameters): adds exactly 0 to the output and puts every parameter of the
+            # unrouted experts in the graph with gradient 0, what ``all`` compute gives them (see ``compute``)
+            zero = 0.0 * torch.stack([p.sum() for p in idle]).sum().float()
+            out = {r: v + zero for r, v in out.items()}
         return out, gates, logits
 
 

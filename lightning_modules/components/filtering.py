@@ -6,7 +6,9 @@ import torch
 from torch import Tensor
 
 
-def _masked_softmax(scores: Tensor, mask: Tensor, temperature: float) -> Tensor:
+def _masked_softmax(scores: Tensor, mask: Tensor, temperature: float, all_valid: bool = False) -> Tensor:
+    if all_valid:  # no padded frame (the usual case at evaluation): the masking passes would change nothing
+        return torch.softmax(scores / temperature, dim=-1)
     logits = (scores / temperature).masked_fill(~mask, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     return probs.nan_to_num(0.0)  # rows without any valid frame
@@ -21,13 +23,17 @@ def nucleus_filter(scores: Tensor, mask: Tensor, temperature: float = 0.1, p: fl
     The selection is a hard sort (no gradient); gradients flow through the kept weights.
     Masked frames always get weight 0.
     """
-    mask = mask.bool().expand_as(scores)
-    probs = _masked_softmax(scores, mask, temperature)
+    mask = mask.bool()
+    all_valid = bool(mask.all())  # before broadcasting: the mask is per video, the scores per query and video
+    mask = mask.expand_as(scores)
+    probs = _masked_softmax(scores, mask, temperature, all_valid)
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     cumulative = sorted_probs.cumsum(dim=-1)
     keep_sorted = cumulative <= p
     keep_sorted[..., 0] = True
-    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted) & mask
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    if not all_valid:
+        keep &= mask
     kept = probs * keep
     return kept / kept.sum(-1, keepdim=True).clamp_min(torch.finfo(kept.dtype).tiny)
 

@@ -199,6 +199,8 @@ def test_decode_failures_are_skipped_counted_and_reported(copy_of: CopyOf, tmp_p
         (root / "videos" / "all" / f"{vid}.mp4").write_bytes(b"garbage" * 100)
     cli = main(["fit", "--config", str(CONF), "--data.init_args.root", str(root),
                 "--data.init_args.on_decode_error", "skip", "--data.init_args.one_caption_per_video", "true",
+                # this fake set has 4 training videos: select on the test split so all of them (video1 too) train
+                "--data.init_args.val_protocol", "test",
                 "--trainer.max_epochs", "1", "--trainer.logger", csv_logger(tmp_path, "skip")])
     record = json.loads((Path(cli.trainer.log_dir) / "test" / "metrics.json").read_text())
     assert record["num_videos"] == 2 and record["num_texts"] == 2

@@ -162,6 +162,8 @@ def test_acceptance_rule_duplicates_and_patience(synth_root: Path, tmp_path: Pat
     top = max((r for r in rounds if r["score"] is not None), key=lambda r: r["score"])
     assert (tmp_path / "best_prompt.txt").read_text().strip() == top["prompt"] == summary["best_prompt"]
     assert (tmp_path / "score_vs_round.png").stat().st_size > 0
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert {"git_sha", "git_dirty", "git_diff_sha256", "environment"} <= set(written)  # the code and machine
     pool = json.loads((tmp_path / "candidates.json").read_text())
     assert [row["round"] for row in pool["rows"]] == [r["round"] for r in rounds if r["round"] == 0 or r["accepted"]]
     with pytest.raises(CSIError, match="other settings"):  # the same folder with another setting

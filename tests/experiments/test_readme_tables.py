@@ -348,3 +348,26 @@ def test_provenance_names_uncommitted_changes_by_the_hash_of_their_diff(tmp_path
     readme.write_text(block.format("results/dirty/clean_s0"))
     assert main([str(readme)]) == 0
     assert "uncommitted" not in readme.read_text()
+
+
+def test_provenance_names_the_data_copy_when_the_run_recorded_it(tmp_path: Path) -> None:
+    """synthvtr-1.2 runs record their copy's content digest (``data.generator.content_sha256``); the line shows it,
+    and says so when the copy's files did not match its manifest. Older runs keep their line as it was."""
+    study = tmp_path / "results" / "copies"
+    old = copy_run(DEMO / "clip4clip_meanP", study / "old_s0")
+    same, changed = (copy_run(DEMO / "clip4clip_meanP", study / f"{n}_s0") for n in ("same", "changed"))
+    for run, verified in ((same, True), (changed, False)):
+        record = json.loads((run / "metrics.json").read_text())
+        record["data"]["generator"].update({"version": "synthvtr-1.2", "content_sha256": "ab" * 32,
+                                            "content_verified": verified})
+        (run / "metrics.json").write_text(json.dumps(record))
+    readme = tmp_path / "README.md"
+    block = ("<!-- results-table: {} | group: (.*)_s\\d+$ | columns: t2v_R1 | provenance: yes -->\n"
+             "<!-- /results-table -->\n")
+    fingerprint = json.loads((old / "metrics.json").read_text())["data"]["generator"]["fingerprint"]
+    readme.write_text(block.format("results/copies"))
+    assert main([str(readme)]) == 0
+    text = " ".join(readme.read_text().split())
+    assert f"synthvtr (generator {fingerprint}) (old)" in text
+    assert f"synthvtr (generator synthvtr-1.2 {fingerprint}, content {'ab' * 6}) (same)" in text
+    assert f"content {'ab' * 6} (files differ from it)) (changed)" in text

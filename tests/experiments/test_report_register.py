@@ -158,6 +158,21 @@ def test_register_names_refusals(tmp_path: Path) -> None:
     assert default_name(Path("filter_mode=none,seed_everything=2")) == "filter_mode_none_seed_everything_2"
 
 
+def test_register_rewrites_an_absolute_path_inside_a_longer_text(tmp_path: Path) -> None:
+    """A CaRe-DPO retriever's lineage names its captions' model as ``trained-captioner(<checkpoint path>)``: the
+    path inside the text is rewritten like a path alone (relative to the run folder), not refused."""
+    runs = tmp_path / "work" / "seed0"
+    checkpoint = runs / "sft" / "run" / "checkpoints" / "last.ckpt"
+    lineage = {"stage": "test", "upstream": [{"stage": "captions", "model": f"trained-captioner({checkpoint})",
+                                              "note": "K / #test 1/0.07 stays"}]}
+    source = full_run(runs / "retriever" / "dgdpo-role" / "run", *scores(10, 5, 4), lineage=lineage, leakage=[])
+    (dest,) = main([f"{source}=dgdpo_s0", "--study", str(tmp_path / "results" / "study")])
+    upstream = json.loads((dest / "metrics.json").read_text())["lineage"]["upstream"][0]
+    assert upstream["model"] == "trained-captioner(../../../sft/run/checkpoints/last.ckpt)"
+    assert upstream["note"] == "K / #test 1/0.07 stays"
+    assert str(tmp_path) not in (dest / "metrics.json").read_text()
+
+
 def test_register_without_the_matrix_for_metrics_only_tables(tmp_path: Path) -> None:
     study = tmp_path / "results" / "ablation"
     (dest,) = main([f"{_sweep_like_run(tmp_path)}=run_s0", "--study", str(study), "--no-matrix"])

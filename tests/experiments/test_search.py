@@ -228,6 +228,23 @@ def test_narvid_first_stage_is_the_uniform_coarse_score_and_the_second_its_full_
     assert [h.row for h in stage_one.hits] == torch.argsort(first[0], descending=True)[:3].tolist()
 
 
+def test_a_store_keyed_by_file_names_captions_the_folder(narvid_index: dict[str, Any], tmp_path: Path) -> None:
+    """DiDeMo's video ids are file names (``<id>.mp4``), so the caption stores ``predict`` writes for it are keyed by
+    them, while a folder's ids are relative paths without the extension: a video takes the record of its id, else
+    of its relative path with the extension, and indexes as with a store keyed by the folder's ids (found by the
+    dress rehearsal, tests/test_rehearsal.py, on DiDeMo)."""
+    data = narvid_index["data"]
+    records = [json.loads(line) for line in (data / "captions" / "narration_test.jsonl").read_text().splitlines()]
+    named = tmp_path / "narration_by_file_name.jsonl"
+    named.write_text("".join(json.dumps({**r, "video_id": r["video_id"] + ".mp4"}) + "\n" for r in records))
+    index = tmp_path / "index"
+    manifest = build_index(narvid_index["ckpt"], data / "videos" / "all", index, captions={"narration": str(named)},
+                           num_workers=0, progress=False)
+    assert manifest is not None and manifest["num_indexed"] == manifest["num_videos"] == len(records)
+    assert (index / "videos.jsonl").read_text() == (narvid_index["index"] / "videos.jsonl").read_text()
+    np.testing.assert_array_equal(np.load(index / "embeddings.npy"), np.load(narvid_index["index"] / "embeddings.npy"))
+
+
 def test_indexing_benchmark_runs(trained: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "search_indexing.json"
     done = subprocess.run([sys.executable, "-m", "benchmarks.search", "--part", "indexing", "--ckpt",

@@ -51,7 +51,8 @@ r1 = {"a": 10.0, "b": 20.0, "bad": 30.0, "slow": 40.0}.get(args["x"], 0.0) + int
 (run / "metrics.csv").write_text(f"epoch,step,val/t2v_R1,train/loss\\n0,1,{r1 - 1},\\n0,1,,0.5\\n1,2,{r1 + 1},\\n")
 (run / "test").mkdir()
 record = {"metrics": {"t2v_R1": r1, "t2v_R5": 50.0, "v2t_R1": 5.0, "rsum": 100.0},
-          "device": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time()}
+          "device": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time(),
+          "git_sha": "f" * 40, "git_dirty": args["x"] == "b", "git_diff_sha256": "d" * 64 if args["x"] == "b" else None}
 (run / "test" / "metrics.json").write_text(json.dumps(record))
 """
 
@@ -189,6 +190,13 @@ def test_failure_summary_then_resume_reruns_only_the_failed_run(tmp_path: Path, 
     assert first["x=a,seed_everything=0"]["metrics"]["t2v_R1"] == 10.0
     for name, entry in first.items():
         assert Path(entry["log"]) == out / f"{name}.log" and entry["seconds"] >= 0.2
+    # each run's recorded code state in the summary, and the launcher's own provenance beside it
+    a, b = first["x=a,seed_everything=0"], first["x=b,seed_everything=0"]
+    assert b["git_dirty"] is True and b["git_diff_sha256"] == "d" * 64 and a["git_dirty"] is False
+    assert "git_sha" not in first["x=bad,seed_everything=0"]  # failed: no metrics.json to read it from
+    launcher = json.loads((out / "sweep_provenance.json").read_text())
+    assert {"git_sha", "git_dirty", "git_diff_sha256", "environment"} <= set(launcher)
+    assert launcher["sweep"] == str(path)
     a_started = record(out, "x=a,seed_everything=0")["start"]
 
     monkeypatch.delenv("FAKE_BAD_FAILS")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -43,7 +46,7 @@ def test_video_embedding_is_eq2_mixture_plus_token_mean() -> None:
 
 def test_both_routings_are_views_and_eval_routing_is_reported() -> None:
     for routing in ("topk", "dense"):
-        model = tiny_excae(eval_routing=routing)
+        model = tiny_excae(eval_routing=routing, other_routing_view="always")
         text, video = batches()
         with torch.no_grad():
             sims = model.similarity(model.encode_text(text), model.encode_video(video))
@@ -52,7 +55,7 @@ def test_both_routings_are_views_and_eval_routing_is_reported() -> None:
 
 
 def test_scoring_is_query_independent_and_tiles_agree() -> None:
-    model = tiny_excae()
+    model = tiny_excae(other_routing_view="always")
     text, video = batches()
     with torch.no_grad():
         tf, vf = model.encode_text(text), model.encode_video(video)
@@ -107,3 +110,73 @@ def test_bad_settings_are_clear_errors() -> None:
     video.aux["multi"].captions[3] = []
     with pytest.raises(ValueError, match=r"\['v3'\] have no 'multi' captions"):
         tiny_excae().encode_video(video)
+
+
+def test_topk_evaluation_runs_only_the_routed_experts_and_equals_dense_then_masked() -> None:
+    """The headline (top-2) evaluation runs each video's 2 experts, not all 6, and scores what running every expert
+    on every video and masking with the top-2 gates scores (the released module's way)."""
+    model = tiny_excae()
+    text, video = batches(n_videos=9)
+    calls: list[int] = []
+    for expert in model.moe.experts:
+        expert.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        routed = model.encode_video(video)
+        sim = model.similarity(model.encode_text(text), routed)
+    assert sum(calls) == 9 * 2 and "video_other" not in routed and isinstance(sim, torch.Tensor)
+    dense_then_masked = tiny_excae(expert_compute="all")
+    with torch.no_grad():
+        reference = dense_then_masked.encode_video(video)
+    assert torch.equal(routed["gates"], reference["gates"])
+    torch.testing.assert_close(routed["video"], reference["video"], atol=1e-6, rtol=0)
+    # and the top-k view of a run that scores both views is the same vector
+    both = tiny_excae(other_routing_view="always")
+    with torch.no_grad():
+        torch.testing.assert_close(both.encode_video(video)["video"], routed["video"], atol=1e-6, rtol=0)
+
+
+def _in_loop(model: ExCae, testing: bool) -> ExCae:
+    """``model`` as the validation (``testing`` False) or test loop's trainer has it."""
+    model._trainer = SimpleNamespace(testing=testing, validating=not testing, sanity_checking=False,
+                                     precision_plugin=SimpleNamespace(forward_context=contextlib.nullcontext))
+    return model
+
+
+@pytest.mark.parametrize("when,testing,expected", [("never", True, False), ("test", False, False),
+                                                    ("test", True, True), ("always", False, True)])
+def test_other_routing_view_is_scored_only_when_asked(when: str, testing: bool, expected: bool) -> None:
+    model = _in_loop(tiny_excae(other_routing_view=when), testing)
+    text, video = batches()
+    with torch.no_grad():
+        _, views = model.score(model.encode_text(text), model.encode_video(video))
+    assert set(views) == ({"topk", "dense"} if expected else set())
+    with pytest.raises(ValueError, match="other_routing_view"):
+        tiny_excae(other_routing_view="sometimes")
+
+
+@pytest.mark.parametrize("switches", [{}, {"video_inputs": "frames", "experts_per_group": None},
+                                      {"video_inputs": "captions", "experts_per_group": 6}])
+def test_evaluation_loop_runs_the_experts_once_over_the_gallery(switches: dict) -> None:
+    """In the loops each batch keeps its expert inputs and ``score`` runs every expert once over the gathered
+    gallery (``eval_video_chunk`` videos a pass): the embeddings of the per-batch path, in fewer, larger passes."""
+    text, video = batches(n_videos=5)
+    direct = tiny_excae(other_routing_view="always", **switches)
+    looped = _in_loop(tiny_excae(other_routing_view="always", eval_video_chunk=4, **switches), testing=True)
+    calls: list[int] = []
+    for expert in looped.moe.experts:
+        expert.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        halves = [looped.encode_video(VideoBatch(index=video.index[s], mask=video.mask[s], video_ids=video.video_ids[s],
+                                                 frames=video.frames[s], aux={k: type(a)(a.captions[s])
+                                                                             for k, a in video.aux.items()}))
+                  for s in (slice(0, 2), slice(2, 5))]  # two loader batches
+        assert not calls and all("video" not in half for half in halves)
+        gathered = {k: torch.cat([h[k] for h in halves]) for k in halves[0]}
+        finished = looped.gallery_features(gathered)
+        assert sorted(calls) == sorted([4] * 6 + [1] * 6)  # dense: each expert once per chunk of 4 videos, then 1
+        expected = direct.encode_video(video)
+        sims = looped.score(looped.encode_text(text), gathered)[1]
+    for key in ("video", "video_other", "gates"):
+        torch.testing.assert_close(finished[key], expected[key], atol=1e-6, rtol=0)
+    torch.testing.assert_close(sims["topk"], direct.similarity(direct.encode_text(text), expected)["topk"],
+                               atol=1e-6, rtol=0)

@@ -14,6 +14,7 @@ from lightning_modules.components import (
     hard_negative_hinge,
     hard_negative_sets,
     nucleus_filter,
+    token_frame_similarity,
     topk_filter,
 )
 from lightning_modules.narvid import NarVid, zscore
@@ -167,3 +168,68 @@ def test_fusion_modes() -> None:
     torch.testing.assert_close(model.fuse_views(views), views["video"] + views["narration"])
     model.hparams.fusion = "video_only"
     torch.testing.assert_close(model.fuse_views(views), views["video"])
+
+
+def varied_queries(n_texts: int = 9, most: int = 13) -> TextBatch:
+    """Queries of 2 to ``most + 1`` words (the tiny backbone has 12 slots, start and end tokens included: at the
+    default some fill every slot, most leave padding)."""
+    words = "a man in a red shirt plays a guitar on a small stage while the crowd".split()
+    texts = [" ".join(words[:2 + (5 * i) % most]) for i in range(n_texts)]
+    return TextBatch(index=torch.arange(n_texts), video_index=torch.arange(n_texts) % 5, texts=texts)
+
+
+@pytest.mark.parametrize("mask_mode", ["code", "clean"])
+def test_packed_queries_score_bit_for_bit_what_every_slot_scores(mask_mode: str) -> None:
+    """``pack_queries`` (length-sorted tiles, each computing only its longest query's slots) changes no score."""
+    model = tiny_narvid(mask_mode=mask_mode, eval_text_chunk=3, eval_video_chunk=2)
+    text = varied_queries()
+    _, video = batches()
+    with torch.no_grad():
+        tf, vf = model.encode_text(text), model.encode_video(video)
+        lengths = tf["word_mask"].sum(1)
+        assert lengths.min() < lengths.max() == tf["word_mask"].shape[1]  # padded queries and a full one
+        order = model.text_tile_order(tf)
+        assert torch.equal(lengths[order], lengths.sort(stable=True).values) and not torch.equal(order,
+                                                                                               torch.arange(9))
+        packed, packed_views = model.score(tf, vf)
+        model.hparams.pack_queries = False
+        assert model.text_tile_order(tf) is None
+        every, every_views = model.score(tf, vf)
+    assert torch.equal(packed, every)
+    assert all(torch.equal(packed_views[k], every_views[k]) for k in every_views)
+
+
+def _view_similarity_before(model: NarVid, text: dict, sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``NarVid.view_similarity`` as it was before packing: every word slot, the frames normalised twice."""
+    q = torch.nn.functional.normalize(text["sentence"], dim=-1)
+    x = torch.nn.functional.normalize(sequence, dim=-1)
+    sims = torch.einsum("id,jfd->ijf", q, x)
+    weights = model.filtering_scores(sims, mask[None])
+    gram = torch.einsum("jfd,jgd->jfg", x, x)
+    norm = torch.einsum("ijf,jfg,ijg->ij", weights, gram, weights).clamp_min(1e-12).sqrt()
+    coarse = (weights * sims).sum(-1) / norm
+    word_mask = text["word_mask"] & (text["word_weights"] > 0)
+    fine = token_frame_similarity(text["words"], word_mask, sequence, weights > 0, word_weights=text["word_weights"],
+                                  frame_weights=weights, masked_value="zero", skip_padded_words=False)
+    return 0.5 * (coarse + fine)
+
+
+def test_training_step_equals_the_previous_arithmetic() -> None:
+    """The training step without re-normalisation and padded slots: same loss and gradients as before."""
+    text = varied_queries(5, most=7)  # at most 8 words + 2 tokens: the batch's slots 10 and 11 are padding
+    _, video = batches(n_videos=5, n_texts=5)
+    results = []
+    for before in (False, True):
+        model = tiny_narvid().train()
+        if before:
+            model.view_similarity = lambda t, s, m, model=model: _view_similarity_before(model, t, s, m)
+        torch.manual_seed(1)  # the same dropout masks for both
+        loss, _ = model.training_loss(PairBatch(text=text, video=video))
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                        if p.grad is not None}))
+    (loss, grads), (loss_before, grads_before) = results
+    torch.testing.assert_close(loss, loss_before, atol=1e-6, rtol=1e-6)
+    assert grads.keys() == grads_before.keys() and len(grads) > 10
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, grads_before[name], atol=1e-5, rtol=1e-5, msg=name)  # rounding: |g| <= 9

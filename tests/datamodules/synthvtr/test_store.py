@@ -132,3 +132,83 @@ def test_crash_midway_never_looks_complete_and_resumes(tmp_path: Path, monkeypat
     assert is_complete(tmp_path, cfg)
     timings = json.loads((tmp_path / "synthvtr" / "generation.json").read_text())["timings"]
     assert timings["resumed"] and timings["videos_rendered"] == cfg.num_videos - 3
+
+
+def test_manifest_lists_every_file_and_names_the_copy(tiny_root: Path):
+    import hashlib
+
+    from datamodules.synthvtr import MANIFEST, content_files, verify_content
+
+    text = (tiny_root / MANIFEST).read_text()
+    rows = [line.split("  ", 1) for line in text.splitlines()]
+    assert [rel for _, rel in rows] == content_files(TINY) == sorted(content_files(TINY))
+    assert len(rows) == len(ANNOTATION_FILES) + N_VIDEOS
+    for digest, rel in rows:  # sha256sum's format: `cd <root> && sha256sum -c synthvtr/manifest.sha256` checks it
+        assert hashlib.sha256((tiny_root / rel).read_bytes()).hexdigest() == digest, rel
+    gen = json.loads((tiny_root / "synthvtr" / "generation.json").read_text())
+    assert gen["content_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert gen["encoder"]["x264_params"].startswith("cpu-independent=1") and gen["encoder"]["x264"].startswith("x264")
+    check = verify_content(tiny_root)
+    assert check.ok and check.files == len(rows)
+    assert check.record() == {"content_sha256": gen["content_sha256"], "content_verified": True,
+                              "content_mismatch": {"files": len(rows), "differ": 0, "missing": 0, "extra": 0}}
+
+
+def test_a_copy_that_differs_from_its_manifest_gives_one_warning_with_counts(tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture):
+    import shutil
+
+    from datamodules.synthvtr import MANIFEST, verify_content
+
+    cfg = SynthVTRConfig(num_families=3, family_size=2, test_families=1, image_size=32, num_frames=8)
+    root = generate_synthvtr(tmp_path / "copy", cfg, workers=1, progress=False)
+    for vid in ("synth00001", "synth00004"):
+        path = root / "videos" / f"{vid}.mp4"
+        path.write_bytes(path.read_bytes()[:-1] + b"\x00")  # same size, other bytes
+    (root / "videos" / "synth00002.mp4").unlink()
+    shutil.copy(root / "videos" / "synth00000.mp4", root / "videos" / "synth00099.mp4")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="datamodules.synthvtr.store"):
+        check = verify_content(root)
+    assert not check.ok
+    assert (check.differ, check.missing, check.extra) == (
+        ["videos/synth00001.mp4", "videos/synth00004.mp4"], ["videos/synth00002.mp4"], ["videos/synth00099.mp4"])
+    assert check.record()["content_mismatch"] == {"files": 14, "differ": 2, "missing": 1, "extra": 1}
+    assert check.record()["content_verified"] is False
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1  # one warning for the copy, not one per file
+    message = warnings[0].getMessage()
+    assert str(root / MANIFEST) in message and "of 14 files, 2 differ" in message and "1 missing" in message
+    assert "1 not listed" in message and "--force" in message
+
+    (root / MANIFEST).write_text("not a manifest line\n")
+    with pytest.raises(ValueError, match=r"manifest.sha256:1: expected"):
+        verify_content(root)
+    (root / MANIFEST).unlink()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="datamodules.synthvtr.store"):
+        check = verify_content(root)
+    assert check.content_sha256 is None and not check.ok and "has no manifest" in caplog.records[0].getMessage()
+    assert not is_complete(root, cfg)  # no manifest: generate_synthvtr makes the copy again
+
+
+def test_the_data_module_checks_its_copy_once(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    from datamodules.synthvtr.datamodule import SynthVTR
+
+    def data() -> SynthVTR:
+        return SynthVTR(root=str(tmp_path), num_families=3, family_size=2, test_families=1, val_families=1,
+                        video_size=32, video_frames=8, generator_workers=1)
+
+    first = data()
+    first.prepare_data()
+    assert first.content_check().ok
+    video = next(first.root.glob("videos/*.mp4"))
+    video.write_bytes(video.read_bytes() + b"\x00")
+    second = data()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="datamodules.synthvtr.store"):
+        second.prepare_data()  # complete (fingerprint, files present): not regenerated, but checked
+        record = second.content_check().record()
+        second.content_check()
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+    assert record["content_mismatch"]["differ"] == 1 and record["content_verified"] is False

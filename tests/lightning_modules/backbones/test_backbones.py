@@ -230,3 +230,22 @@ def test_pretrained_null_from_a_command_line_means_random_init():
     # jsonargparse hands `--...pretrained null` to a `str | None` argument as the string 'None'
     for spelling in ("None", "null"):
         assert OpenCLIPBackbone(TINY, pretrained=spelling, max_words=16).pretrained is None
+
+
+def test_sentence_head_is_text_heads_sentence_without_the_tokens(two_tower):
+    """Auxiliary captions read only the sentence; ``sentence_head`` gives exactly ``text_head``'s sentence without
+    projecting every token (the two-tower's head maps all ``L`` tokens otherwise)."""
+    projected: list[torch.Size] = []
+    hook = two_tower.text_proj.register_forward_hook(lambda m, args, out: projected.append(args[0].shape))
+    try:
+        for backbone in (two_tower, _tiny()):
+            projected.clear()
+            with torch.no_grad():
+                hidden, mask = backbone.text_trunk(backbone.tokenize(TEXTS))
+                full = backbone.text_head(hidden, mask)
+                alone = backbone.sentence_head(hidden, mask)
+            assert torch.equal(alone, full.sentence)
+            if backbone is two_tower:  # text_head: sentence and tokens; sentence_head: the sentence alone
+                assert projected == [(3, hidden.shape[-1]), hidden.shape, (3, hidden.shape[-1])]
+    finally:
+        hook.remove()

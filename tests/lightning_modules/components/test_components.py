@@ -150,3 +150,56 @@ def test_bertadam_matches_its_update_rule_by_hand() -> None:
     q.grad = torch.ones(3)
     BertAdam([q], lr=1.0, betas=(0.9, 0.98), eps=0.0, max_grad_norm=0.0).step()
     torch.testing.assert_close(q.detach(), torch.full((3,), -0.1 / math.sqrt(0.02)))
+
+
+@pytest.mark.parametrize("masked_value", ["zero", "neginf"])
+@pytest.mark.parametrize("longest", [3, 9, 12])  # 12: a query fills every slot, nothing can be cut
+def test_token_frame_similarity_without_padded_slots_is_bit_identical(masked_value: str, longest: int) -> None:
+    """Skipping the word slots past the longest query changes no bit of the result (nor, to rounding, the
+    gradients): under ``zero`` the cut-off slots' masked 0 in the frame->word maximum is put back."""
+    g = torch.Generator().manual_seed(longest)
+    n_t, n_v, slots, t, d = 7, 5, 12, 6, 16
+    words = torch.randn(n_t, slots, d, generator=g, requires_grad=True)
+    frames = torch.randn(n_v, t, d, generator=g)
+    frames[1] = -frames[1]  # negative cosines, where a masked 0 wins the maximum
+    frames.requires_grad_(True)
+    lengths = torch.randint(1, longest + 1, (n_t,), generator=g)
+    lengths[0], lengths[2] = longest, max(int(lengths[2]), 2)
+    word_mask = torch.arange(slots)[None] < lengths[:, None]
+    word_mask[2, 0] = False  # a hole inside a query (a word whose weight underflowed, NarVid's code mode)
+    keep = torch.rand(n_t, n_v, t, generator=g) < 0.4
+    keep[..., 0] = True
+    word_weights = torch.softmax(torch.randn(n_t, slots, generator=g).masked_fill(~word_mask, float("-inf")), -1)
+    frame_weights = torch.softmax(torch.randn(n_t, n_v, t, generator=g).masked_fill(~keep, float("-inf")), -1)
+    cases = [dict(frame_mask=keep, word_weights=word_weights, frame_weights=frame_weights),
+             dict(frame_mask=keep[0])]  # per-video frame mask, uniform weights
+    for case in cases:
+        out = {}
+        for skip in (False, True):
+            score = token_frame_similarity(words, word_mask, frames, masked_value=masked_value, skip_padded_words=skip,
+                                           **case)
+            grads = torch.autograd.grad(score.square().sum(), (words, frames))
+            out[skip] = (score, grads)
+        assert torch.equal(out[True][0], out[False][0])
+        for packed, every in zip(out[True][1], out[False][1], strict=True):
+            torch.testing.assert_close(packed, every, atol=1e-6, rtol=1e-6)
+
+
+def test_score_tiles_text_order_groups_tiles_and_keeps_row_order() -> None:
+    torch.manual_seed(0)
+    text = {"words": torch.randn(11, 5, 8), "word_mask": torch.rand(11, 5) > 0.3}
+    video = {"frames": torch.randn(7, 4, 8), "frame_mask": torch.ones(7, 4, dtype=torch.bool)}
+    seen: list[list[float]] = []
+
+    def sim(t, v):
+        seen.append(t["words"][:, 0, 0].tolist())
+        return token_frame_similarity(t["words"], t["word_mask"], v["frames"], v["frame_mask"])
+
+    order = torch.randperm(11)
+    plain = score_tiles(sim, text, video, 3, 4)
+    seen.clear()
+    ordered = score_tiles(sim, text, video, 3, 4, text_order=order)
+    torch.testing.assert_close(ordered, plain, atol=0, rtol=0)
+    assert seen[0] == text["words"][order[:3], 0, 0].tolist()  # the first tile holds the first texts of the order
+    with pytest.raises(ValueError, match="permutation of the 11 texts"):
+        score_tiles(sim, text, video, 3, 4, text_order=torch.zeros(11, dtype=torch.long))

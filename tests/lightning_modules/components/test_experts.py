@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -118,3 +120,46 @@ def test_both_routings_share_one_pass_of_each_expert() -> None:
     for r in ("topk", "dense"):
         torch.testing.assert_close(mixtures[r], alone[r][0], atol=1e-5, rtol=1e-5)
         assert torch.equal(gates[r], alone[r][1])
+
+
+@pytest.mark.parametrize("optimizer", ["adamax", "adamw"])
+def test_routed_compute_gives_the_optimiser_the_updates_of_all_compute(optimizer: str) -> None:
+    """Issue 21 finding 6: an expert no sample is routed to gets zero gradients under ``all`` (the released module),
+    so Adamax / AdamW still move its state and decay its weights; ``routed`` must give the same updates."""
+    torch.manual_seed(0)
+    groups = assign_expert_groups(("captions", "frames", "both"), 9, 3)
+    # float64: a gradient that is 0 in exact arithmetic (an attention key bias) is rounding noise in float32, which
+    # Adam-type optimisers divide by ~eps into lr-sized steps whatever the compute; in float64 the noise stays tiny
+    tokens = {k: (t.double(), v) for k, (t, v) in _tokens(batch=3).items()}  # 3 samples x top-2: <= 6 of 9 experts
+    router_input = torch.randn(3, 32, dtype=torch.float64)
+    target = torch.randn(3, 16, dtype=torch.float64)
+    start = MixtureOfTokenExperts(16, groups, router_in=32, heads=2, ffn=32, dropout=0.0).double().train()
+    params = {}
+    for compute in ("all", "routed"):
+        moe = copy.deepcopy(start)
+        moe.compute = compute
+        opt = (torch.optim.Adamax(moe.parameters(), lr=1e-2, weight_decay=0.1) if optimizer == "adamax"
+               else torch.optim.AdamW(moe.parameters(), lr=1e-2, weight_decay=0.1))
+        for _ in range(2):
+            mixture, gates, _ = moe(tokens, router_input, 2, "topk")
+            assert (gates > 0).any(0).sum() < len(groups)  # some expert is routed to by no sample
+            opt.zero_grad(set_to_none=True)
+            ((mixture - target) ** 2).mean().backward()
+            assert all(p.grad is not None for p in moe.parameters())
+            opt.step()
+        params[compute] = dict(moe.named_parameters())
+    for name, p in params["all"].items():
+        # the difference found in the issue is ~lr / 2 = 5e-3 per step on the unrouted experts; what remains is a
+        # key-bias gradient that is 0 in exact arithmetic and ~1e-18 in float64, amplified by eps = 1e-8 (<= 2e-7)
+        torch.testing.assert_close(params["routed"][name], p, atol=1e-6, rtol=0, msg=name)
+
+
+def test_routed_compute_adds_nothing_to_the_mixture_for_unrouted_experts() -> None:
+    torch.manual_seed(0)
+    groups = assign_expert_groups(("captions", "frames", "both"), 9, 3)
+    moe = MixtureOfTokenExperts(16, groups, router_in=32, heads=2, ffn=32, dropout=0.0).train()
+    tokens, router_input = _tokens(batch=3), torch.randn(3, 32)
+    with_grad, _, _ = moe(tokens, router_input, 2, "topk")
+    with torch.no_grad():
+        without, _, _ = moe(tokens, router_input, 2, "topk")
+    assert torch.equal(with_grad.detach(), without)

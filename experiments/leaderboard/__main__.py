@@ -1,0 +1,3 @@
+from experiments.leaderboard.cli import cli
+
+cli()
