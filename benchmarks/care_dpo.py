@@ -11,7 +11,7 @@ so its peak resident memory (VmHWM) is its own:
 * ``dgdpo_step``: one DG-DPO step on B pairs (two policy passes, chosen and rejected, with the reference
   log-probabilities precomputed as in the pipeline; backward; AdamW).
 
-    python benchmarks/care_dpo.py [--threads 2] [--json results/benchmarks/care_dpo.json]
+    python -m benchmarks.care_dpo [--threads 2] [--json results/benchmarks/care_dpo.json]
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.process_memory import peak_rss_mib
 
-from process_memory import peak_rss_mib  # noqa: E402 - benchmarks/, first on sys.path when run as a script
+ROOT = Path(__file__).resolve().parents[1]
 
 TARGET = "a crimson five pointed star spins in place on a sandy beach and then a cobalt blue box appears on the left"
 PROMPT = "Describe this video."
@@ -106,10 +105,12 @@ def main() -> None:
     results = []
     for variant in ("0:full", "0:lora", "6:full"):  # 0 = all layers
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
-        cmd = [sys.executable, __file__, "--variant", variant, "--threads", str(args.threads), "--batch",
-               str(args.batch), "--samples", str(args.samples), "--new-tokens", str(args.new_tokens), "--repeats",
-               str(args.repeats)]
-        line = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        cmd = [sys.executable, "-m", "benchmarks.care_dpo", "--variant", variant, "--threads", str(args.threads),
+               "--batch", str(args.batch), "--samples", str(args.samples), "--new-tokens", str(args.new_tokens),
+               "--repeats", str(args.repeats)]
+        # cwd: `-m benchmarks...` imports this checkout from its root
+        line = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True,
+                              cwd=ROOT).stdout.strip().splitlines()[-1]
         results.append(json.loads(line))
         print(results[-1], flush=True)
     record = {"benchmark": "care_dpo", "threads": args.threads, "batch": args.batch, "samples": args.samples,

@@ -8,10 +8,10 @@ whole [texts, videos, words, frames] tensor at once) or through the base module'
 Each variant runs in a fresh subprocess so its peak resident memory (VmHWM) is its own; on a GPU the
 peak CUDA allocation is reported instead.
 
-    python benchmarks/eval_scoring.py [--device cuda] [--texts 1000 --videos 1000] [--narvid]
+    python -m benchmarks.eval_scoring [--device cuda] [--texts 1000 --videos 1000] [--narvid]
 
 ``--narvid`` adds NarVid's scoring of its two views alone (no encoders, random features and word masks); its whole
-evaluation, encoders and packed queries included, is ``benchmarks/narvid_eval.py``.
+evaluation, encoders and packed queries included, is ``python -m benchmarks.narvid_eval``.
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.process_memory import peak_rss_mib
 
-from process_memory import peak_rss_mib  # noqa: E402 - benchmarks/, first on sys.path when run as a script
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_variant(variant: str, n_t: int, n_v: int, t: int, words: int, d: int, chunk: int, device: str,
@@ -123,10 +122,10 @@ def main() -> None:
     plan = parser_plan
     rows = []
     for variant, chunk in plan:
-        cmd = [sys.executable, __file__, "--variant", variant, "--chunk", str(chunk), "--device", args.device,
-               "--texts", str(args.texts), "--videos", str(args.videos), "--frames", str(args.frames),
-               "--words", str(args.words), "--dim", str(args.dim), "--repeats", str(args.repeats)]
-        out = subprocess.run(cmd, capture_output=True, text=True)
+        cmd = [sys.executable, "-m", "benchmarks.eval_scoring", "--variant", variant, "--chunk", str(chunk),
+               "--device", args.device, "--texts", str(args.texts), "--videos", str(args.videos), "--frames",
+               str(args.frames), "--words", str(args.words), "--dim", str(args.dim), "--repeats", str(args.repeats)]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)  # cwd: -m imports this checkout
         if out.returncode != 0:
             rows.append({"variant": variant, "chunk": chunk, "error": out.stderr.strip().splitlines()[-1]})
         else:

@@ -20,24 +20,22 @@ every query's videos alike. The model is ExCae at the paper's sizes (D = 512 on 
 ViT-B/32, 16 experts of one layer, 8 heads, FFN 2048, K = 10 captions, 8 frames as the MSR-VTT config) on random
 backbone outputs.
 
-    python benchmarks/excae_eval.py [--videos 1000 --texts 1000 --captions 10 --frames 8 --batch 64]
+    python -m benchmarks.excae_eval [--videos 1000 --texts 1000 --captions 10 --frames 8 --batch 64]
         [--json results/benchmarks/excae_eval.json] [--machine-state auto|idle|shared]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.machine import MACHINE_STATES, load_average, machine_record, write_json
 
-from machine import MACHINE_STATES, load_average, machine_record, write_json  # noqa: E402 - benchmarks/ on sys.path
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: results/benchmarks/ by default
 
 ROUTED = "top-2, routed experts (other_routing_view: never)"
 EVERY = "top-2, every expert on every video (expert_compute: all)"

@@ -8,7 +8,7 @@ builds or loads the cache, so it is included), per epoch = mean train epoch incl
 loop, test = the test run that follows fit (it encodes/loads the test split). SynthVTR is generated before
 the first timed run.
 
-    python benchmarks/feature_cache.py [--families 60 --epochs 3 --workers 2]
+    python -m benchmarks.feature_cache [--families 60 --epochs 3 --workers 2]
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -55,7 +53,7 @@ class EpochClock(Callback):
 
 
 def run(mode: str, args: argparse.Namespace) -> dict[str, float]:
-    from main import main
+    from vtr.lightning_cli import main
 
     out = args.data / "runs" / mode
     shutil.rmtree(out, ignore_errors=True)

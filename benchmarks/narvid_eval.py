@@ -20,24 +20,22 @@ clips fill 12 frames) and query lengths drawn around ``--query-tokens`` tokens (
 issue's ~10 of 32 for MSR-VTT queries), not real captions. Random weights make the timing, not the ranking,
 meaningful; the equality check holds for any weights.
 
-    python benchmarks/narvid_eval.py [--texts 1000 --videos 1000 --frames 12 --words 32 --query-tokens 10]
+    python -m benchmarks.narvid_eval [--texts 1000 --videos 1000 --frames 12 --words 32 --query-tokens 10]
         [--device cuda] [--json results/benchmarks/narvid_eval.json] [--machine-state auto|idle|shared]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.machine import MACHINE_STATES, load_average, machine_record, write_json
 
-from machine import MACHINE_STATES, load_average, machine_record, write_json  # noqa: E402 - benchmarks/ on sys.path
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: results/benchmarks/ by default
 
 
 def synchronize(device: torch.device) -> None:

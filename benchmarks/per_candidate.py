@@ -11,7 +11,7 @@ For ``concat`` every pair is a string through the text encoder (texts x videos e
 ``--concat-pairs`` of them in batches of ``per_candidate_batch`` (chunked) and one at a time (naive), and extrapolates
 to texts x videos. Each variant runs in a fresh subprocess, so its peak resident memory (VmHWM) is its own.
 
-    python benchmarks/per_candidate.py [--texts 1000 --videos 1000 --dim 512] \
+    python -m benchmarks.per_candidate [--texts 1000 --videos 1000 --dim 512] \
         [--json results/benchmarks/per_candidate.json]
 """
 
@@ -26,10 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.process_memory import peak_rss_mib
 
-from process_memory import peak_rss_mib  # noqa: E402 - benchmarks/, first on sys.path when run as a script
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def model_for(fusion: str, text_backbone: str):  # noqa: ANN201 - a ConicalEmbedding, imported lazily
@@ -128,10 +127,10 @@ def main() -> None:
     rows = []
     load_before = os.getloadavg()[0]
     for variant in plan:
-        cmd = [sys.executable, __file__, "--variant", variant, "--texts", str(args.texts), "--videos",
-               str(args.videos), "--dim", str(args.dim), "--chunk", str(args.chunk), "--concat-pairs",
+        cmd = [sys.executable, "-m", "benchmarks.per_candidate", "--variant", variant, "--texts", str(args.texts),
+               "--videos", str(args.videos), "--dim", str(args.dim), "--chunk", str(args.chunk), "--concat-pairs",
                str(args.concat_pairs), "--text-backbone", args.text_backbone, "--batch", str(args.batch)]
-        out = subprocess.run(cmd, capture_output=True, text=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)  # cwd: -m imports this checkout
         if out.returncode != 0:
             rows.append({"variant": variant, "error": (out.stderr.strip().splitlines() or ["?"])[-1]})
         else:

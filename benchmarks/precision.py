@@ -1,6 +1,6 @@
 """bf16-mixed vs float32: fit the same config in both precisions, and re-test the bf16 checkpoint in float32.
 
-    python benchmarks/precision.py [--config configs/quickstart.yaml] [--out results/precision_synthvtr]
+    python -m benchmarks.precision [--config configs/quickstart.yaml] [--out results/precision_synthvtr]
         [--seed 0] [--accelerator cpu] [-- extra LightningCLI arguments]
 
 Three runs through the real CLI, written as run directories under ``--out`` (each ``test/metrics.json``):
@@ -19,12 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
@@ -43,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
 
-    from main import main as cli
+    from vtr.lightning_cli import main as cli
 
     common = ["--config", args.config, "--seed_everything", str(args.seed),
               "--trainer.accelerator", args.accelerator, *extra]

@@ -1,6 +1,6 @@
 """Time the comparison report on 10 fake runs with 1,000 x 1,000 similarity matrices.
 
-    python benchmarks/report.py [--runs 10] [--size 1000] [--resamples 10000] [--keep DIR]
+    python -m benchmarks.report [--runs 10] [--size 1000] [--resamples 10000] [--keep DIR]
 
 Writes two "methods" (CLIP4Clip meanP / seqTransf configs) x runs/2 seeds in the CSVLogger layout
 (``<name>/version_0/{config.yaml, metrics.csv, test/...}``) into a temporary folder, with every artifact the
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,6 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _metrics(ranks: np.ndarray, prefix: str) -> dict[str, float]:

@@ -12,9 +12,9 @@ against the exact top 10.
 videos/s of decoding alone (the collection's data loader without the model), of encoding alone (the method's
 video side on already decoded batches) and of the whole ``index`` command, on this machine's CPU threads.
 
-    python benchmarks/search.py --part vectors [--sizes 10000 100000 1000000] \
+    python -m benchmarks.search --part vectors [--sizes 10000 100000 1000000] \
         [--json results/benchmarks/search_vectors.json]
-    python benchmarks/search.py --part indexing --ckpt CKPT --videos DIR [--captions narration=STORE] \
+    python -m benchmarks.search --part indexing --ckpt CKPT --videos DIR [--captions narration=STORE] \
         [--json results/benchmarks/search_indexing.json]
 """
 
@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +33,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def clustered(n: int, d: int, clusters: int, noise: float, rng: np.random.Generator,

@@ -9,7 +9,7 @@ real captions pad (not real captions). ExCae runs with its experts computed only
 (``routed``, the default) and with every expert on every sample (``all``, as the released code). Each row also gives
 its step time over CLIP4Clip seqTransf's (NarVid's two temporal transformers are seqTransf's one, twice).
 
-    python benchmarks/train_step.py [--batch 64 --frames 8 --words 32 --captions 10 --steps 15 --device cpu]
+    python -m benchmarks.train_step [--batch 64 --frames 8 --words 32 --captions 10 --steps 15 --device cpu]
         [--only "ExCae"] [--json results/benchmarks/train_step.json] [--machine-state auto|idle|shared]
 """
 
@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.machine import MACHINE_STATES, load_average, machine_record, write_json
+from benchmarks.narvid_eval import query_lengths
 
-from machine import MACHINE_STATES, load_average, machine_record, write_json  # noqa: E402 - benchmarks/ on sys.path
-from narvid_eval import query_lengths  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: results/benchmarks/ by default
 
 BASELINE = "CLIP4Clip seqTransf"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

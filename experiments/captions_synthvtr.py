@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from main import main as cli_main
+from vtr.lightning_cli import main as cli_main
+from vtr.resources import configs_dir
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "captioners"
+CONFIGS = configs_dir() / "captioners"
 # the supplement prompts A/B/C of conical embedding optimisation are three configs of one kind
 KINDS = ("narration", "multi", "supplement_a", "supplement_b", "supplement_c")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -22,10 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+QUICKSTART = "configs/quickstart.yaml"  # the shipped one (vtr.resources), from any directory
 
 
 def loggers(save_dir: Path, name: str) -> str:
@@ -56,12 +52,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args, extra = parser.parse_known_args()
 
-    from main import main as cli_main
+    from vtr.lightning_cli import main as cli_main
+    from vtr.resources import resolve
 
-    out = (ROOT / args.out) if not Path(args.out).is_absolute() else Path(args.out)
+    # like the quickstart's data root (`data`) and its runs, relative to the current directory (`make demo`: the
+    # checkout); an installed vtr then writes where it is run, never into its own installation
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    common = ["--config", str(QUICKSTART), "--seed_everything", str(args.seed), *extra]
+    common = ["--config", str(Path(resolve(QUICKSTART)).resolve()), "--seed_everything", str(args.seed), *extra]
     if args.epochs is not None:
         common += ["--trainer.max_epochs", str(args.epochs)]
     rows = []

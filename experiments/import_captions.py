@@ -55,7 +55,6 @@ import argparse
 import math
 import os
 import re
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,17 +63,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from callbacks.caption_writer import append_records  # noqa: E402
-from datamodules.annotations import read_json  # noqa: E402
-from datamodules.base import MANIFEST_NAME, VideoTextDataModule, read_manifest  # noqa: E402
-from datamodules.captions import CaptionStore  # noqa: E402
-from datamodules.jsonl import repaired_bytes  # noqa: E402
-from datamodules.readers import VIDEO_EXTENSIONS, FrameFolderReader, VideoDecodeError  # noqa: E402
-from experiments.prepare import DATASETS, LISTING_OPTIONS, SPLITS, data_module_options, linspace_positions, probe  # noqa: E402
+from callbacks.caption_writer import append_records
+from datamodules.annotations import read_json
+from datamodules.base import MANIFEST_NAME, VideoTextDataModule, read_manifest
+from datamodules.captions import CaptionStore
+from datamodules.jsonl import repaired_bytes
+from datamodules.readers import VIDEO_EXTENSIONS, FrameFolderReader, VideoDecodeError
+from experiments.prepare import DATASETS, LISTING_OPTIONS, SPLITS, data_module_options, linspace_positions, probe
 
 Format = Literal["narvid", "cap4video"]
 IndexSpace = Literal["frames", "video"]

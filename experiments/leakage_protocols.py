@@ -144,7 +144,7 @@ class Runner:
         return text.replace(str(self.work), "<work>").replace(f"{REPO}/", "")
 
     def run_main(self, args: list[str]) -> tuple[Any, str]:
-        from main import main
+        from vtr.lightning_cli import main
 
         return main(args), self.shown("python main.py", args)
 

@@ -40,13 +40,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from datamodules import MSRVTT, MSVD, VATEX, DiDeMo  # noqa: E402
-from datamodules.base import MANIFEST_NAME, VideoTextDataModule  # noqa: E402
-from datamodules.readers import VIDEO_EXTENSIONS  # noqa: E402
+from datamodules import MSRVTT, MSVD, VATEX, DiDeMo
+from datamodules.base import MANIFEST_NAME, VideoTextDataModule
+from datamodules.readers import VIDEO_EXTENSIONS
 
 DATASETS: dict[str, type[VideoTextDataModule]] = {"msrvtt": MSRVTT, "msvd": MSVD, "vatex": VATEX, "didemo": DiDeMo}
 SPLITS = {"msrvtt": ("train", "test"), "msvd": ("train", "val", "test"), "vatex": ("train", "val", "test"),

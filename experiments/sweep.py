@@ -8,7 +8,9 @@ line, each into ``<out>/<run name>/version_N/`` with its output in ``<out>/<run 
 table of every run (return code, test metrics) with the end of each failed run's log, writes
 ``<out>/sweep_summary.json`` (with each run's recorded ``git_sha`` / ``git_dirty`` / ``git_diff_sha256``) and
 ``<out>/sweep_provenance.json`` (the launcher's, ``lightning_modules.provenance``) and exits non-zero when a run
-failed.
+failed. Runs start in the current directory; the shipped sweeps' ``program: main.py`` runs as ``python -m vtr`` (the
+same LightningCLI, checkout or installed), and their ``configs/...`` paths are the shipped configs unless the current
+directory has its own (``vtr.resources``).
 
     python -m experiments.sweep experiments/sweeps/narvid_table3_modules.yaml --dry-run
     python -m experiments.sweep experiments/sweeps/narvid_table3_modules.yaml --out runs/sweeps/table3
@@ -46,7 +48,8 @@ from typing import IO, Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from vtr.resources import resolve
+
 MAX_NAME = 150           # run folder names stay well below the 255-byte file name limit
 TAIL_LINES = 5           # lines of a failed run's log in the final summary
 POLL_SECONDS = 0.1
@@ -161,6 +164,13 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def program_command(program: str) -> list[str]:
+    """What ``${program}`` runs. The shipped sweeps' ``main.py`` is the suite's LightningCLI: ``-m vtr``, the same
+    CLI in a checkout and in an installed vtr, from any directory. Any other program is a file, relative to the
+    working directory (where W&B's agent runs it too)."""
+    return ["-m", "vtr"] if program == "main.py" else [program]
+
+
 def command_for(sweep: dict[str, Any], params: dict[str, Any], extra: list[str]) -> list[str]:
     """The sweep's ``command`` with W&B's macros expanded; ``extra`` arguments follow the parameters."""
     args = [f"--{k}={format_value(v)}" for k, v in params.items()]
@@ -176,7 +186,7 @@ def command_for(sweep: dict[str, Any], params: dict[str, Any], extra: list[str])
         if token == "${interpreter}":
             out.append(sys.executable)
         elif token == "${program}":
-            out.append(str(ROOT / sweep["program"]))
+            out.extend(program_command(sweep["program"]))
         elif token == "${args}":
             out.extend(args + extra)
         elif token == "${args_no_boolean_flags}":
@@ -361,7 +371,8 @@ def _start(job: Job, env: dict[str, str], total: int) -> None:
     if job.device is not None:
         run_env["CUDA_VISIBLE_DEVICES"] = job.device
     job.started = time.monotonic()
-    job.proc = subprocess.Popen(job.cmd, cwd=ROOT, env=run_env, stdout=job.handle, stderr=subprocess.STDOUT,
+    # in the runner's working directory: the runs' relative paths (configs, data roots) are the user's
+    job.proc = subprocess.Popen(job.cmd, env=run_env, stdout=job.handle, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
     where = f" on CUDA device {job.device}" if job.device is not None else ""
     print(f"[{job.index + 1}/{total}] start {job.name}{where} (log {job.log})", flush=True)
@@ -495,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)  # unknown arguments go to every run, e.g. --trainer.max_epochs=2
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    args.sweep = Path(resolve(str(args.sweep)))  # experiments/sweeps/<name>.yaml: the shipped one, from anywhere
     sweep = yaml.safe_load(args.sweep.read_text())
     problems = validate_sweep(sweep)
     if problems:
@@ -509,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(f"{args.sweep}: {err}")
     extra = [a for a in extra if a != "--"]
-    out = Path(args.out or ROOT / "runs" / "sweeps" / (sweep.get("name") or args.sweep.stem)).resolve()
+    out = Path(args.out or Path("runs") / "sweeps" / (sweep.get("name") or args.sweep.stem)).resolve()
     metric = sweep.get("metric", {}).get("name", "test/t2v_R1")
     goal = sweep.get("metric", {}).get("goal", "maximize")
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}

@@ -279,11 +279,11 @@ def _progress_bar(total: int, enabled: bool) -> Any:
 
 # A worker prints one line per finished video: this tag, then ``[video_id, render_s, encode_s]`` as JSON.
 _WORKER_TAG = "SYNTHVTR-DONE "
-# The worker's entry: ``python -P -c _WORKER_BOOTSTRAP <folder holding datamodules/> <job.json>``. The
-# folder goes first on ``sys.path`` so the worker imports this very checkout, not another installed copy.
-_WORKER_BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv[1]); "
-                     "from datamodules.synthvtr.render import run_render_worker; "
-                     "sys.exit(run_render_worker(sys.argv[2]))")
+# The worker's entry: ``python -c _WORKER_BOOTSTRAP <job.json>``, started in the folder that holds this copy of
+# ``datamodules/`` (a checkout, or site-packages): ``-c`` puts the working directory first on the import path, so the
+# worker imports this very copy, not another one installed or on PYTHONPATH.
+_WORKER_BOOTSTRAP = ("import sys; from datamodules.synthvtr.render import run_render_worker; "
+                     "sys.exit(run_render_worker(sys.argv[1]))")
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -306,7 +306,7 @@ def render_all(specs: list[VideoSpec], video_dir: Path, config: SynthVTRConfig, 
 
     Why subprocesses and not multiprocessing: forking is unsafe once the caller runs threads or CUDA (a
     Lightning run), and a spawned multiprocessing child needs an importable ``__main__``. A worker
-    (``python -P -c _WORKER_BOOTSTRAP``) imports only ``datamodules.synthvtr`` (numpy, PIL and PyAV; the
+    (``python -c _WORKER_BOOTSTRAP``) imports only ``datamodules.synthvtr`` (numpy, PIL and PyAV; the
     ``datamodules`` package loads its torch-based data modules lazily), starts in a fraction of a second
     and is safe from any parent. Videos are dealt round-robin (they all cost about the same); workers
     report each finished video on stdout.
@@ -322,15 +322,18 @@ def render_all(specs: list[VideoSpec], video_dir: Path, config: SynthVTRConfig, 
             bar.close()
         return times
     procs: list[subprocess.Popen[bytes]] = []
+    # PYTHONSAFEPATH would keep the working directory (this copy) off the worker's import path
+    worker_env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}
     with tempfile.TemporaryDirectory(prefix="synthvtr-") as tmp:
         try:
             for k in range(min(workers, len(specs))):
                 job = Path(tmp) / f"job{k}.json"
-                job.write_text(json.dumps({"config": asdict(config), "video_dir": str(video_dir),
+                # absolute: the worker runs in _SOURCE_ROOT, not in this process's working directory
+                job.write_text(json.dumps({"config": asdict(config), "video_dir": str(Path(video_dir).resolve()),
                                            "specs": [s.to_json() for s in specs[k::workers]]}))
                 with (Path(tmp) / f"job{k}.err").open("wb") as err:
                     procs.append(subprocess.Popen(
-                        [sys.executable, "-P", "-c", _WORKER_BOOTSTRAP, str(_SOURCE_ROOT), str(job)],
+                        [sys.executable, "-c", _WORKER_BOOTSTRAP, str(job)], cwd=_SOURCE_ROOT, env=worker_env,
                         stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL))
             sel = selectors.DefaultSelector()
             pending = {}

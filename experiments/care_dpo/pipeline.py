@@ -47,7 +47,8 @@ from typing import Any, Literal
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from vtr.resources import resolve
+
 log = logging.getLogger(__name__)
 
 Role = Literal["role", "norole"]
@@ -165,8 +166,9 @@ class Pipeline:
                                 ("score", score_config or []), ("data", data_config or []))}
         for name, paths in self.configs.items():
             for path in paths:
-                if not (ROOT / path).is_file() and not Path(path).is_file():
-                    raise PipelineError(f"{name}_config: {path} does not exist")
+                if not Path(resolve(path)).is_file():
+                    raise PipelineError(f"{name}_config: {path} does not exist (neither under {Path.cwd()} nor "
+                                        "among the shipped configs: vtr configs list)")
         absent = [f"{name}_config" for name in STAGE_KINDS if not self.configs[name]]
         if absent:
             raise PipelineError(f"{', '.join(absent)} missing: every stage needs its config (sft_config, dgdpo_config, "
@@ -212,7 +214,9 @@ class Pipeline:
 
     # ------------------------------------------------------------------ stage plumbing
     def _main(self, kind: str, args: list[str], log_path: Path) -> None:
-        cmd = [sys.executable, str(ROOT / "main.py"), *args, *self.overrides.get(kind, [])]
+        # the suite's CLI as `vtr` runs it (python main.py in a checkout); from the same working directory, so it
+        # imports the same copy of the suite as this process, and the stage configs' relative paths mean the same
+        cmd = [sys.executable, "-m", "vtr", *args, *self.overrides.get(kind, [])]
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a") as fh:
             fh.write("$ " + " ".join(cmd) + "\n")
@@ -397,7 +401,7 @@ class Pipeline:
 
     @staticmethod
     def _resolve(path: str) -> Path:
-        return Path(path) if Path(path).is_file() else ROOT / path
+        return Path(resolve(path))
 
     def stage_videos(self, feature_cache: bool | None = None) -> dict[str, Any]:
         """The retriever configs' data section with the retriever overrides applied, without ``aux_captions``: the

@@ -454,6 +454,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if not (ROOT / "main.py").is_file():
+        # the cells run `python main.py ...` in the checkout and are registered against its git commit: an installed
+        # vtr (site-packages) has neither
+        print(f"error: the leaderboard runs from a git checkout of vtr (its cells run main.py there and register "
+              f"against its commit); {ROOT} is not one: clone the repository and run it there "
+              "(python -m experiments.leaderboard, or vtr leaderboard with that checkout installed editable)",
+              file=sys.stderr, flush=True)
+        return 2
     try:
         return {"run": cmd_run, "step": cmd_step, "cell": cmd_cell, "collect": cmd_collect}[args.command](args)
     except (LeaderboardError, PlanError, ReportError) as err:

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.report.runs import Group, ReportError
+from vtr.resources import configs_dir
 
-PAPER_CSV = Path(__file__).resolve().parents[2] / "configs" / "paper_results.csv"
+PAPER_CSV = configs_dir() / "paper_results.csv"
 COLUMNS = ("method", "dataset", "backbone", "split", "metric", "value", "source")
 
 

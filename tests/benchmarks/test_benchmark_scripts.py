@@ -1,8 +1,8 @@
 """The benchmark scripts run (tiny sizes): a benchmark whose README figures cannot be regenerated is broken.
 
-Every mode each script offers runs here (``search.py --part indexing`` needs a trained checkpoint and runs in
-``tests/experiments/test_search.py::test_indexing_benchmark_runs``). Only that they run and what they write is
-checked; their timings are never asserted.
+Every mode each script offers runs here (``python -m benchmarks.search --part indexing`` needs a trained checkpoint
+and runs in ``tests/experiments/test_search.py::test_indexing_benchmark_runs``). Only that they run and what they
+write is checked; their timings are never asserted.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _run(*args: str) -> str:
 
 def test_train_step_covers_every_method_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "train_step.json"
-    _run("benchmarks/train_step.py", "--steps", "1", "--batch", "4", "--captions", "3", "--json", str(out))
+    _run("-m", "benchmarks.train_step", "--steps", "1", "--batch", "4", "--captions", "3", "--json", str(out))
     record = json.loads(out.read_text())
     assert [r["method"] for r in record["rows"]] == [
         "CLIP4Clip meanP", "CLIP4Clip seqTransf", "NarVid (full)", "NarVid without CMI",
@@ -38,12 +38,12 @@ def test_train_step_covers_every_method_and_writes_json(tmp_path: Path) -> None:
 
 def test_eval_scoring_and_report_benchmarks_run() -> None:
     # --narvid adds NarVid's two views to the default variants: both modes in one run
-    out = _run("benchmarks/eval_scoring.py", "--texts", "20", "--videos", "10", "--frames", "4", "--words", "8",
+    out = _run("-m", "benchmarks.eval_scoring", "--texts", "20", "--videos", "10", "--frames", "4", "--words", "8",
                "--dim", "16", "--chunks", "8", "--repeats", "1", "--narvid")
     table = [line.split(" | ")[:2] for line in out.splitlines() if line.startswith("| ")][1:]
     assert table == [["| coarse", "naive"], ["| coarse", "chunked"], ["| fine", "naive"], ["| fine", "chunked"],
                      ["| narvid", "per-query loop"], ["| narvid", "chunked"]]
-    _run("benchmarks/report.py", "--runs", "2", "--size", "30", "--resamples", "50")
+    _run("-m", "benchmarks.report", "--runs", "2", "--size", "30", "--resamples", "50")
 
 
 def _machine_fields(record: dict) -> None:
@@ -53,7 +53,7 @@ def _machine_fields(record: dict) -> None:
 
 def test_narvid_eval_benchmark_scores_the_same_matrix_both_ways(tmp_path: Path) -> None:
     out = tmp_path / "narvid_eval.json"
-    _run("benchmarks/narvid_eval.py", "--texts", "24", "--videos", "10", "--frames", "4", "--words", "12",
+    _run("-m", "benchmarks.narvid_eval", "--texts", "24", "--videos", "10", "--frames", "4", "--words", "12",
          "--query-tokens", "5", "--backbone", "vtr-tiny-clip", "--temporal-layers", "1", "--text-chunk", "8",
          "--video-chunk", "6", "--repeats", "2", "--json", str(out), "--machine-state", "shared")
     record = json.loads(out.read_text())
@@ -67,7 +67,7 @@ def test_narvid_eval_benchmark_scores_the_same_matrix_both_ways(tmp_path: Path) 
 
 def test_excae_eval_benchmark_runs_every_way(tmp_path: Path) -> None:
     out = tmp_path / "excae_eval.json"
-    _run("benchmarks/excae_eval.py", "--videos", "12", "--texts", "12", "--captions", "3", "--frames", "4",
+    _run("-m", "benchmarks.excae_eval", "--videos", "12", "--texts", "12", "--captions", "3", "--frames", "4",
          "--batch", "5", "--backbone", "vtr-tiny-clip", "--experts", "6", "--expert-heads", "2", "--expert-ffn", "16",
          "--repeats", "1", "--json", str(out))
     record = json.loads(out.read_text())
@@ -78,7 +78,7 @@ def test_excae_eval_benchmark_runs_every_way(tmp_path: Path) -> None:
 
 
 def test_decode_benchmark_runs_every_reader_and_source(tmp_path: Path) -> None:
-    out = _run("benchmarks/decode.py", "--data", str(tmp_path / "clips"), "--clips", "2", "--seconds", "1", "--fps",
+    out = _run("-m", "benchmarks.decode", "--data", str(tmp_path / "clips"), "--clips", "2", "--seconds", "1", "--fps",
                "4", "--workers", "0", "--passes", "1", "--num-frames", "2", "--image-size", "32")
     lines = out.splitlines()
     table = lines[lines.index("| reader | source | workers | clips/s (best) | clips/s (mean) |") + 2:]
@@ -89,8 +89,8 @@ def test_decode_benchmark_runs_every_reader_and_source(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # three fits of the quickstart config through the CLI (~40 s of CPU at 6 families)
 def test_feature_cache_benchmark_runs_every_mode(tmp_path: Path) -> None:
-    out = _run("benchmarks/feature_cache.py", "--data", str(tmp_path / "synthvtr"), "--families", "6", "--epochs", "1",
-               "--workers", "0")
+    out = _run("-m", "benchmarks.feature_cache", "--data", str(tmp_path / "synthvtr"), "--families", "6",
+               "--epochs", "1", "--workers", "0")
     assert [line.split(" | ")[0] for line in out.splitlines() if line.startswith("| ")][1:] == [
         "| end-to-end", "| cached-cold", "| cached-warm"]
 
@@ -98,7 +98,7 @@ def test_feature_cache_benchmark_runs_every_mode(tmp_path: Path) -> None:
 @pytest.mark.slow  # two fits and a test of the quickstart config through the CLI
 def test_precision_benchmark_runs_both_precisions_and_the_retest(tmp_path: Path) -> None:
     out = tmp_path / "precision"
-    _run("benchmarks/precision.py", "--out", str(out), "--", "--data.init_args.root", str(tmp_path / "synthvtr"),
+    _run("-m", "benchmarks.precision", "--out", str(out), "--", "--data.init_args.root", str(tmp_path / "synthvtr"),
          "--data.init_args.num_families", "6", "--data.init_args.test_families", "2",
          "--data.init_args.val_families", "2", "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1")
     summary = json.loads((out / "summary.json").read_text())
@@ -107,7 +107,7 @@ def test_precision_benchmark_runs_both_precisions_and_the_retest(tmp_path: Path)
 
 def test_per_candidate_benchmark_runs_and_its_variants_agree(tmp_path: Path) -> None:
     out = tmp_path / "per_candidate.json"
-    _run("benchmarks/per_candidate.py", "--texts", "12", "--videos", "9", "--dim", "8", "--chunk", "5",
+    _run("-m", "benchmarks.per_candidate", "--texts", "12", "--videos", "9", "--dim", "8", "--chunk", "5",
          "--concat-pairs", "4", "--batch", "2", "--text-backbone", "vtr-tiny-clip", "--json", str(out))
     rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"sum_naive", "sum_chunked", "gate_naive", "gate_chunked", "concat_naive", "concat_chunked"}
@@ -119,7 +119,7 @@ def test_per_candidate_benchmark_runs_and_its_variants_agree(tmp_path: Path) -> 
 @pytest.mark.slow  # loads SmolLM2-135M three times (converted from the GGUF wheel on first use)
 def test_care_dpo_benchmark_runs_every_variant(tmp_path: Path) -> None:
     out = tmp_path / "care_dpo.json"
-    _run("benchmarks/care_dpo.py", "--batch", "2", "--samples", "2", "--new-tokens", "2", "--repeats", "1",
+    _run("-m", "benchmarks.care_dpo", "--batch", "2", "--samples", "2", "--new-tokens", "2", "--repeats", "1",
          "--json", str(out))
     record = json.loads(out.read_text())
     assert [(r["lm_layers"], r["lm_training"]) for r in record["rows"]] == [(30, "full"), (30, "lora"), (6, "full")]
@@ -128,7 +128,7 @@ def test_care_dpo_benchmark_runs_every_variant(tmp_path: Path) -> None:
 
 def test_search_vector_benchmark_runs_every_index_type(tmp_path: Path) -> None:
     out = tmp_path / "search_vectors.json"
-    _run("benchmarks/search.py", "--part", "vectors", "--sizes", "3000", "--cluster-size", "50", "--queries", "10",
+    _run("-m", "benchmarks.search", "--part", "vectors", "--sizes", "3000", "--cluster-size", "50", "--queries", "10",
          "--nprobe", "4", "8", "--ef-search", "16", "--threads", "1", "--json", str(out))
     rows = json.loads(out.read_text())["rows"]
     assert [r["index"].split()[0] for r in rows] == ["flat", "ivf", "ivf", "hnsw"]

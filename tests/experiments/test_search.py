@@ -249,9 +249,9 @@ def test_a_store_keyed_by_file_names_captions_the_folder(narvid_index: dict[str,
 
 def test_indexing_benchmark_runs(trained: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "search_indexing.json"
-    done = subprocess.run([sys.executable, "benchmarks/search.py", "--part", "indexing", "--ckpt", str(trained["ckpt"]),
-                           "--videos", str(trained["folder"]), "--num-workers", "0", "--threads", "1", "--json",
-                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.search", "--part", "indexing", "--ckpt",
+                           str(trained["ckpt"]), "--videos", str(trained["folder"]), "--num-workers", "0",
+                           "--threads", "1", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads(out.read_text())
     assert record["videos"] == 7 and len(record["rows"]) == 3

@@ -93,8 +93,11 @@ def test_expand_grid_and_command() -> None:
     grid = expand_grid(sweep)
     assert len(grid) == 6 and grid[0] == {"a.b": 1, "c": True, "d": "x"}
     cmd = command_for(sweep, grid[-1], ["--extra=1"])
-    assert cmd[0] == sys.executable and cmd[1].endswith("main.py")
-    assert cmd[2:] == ["fit", "--a.b=2", "--c=true", "--d=z", "--extra=1"]
+    # the shipped sweeps' main.py is the suite's CLI, run as a module so that it works outside a checkout too
+    assert cmd[:3] == [sys.executable, "-m", "vtr"]
+    assert cmd[3:] == ["fit", "--a.b=2", "--c=true", "--d=z", "--extra=1"]
+    # any other program is a file relative to the working directory, as W&B's agent runs it
+    assert command_for({**sweep, "program": "train.py"}, grid[0], [])[:2] == [sys.executable, "train.py"]
     with pytest.raises(ValueError, match="grid only"):
         expand_grid({"method": "bayes", "parameters": {}})
     with pytest.raises(ValueError, match="not supported by the local runner"):
