@@ -263,6 +263,7 @@ class RehearsalRunner(ShippedRunner):
         """``python -m experiments.search index`` then ``query`` (README "Search your own videos") on ``checkpoint``
         over the dataset's video folder; returns the query's hits, checked against the folder."""
         from experiments.search.cli import main as search_main
+        from experiments.search.indexer import generation_dir
 
         videos = data_root / video_dir
         index_args = ["index", "--ckpt", str(checkpoint), "--videos", str(videos), "--out", str(out),
@@ -283,7 +284,8 @@ class RehearsalRunner(ShippedRunner):
             assert search_main(query_args) == 0
         self.timings[f"search index + query {out.name}"] = time.perf_counter() - started
         (result,) = json.loads(printed.getvalue())
-        indexed = {json.loads(line)["id"] for line in (out / "videos.jsonl").read_text().splitlines() if line}
+        rows = generation_dir(out, manifest) / "videos.jsonl"  # the generation the manifest names
+        indexed = {json.loads(line)["id"] for line in rows.read_text().splitlines() if line}
         hits = result["hits"]
         assert len(hits) == 3 and all(hit["video_id"] in indexed for hit in hits), hits
         return hits
