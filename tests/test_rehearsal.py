@@ -316,6 +316,12 @@ class RehearsalRunner(ShippedRunner):
             paths = settings[key] if isinstance(settings[key], list) else [settings[key]]
             return self.resolve(HeaderCommand(REPO / paths[-1], subcommand, tuple(REPO / p for p in paths), ()))
 
+        def batch(config: dict[str, Any]) -> dict[str, int]:
+            # size: the key the stage's config fixes its batch with (the real configs state their paper's global
+            # batch; a per-device batch on top of it is refused), as tests/test_shipped_configs.py sets it
+            key = "global_batch_size" if config["data"]["init_args"].get("global_batch_size") else "batch_size"
+            return {f"data.init_args.{key}": BATCH_SIZE}
+
         tiny_embed = int(json.loads(TINY_CLIP_CONFIG.read_text())["embed_dim"])
         processes = {"trainer.accelerator": "cpu", "trainer.devices": DEVICES}
         data = {"root": root, "num_workers": 0, "num_frames": NUM_FRAMES, "image_size": self.tiny_clip_image_size}
@@ -328,7 +334,7 @@ class RehearsalRunner(ShippedRunner):
                       f"{prefix}.lm": self.tiny_qwen2(), f"{prefix}.feature_dim": tiny_embed,
                       f"{prefix}.max_new_tokens": CARE_MAX_NEW_TOKENS,
                       f"{prefix}.video_tower": self.tiny_clip(captioner["init_args"]["video_tower"]),
-                      "data.init_args.batch_size": BATCH_SIZE}
+                      **batch(composed(f"{kind}_config", "fit"))}
             # DG-DPO's PreferenceDataModule wraps the dataset of data_config (pipeline.py) and has its own batch size
             videos = "data.init_args.videos.init_args" if kind == "dgdpo" and settings.get("data_config") \
                 else "data.init_args"
@@ -339,7 +345,7 @@ class RehearsalRunner(ShippedRunner):
                              "model.init_args.backend.init_args.batch_size": CARE_CAPTION_BATCH}
         retriever = composed("retriever_config", "fit")
         stages["retriever"] = {**processes, **one_epoch, **{f"data.init_args.{k}": v for k, v in data.items()},
-                               "data.init_args.batch_size": BATCH_SIZE,
+                               **batch(retriever),
                                "model.init_args.backbone": self.tiny_clip(retriever["model"]["init_args"]["backbone"])}
         return {kind: flags(values) for kind, values in stages.items()}
 
