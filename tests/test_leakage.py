@@ -19,8 +19,11 @@ from tests.run_helpers import REPO, TINY_CLIP4CLIP, csv_logger
 
 
 def _fit(root: Path, out: Path, name: str, *extra: str) -> dict:
+    # MSR-VTT's shipped default, held-out selection (the tiny config selects on test for the other CLI tests);
+    # ``extra`` may switch it back
     cli = main(["fit", "--config", str(TINY_CLIP4CLIP), "--data.init_args.root", str(root), "--trainer.max_epochs",
-                "1", "--trainer.enable_progress_bar=false", "--trainer.logger", csv_logger(out, name), *extra])
+                "1", "--trainer.enable_progress_bar=false", "--trainer.logger", csv_logger(out, name),
+                "--data.init_args.val_protocol", "heldout", *extra])
     record = json.loads((Path(cli.trainer.log_dir) / "test" / "metrics.json").read_text())
     record["_best"] = cli.trainer.checkpoint_callback.best_model_path
     return record

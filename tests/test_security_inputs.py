@@ -266,6 +266,11 @@ def test_finding_16_no_test_installs_chromium_make_test_sets_it_up(monkeypatch: 
     assert "apt-get install -y -q chromium" in stamp_rule and "/usr/bin/chromium" in stamp_rule
     assert "apt-get" not in (REPO / ".ci" / "run").read_text()  # .ci/run reaches it through `make test`
     installer = re.compile(r"""\[\s*["'](apt-get|apt|dpkg)["']|["']-m["'],\s*["']pip["']|os\.system\(""")
+    # tests/test_install.py is the packaging test: it builds vtr's own wheel and installs it into a throwaway venv
+    # under tmp_path, offline (--no-index) and without dependencies, so nothing reaches this machine's environment
+    packaging = REPO / "tests" / "test_install.py"
+    pip_calls = re.findall(r"""["']-m["'],\s*["']pip["'][^\]]*""", packaging.read_text())
+    assert pip_calls and all("--no-index" in call for call in pip_calls), pip_calls
     for path in (REPO / "tests").rglob("*.py"):  # no other test or helper runs an installer either
-        assert not installer.search(path.read_text()), path
+        assert path == packaging or not installer.search(path.read_text()), path
 
