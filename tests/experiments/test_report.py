@@ -131,7 +131,9 @@ def test_registered_copies_give_the_report_of_their_run_folders(built: dict, run
     from experiments.report.register import main as register
 
     study = tmp_path / "results" / "cmp"
-    register([f"{p}={p.parent.name}" for p in sorted(runs.glob("*/version_0"))] + ["--study", str(study)])
+    # --allow-dirty: these runs record the tester's working tree, which may hold uncommitted changes
+    register([f"{p}={p.parent.name}" for p in sorted(runs.glob("*/version_0"))]
+             + ["--study", str(study), "--allow-dirty"])
     assert not list(study.rglob("*.npy"))
     out = tmp_path / "registered"
     report([str(study), "--out", str(out), "--resamples", "2000"])
@@ -362,7 +364,12 @@ def _write_postprocessed(test_dir: Path, flag: str, sim: np.ndarray, postprocess
     record = json.loads((test_dir / "metrics.json").read_text())
     gt = json.loads((test_dir / "text_to_video.json").read_text())
     np.save(test_dir / f"sim_t2v_{flag}.npy", sim.astype(np.float32))
-    record["metrics"] = {**record["metrics"], **retrieval_metrics(sim.astype(np.float32), gt)}
+    metrics = retrieval_metrics(sim.astype(np.float32), gt)
+    if postprocess.get("directions", {}).get("v2t") == "not post-processed":  # v2t stays the plain matrix's
+        plain = retrieval_metrics(np.load(test_dir / "sim_t2v.npy").astype(np.float32), gt)
+        metrics.update({k: v for k, v in plain.items() if k.startswith("v2t_")})
+        metrics["rsum"] = sum(metrics[f"{d}_R{k}"] for d in ("t2v", "v2t") for k in (1, 5, 10))
+    record["metrics"] = {**record["metrics"], **metrics}
     record["postprocess"] = postprocess
     (test_dir / f"metrics_{flag}.json").write_text(json.dumps(record))
     return record
