@@ -309,7 +309,7 @@ class RehearsalRunner(ShippedRunner):
             tiny["max_words"] = min(int(args["max_words"]), self.tiny_clip_context)
         return {**spec, "init_args": tiny}
 
-    def care_stage_overrides(self, settings: dict[str, Any], root: Path) -> dict[str, list[str]]:
+    def care_stage_overrides(self, settings: dict[str, Any], root: Path, data_class: str) -> dict[str, list[str]]:
         """``overrides`` of ``python -m experiments.care_dpo``: per stage, the data root, the tiny twins, the sizes and
         the two processes (the pipeline sets each stage's output folders and loggers itself)."""
         def composed(key: str, subcommand: str) -> dict[str, Any]:
@@ -325,6 +325,8 @@ class RehearsalRunner(ShippedRunner):
         tiny_embed = int(json.loads(TINY_CLIP_CONFIG.read_text())["embed_dim"])
         processes = {"trainer.accelerator": "cpu", "trainer.devices": DEVICES}
         data = {"root": root, "num_workers": 0, "num_frames": NUM_FRAMES, "image_size": self.tiny_clip_image_size}
+        if data_class == "MSRVTT":  # size: the held-out selection videos of the 12 fake training videos
+            data["val_videos"] = 4
         one_epoch = {"trainer.max_epochs": 1, "trainer.limit_train_batches": TRAIN_BATCHES}
         stages: dict[str, dict[str, Any]] = {}
         for kind in ("sft", "dgdpo"):
@@ -363,7 +365,7 @@ class RehearsalRunner(ShippedRunner):
         folder = self.base / "care_dpo" / command.configs[-1].stem
         argv = [*command.args()[1:], "--work", str(folder / "work"), "--out", str(folder / "out"),
                 *flags({f"sampling.{k}": v for k, v in CARE_SAMPLING.items()}),
-                "--overrides", json.dumps(self.care_stage_overrides(settings, root))]
+                "--overrides", json.dumps(self.care_stage_overrides(settings, root, data_class))]
         started = time.perf_counter()
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(sys, "argv", ["python -m experiments.care_dpo", *argv])
