@@ -422,7 +422,7 @@ def test_care_dpo_pipeline_whole_on_two_processes_then_search(path: Path, rehear
                                                                                                  run.data_root))
     rehearsal.search(Path(summary["retrieval"][settings["headline"]]["ckpt_path"]), {"supplement": captions},
                      run.data_root, run.video_dir, "CaReRetriever", SEARCH_QUERY,
-                     # not search/care_dpo_<dataset>: the experiment config of that name indexes its own checkpoint there
+                     # not search/care_dpo_<dataset>: the experiment config of that name indexes there
                      rehearsal.base / "search" / f"care_dpo_pipeline_{path.stem}")
 
 
