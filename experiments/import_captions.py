@@ -69,7 +69,7 @@ from datamodules.base import MANIFEST_NAME, VideoTextDataModule, read_manifest
 from datamodules.captions import CaptionStore
 from datamodules.jsonl import repaired_bytes
 from datamodules.readers import VIDEO_EXTENSIONS, FrameFolderReader, VideoDecodeError
-from experiments.prepare import DATASETS, LISTING_OPTIONS, SPLITS, data_module_options, linspace_positions, probe
+from experiments.video_datasets import DATASETS, LISTING_OPTIONS, SPLITS, data_module_options, linspace_positions, probe
 
 Format = Literal["narvid", "cap4video"]
 IndexSpace = Literal["frames", "video"]

@@ -38,51 +38,27 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
-from datamodules import MSRVTT, MSVD, VATEX, DiDeMo
 from datamodules.base import MANIFEST_NAME, VideoTextDataModule
 from datamodules.readers import VIDEO_EXTENSIONS
+from experiments.import_captions import CaptionImportError
+from experiments.import_captions import main as import_captions
+from experiments.video_datasets import (
+    DATASETS,
+    EXPECTED,
+    LISTING_OPTIONS,
+    SPLITS,
+    data_module_options,
+    linspace_positions,
+    probe,
+)
 
-DATASETS: dict[str, type[VideoTextDataModule]] = {"msrvtt": MSRVTT, "msvd": MSVD, "vatex": VATEX, "didemo": DiDeMo}
-SPLITS = {"msrvtt": ("train", "test"), "msvd": ("train", "val", "test"), "vatex": ("train", "val", "test"),
-          "didemo": ("train", "val", "test")}
-# options under which a data module lists every video of its annotation files: MSR-VTT's default model selection holds
-# out training videos (val_protocol: heldout), which would leave them out of the train list prepare and import-captions
-# enumerate; they are MSR-VTT training videos all the same, so listing train whole covers them
-LISTING_OPTIONS: dict[str, dict[str, Any]] = {"msrvtt": {"val_protocol": "test"}}
-# public counts (videos per split); README "Data preparation"
-EXPECTED = {"msrvtt": {"train": 9000, "test": 1000}, "msvd": {"train": 1200, "val": 100, "test": 670},
-            "vatex": {"train": 25991, "val": 1500, "test": 1500},
-            "didemo": {"train": 8392, "val": 1065, "test": 1004}}
+# DATASETS, SPLITS, probe... live in experiments/video_datasets.py (import_captions reads them too, without importing
+# this program); they stay importable from here
+__all__ = ["DATASETS", "EXPECTED", "LISTING_OPTIONS", "SPLITS", "cli", "data_module_options", "extract_frames",
+           "linspace_positions", "main", "prepare", "probe", "reencode"]
 
 
 # ----------------------------------------------------------------------------------------------- PyAV work
-def probe(path: Path) -> dict[str, Any]:
-    """Status and stream facts of one file; decodes the first frame so a broken file is caught here."""
-    import av
-
-    if not path.is_file():
-        return {"status": "missing", "path": str(path)}
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError("no video stream")
-            stream = container.streams.video[0]
-            first = next(container.decode(stream), None)
-            if first is None:
-                raise ValueError("no decodable frame")
-            fps = float(stream.average_rate) if stream.average_rate else None
-            duration = (float(stream.duration * stream.time_base) if stream.duration and stream.time_base
-                        else (container.duration / 1e6 if container.duration else None))
-            frames = int(stream.frames) or (round(duration * fps) if duration and fps else None)
-            return {"status": "present", "path": str(path), "frames": frames, "fps": fps,
-                    "duration": round(duration, 3) if duration else None, "width": first.width,
-                    "height": first.height}
-    except Exception as exc:  # PyAV raises many types; the manifest records the message
-        return {"status": "unreadable", "path": str(path), "error": f"{type(exc).__name__}: {exc}"}
-
-
 def _even(x: float) -> int:
     return max(2, round(x / 2) * 2)
 
@@ -142,14 +118,6 @@ def narvid_frame_filter(source_fps: float, frames_fps: float) -> tuple[int, set[
         raise ValueError(f"--frames-sampler narvid: the video's frame rate {source_fps} truncates to 0")
     step = max(1, period // int(frames_fps))
     return period, set(list(range(0, period, step))[:int(frames_fps)])
-
-
-def linspace_positions(num_available: int, max_frames: int | None) -> np.ndarray:
-    """Positions kept when ``num_available`` frames are capped at ``max_frames``: ``linspace(0, n-1, max_frames)``
-    truncated to integers (CLIP4Clip's ``slice_framepos 2``, which NarVid's extractor applies); all when fewer."""
-    if max_frames is None or num_available <= max_frames:
-        return np.arange(num_available)
-    return np.linspace(0, num_available - 1, num=max_frames, dtype=int)
 
 
 def extract_frames(src: Path, folder: Path, fps: float | None, short_side: int | None,
@@ -250,38 +218,6 @@ def _progress(iterable: Iterable[Any], total: int, desc: str) -> Iterable[Any]:
 
 
 # ----------------------------------------------------------------------------------------------- driver
-def data_module_options(parser: argparse.ArgumentParser, options: list[str], dataset: str,
-                        reserved: dict[str, str]) -> dict[str, Any]:
-    """``--set KEY=VALUE`` pairs as the data module's keyword arguments, typed by its signature (``val_videos=100``
-    is the integer 100). A pair without ``=``, a key the data module does not take, a value of the wrong type, a key
-    given twice, or one of ``reserved`` (key -> the option that sets it) is a usage error (exit 2) naming it."""
-    from jsonargparse import ArgumentParser as SignatureParser
-
-    cls = DATASETS[dataset]
-    seen: dict[str, str] = {}
-    for option in options:
-        key, sep, value = option.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            parser.error(f"--set {option!r}: expected KEY=VALUE, e.g. --set train_csv=MSRVTT_train.7k.csv")
-        if key in reserved:
-            parser.error(f"--set {key}: set it with {reserved[key]}, not --set")
-        if key in seen:
-            parser.error(f"--set {key}: given twice ({seen[key]!r} and {value!r})")
-        seen[key] = value
-    if not seen:
-        return {}
-    signature = SignatureParser(exit_on_error=False)
-    signature.add_class_arguments(cls, "data", skip=set(reserved) | {"root"})
-    try:
-        parsed = signature.parse_args([f"--data.{key}={value}" for key, value in seen.items()])
-    except Exception as exc:  # jsonargparse's ArgumentError: the key and the type it expected
-        accepted = sorted(k.split(".", 1)[1] for k in signature.get_defaults().keys() if k.startswith("data."))
-        message = " ".join(str(exc).split())
-        parser.error(f"--set: {message} ({cls.__name__} takes: {', '.join(accepted)})")
-    return {key: parsed.data[key] for key in seen}
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments.prepare", description=__doc__.split("\n\n")[0])
     p.add_argument("dataset", choices=sorted(DATASETS))
@@ -324,8 +260,6 @@ def load_splits(args: argparse.Namespace) -> tuple[VideoTextDataModule, dict[str
 def main(argv: list[str] | None = None) -> Any:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["import-captions"]:  # the released-caption importer shares this entry point
-        from experiments.import_captions import main as import_captions
-
         return import_captions(argv[1:])
     return prepare(argv)
 
@@ -424,8 +358,6 @@ def prepare(argv: list[str]) -> dict[str, Any]:
 
 def cli() -> None:
     """The command line: a bad released caption file ends with its one-line message, not a traceback."""
-    from experiments.import_captions import CaptionImportError
-
     try:
         main()
     except CaptionImportError as exc:  # the message names the file, the key or id and what to do
