@@ -5,6 +5,9 @@ decides the arithmetic (CPU and its instruction sets, library versions, threads,
 drive other runs record beside their outputs (the CaRe-DPO pipeline's ``summary.json``, the CSI output, the sweep
 runner's ``sweep.json``). Keys:
 
+* ``source``: ``"git checkout"`` when the code was imported from the top of a git checkout, else ``"not a git
+  checkout"`` (an installed copy, e.g. ``pip install .``), which then records ``installed_version``: the installed
+  ``vtr`` distribution's version (``None`` when none is installed) and nothing about any commit;
 * ``git_sha``: ``HEAD`` of the checkout the code was imported from (``"unknown"`` outside a git checkout);
 * ``git_dirty``: whether tracked files differ from ``HEAD`` or untracked, non-ignored files exist (``None`` when
   git cannot tell);
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import os
 import platform
 import re
@@ -46,18 +50,33 @@ def _git(root: Path, *args: str) -> bytes:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, check=True, timeout=_GIT_TIMEOUT_S).stdout
 
 
-def git_state(root: str | Path = REPO_ROOT) -> dict[str, Any]:
-    """``git_sha``, ``git_dirty`` and ``git_diff_sha256`` of the checkout at ``root`` (read now, not cached)."""
-    root = Path(root)
+def _not_a_checkout() -> dict[str, Any]:
+    """The code state of an installed copy: no commit, no diff (nothing is guessed), the distribution's version."""
     try:
+        version: str | None = importlib.metadata.version("vtr")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return {"source": "not a git checkout", "installed_version": version, "git_sha": "unknown", "git_dirty": None,
+            "git_diff_sha256": None}
+
+
+def git_state(root: str | Path = REPO_ROOT) -> dict[str, Any]:
+    """``source``, ``git_sha``, ``git_dirty`` and ``git_diff_sha256`` of the checkout at ``root`` (read now, not
+    cached). ``root`` must be the top of the checkout: an installed copy inside some other repository (a virtual
+    environment in a project folder) is not a checkout of this code, and that repository's state is not recorded."""
+    root = Path(root).resolve()
+    try:
+        top = Path(_git(root, "rev-parse", "--show-toplevel").decode().strip()).resolve()
+        if top != root:
+            return _not_a_checkout()
         sha = _git(root, "rev-parse", "HEAD").decode().strip()
         diff = _git(root, "diff", "HEAD", "--binary", "--no-color", "--no-ext-diff")
         untracked = [p for p in _git(root, "ls-files", "--others", "--exclude-standard", "-z").split(b"\0") if p]
     except (OSError, subprocess.SubprocessError):
         # not a checkout (an installed copy), no git, or git failed: say so rather than guess
-        return {"git_sha": "unknown", "git_dirty": None, "git_diff_sha256": None}
+        return _not_a_checkout()
     if not diff and not untracked:
-        return {"git_sha": sha, "git_dirty": False, "git_diff_sha256": None}
+        return {"source": "git checkout", "git_sha": sha, "git_dirty": False, "git_diff_sha256": None}
     digest = hashlib.sha256(diff)
     for rel in sorted(untracked):
         path = root / os.fsdecode(rel)
@@ -68,7 +87,7 @@ def git_state(root: str | Path = REPO_ROOT) -> dict[str, Any]:
             with path.open("rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(block)
-    return {"git_sha": sha, "git_dirty": True, "git_diff_sha256": digest.hexdigest()}
+    return {"source": "git checkout", "git_sha": sha, "git_dirty": True, "git_diff_sha256": digest.hexdigest()}
 
 
 @functools.cache
@@ -181,5 +200,6 @@ def environment(trainer: Any | None = None) -> dict[str, Any]:
 
 
 def run_provenance(trainer: Any | None = None) -> dict[str, Any]:
-    """``git_sha``, ``git_dirty``, ``git_diff_sha256`` (this process's code) and ``environment``: see the module."""
+    """``source``, ``git_sha``, ``git_dirty``, ``git_diff_sha256`` (this process's code; ``installed_version`` for an
+    installed copy) and ``environment``: see the module."""
     return {**source_state(), "environment": environment(trainer)}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,10 +60,47 @@ def test_clean_dirty_and_untracked_trees(tmp_path: Path) -> None:
 
 
 
+def _installed_version() -> str | None:
+    try:
+        return importlib.metadata.version("vtr")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def test_outside_a_checkout_nothing_is_guessed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # git must not find a checkout above tmp_path
     (tmp_path / "installed").mkdir()
-    assert git_state(tmp_path / "installed") == {"git_sha": "unknown", "git_dirty": None, "git_diff_sha256": None}
+    assert git_state(tmp_path / "installed") == {
+        "source": "not a git checkout", "installed_version": _installed_version(), "git_sha": "unknown",
+        "git_dirty": None, "git_diff_sha256": None}
+
+
+def test_an_installed_copy_inside_another_repository_records_none_of_its_state(tmp_path: Path) -> None:
+    """A virtual environment inside a project's checkout: the project's commit and diff are not this code's."""
+    project = _repo(tmp_path / "project")
+    site = project / ".venv" / "lib" / "site-packages"
+    site.mkdir(parents=True)
+    state = git_state(site)
+    assert state["source"] == "not a git checkout" and state["git_sha"] == "unknown" and state["git_dirty"] is None
+    assert git_state(project)["source"] == "git checkout"  # the project itself is one
+
+
+def test_source_state_of_an_installed_copy(tmp_path: Path) -> None:
+    """``source_state`` imported from a folder that is no git checkout (as from a wheel in site-packages) records
+    that, and the installed distribution's version, instead of failing or claiming a clean tree."""
+    site = tmp_path / "site-packages"
+    (site / "lightning_modules").mkdir(parents=True)
+    (site / "lightning_modules" / "__init__.py").write_text("")
+    shutil.copy(Path(provenance.__file__), site / "lightning_modules" / "provenance.py")
+    env = {**os.environ, "PYTHONPATH": str(site), "GIT_CEILING_DIRECTORIES": str(tmp_path)}
+    code = ("import json; from lightning_modules import provenance as p; "
+            "print(json.dumps([p.__file__, p.source_state()]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True, timeout=120)
+    where, state = json.loads(out.stdout)
+    assert Path(where).parent.parent == site  # the copy ran, not the checkout's module
+    assert state == {"source": "not a git checkout", "installed_version": _installed_version(), "git_sha": "unknown",
+                     "git_dirty": None, "git_diff_sha256": None}
 
 
 def test_environment_names_what_decides_the_arithmetic() -> None:
