@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 
 from datamodules.feature_cache import build_or_load_cache
+from lightning_modules.attachment import attached_trainer
 
 
 class FeatureCacheCallback(L.Callback):
@@ -39,5 +40,5 @@ class FeatureCacheCallback(L.Callback):
 
 def feature_cache_callbacks(module: L.LightningModule) -> list[L.Callback]:
     """What a module's ``configure_callbacks`` returns: the cache callback when its data module asks for the cache."""
-    dm = getattr(module.trainer, "datamodule", None) if module._trainer is not None else None
+    dm = getattr(attached_trainer(module), "datamodule", None)
     return [FeatureCacheCallback()] if getattr(dm, "feature_cache", False) else []

@@ -11,114 +11,61 @@ A method subclasses this and overrides only what its paper changes:
 
 The base owns the optimiser (CLIP4Clip's two learning rates, AdamW, linear warmup + cosine), the
 contrastive temperature (started from the backbone's pretrained CLIP value and trained with the trunk, as
-CLIP4Clip and NarVid do), the evaluation protocol and the artifacts a test run leaves behind:
+CLIP4Clip and NarVid do) and training; the rest of what every method shares lives beside it, mixed in:
 
-1. every evaluation text and every evaluation video is encoded once (two loaders);
-2. features are gathered across ranks and de-duplicated by dataset index (``DistributedSampler``
-   pads the last shard with repeats), and counts are checked against the split;
-3. the similarity is scored in (text chunk x video chunk) tiles, so a query-dependent ``similarity``
-   never materialises texts x videos x frames x words at once;
-4. metrics (``lightning_modules.metrics``) use an index map for multi-caption sets;
-5. ``test`` writes ``metrics.json``, ``sim_t2v.npy``, ``text_ids.json``, ``video_ids.json``,
-   ``text_to_video.json`` and the resolved ``config.yaml`` into ``<run dir>/test`` (the first logger's ``log_dir``);
-6. only when asked (``postprocess: [dsl, qbnorm]``), and only after those plain artifacts, ``test`` re-scores the
-   matrix with each test-time post-processing of ``lightning_modules.postprocess`` and writes its numbers to their
-   own ``metrics_<flag>.json`` and ``sim_t2v_<flag>.npy`` (never into ``metrics.json``).
+* ``lightning_modules.evaluation``: the evaluation protocol (encode every text and video once, gather and
+  de-duplicate across ranks, tiled scoring, metrics with index maps for multi-caption sets);
+* ``lightning_modules.artifacts``: what a test leaves in ``<run dir>/test`` (``metrics.json``, ``sim_t2v.npy``, ids,
+  the resolved ``config.yaml``) and the record's provenance;
+* ``lightning_modules.distributed``: gathering features across DDP ranks (with gradients for the loss);
+* ``lightning_modules.search_hooks``: the embeddings ``experiments/search`` indexes and ``rerank``;
+* ``lightning_modules.scoring``: ``Features``, ``as_float32``, ``score_tiles`` (re-exported here);
+* ``callbacks.test_time_postprocessing``: only when asked (``postprocess: [dsl, qbnorm]``), and only after the plain
+  artifacts, re-scores the test matrix with each post-processing of ``lightning_modules.postprocess`` into its own
+  ``metrics_<flag>.json`` and ``sim_t2v_<flag>.npy`` (never into ``metrics.json``); ``configure_callbacks`` adds it.
+
+A method's test-time arguments (``test_time_args``: they only steer what a test reports) come from the command line
+of ``vtr test --ckpt_path ...`` rather than from the checkpoint; a method adds its own to the base's.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
 
 import lightning as L
-import numpy as np
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 
 from datamodules.batch import AuxCaptions, PairBatch, TextBatch, VideoBatch, normalize_frames
 from datamodules.captions import CaptionKind
+from lightning_modules.artifacts import TestArtifactsMixin
+from lightning_modules.attachment import attached_trainer
 from lightning_modules.backbones.base import TextFeatures, VideoTextBackbone
+from lightning_modules.cli_hyperparameters import object_args_to_ignore
 from lightning_modules.components.losses import symmetric_infonce
-from lightning_modules.lineage import LineageMixin, test_lineage, verdict_fields
-from lightning_modules.metrics import retrieval_metrics
+from lightning_modules.distributed import DistributedGatherMixin
+from lightning_modules.evaluation import EvaluationMixin
+from lightning_modules.lineage import LineageMixin
 from lightning_modules.optim import SCHEDULES, OptimizerName, ScheduleName, build_optimizer, warmup_cosine
 from lightning_modules.postprocess import DSL_TEMPERATURE, QBNORM_BETA, QBNORM_TOPK
-from lightning_modules.provenance import run_provenance
-from lightning_modules.test_time import check_query_bank, run_test_postprocessing
+from lightning_modules.scoring import Features, Scores, as_float32, score_tiles
+from lightning_modules.search_hooks import SearchHooksMixin
 
-__all__ = ["BaseRetrievalModule", "Features", "as_float32", "score_tiles", "warmup_cosine"]
+# Features, Scores, as_float32, score_tiles and warmup_cosine are re-exported: methods, experiments and benchmarks
+# import them from here
+__all__ = ["BaseRetrievalModule", "Features", "Scores", "as_float32", "score_tiles", "warmup_cosine"]
 
 log = logging.getLogger(__name__)
 
-Features = dict[str, Tensor]
 PostprocessName = Literal["dsl", "qbnorm"]
 
 
-def as_float32(feats: Features) -> Features:
-    """Floating features in float32, others (masks, indices) unchanged.
-
-    Under ``bf16-mixed`` encoders return a mix of bfloat16 (autocast matmuls) and float32 (LayerNorm)
-    tensors, while evaluation scoring runs outside autocast: the similarity would then see mixed dtypes,
-    and bfloat16 scores (8 bits of mantissa) tie with the ground truth often enough to move R@1. Casting
-    once, right after encoding, makes every evaluation score a float32 computation.
-    """
-    return {k: v.float() if v.is_floating_point() else v for k, v in feats.items()}
-
-
-def _slice_features(feats: Features, start: int, stop: int) -> Features:
-    return {k: v[start:stop] for k, v in feats.items()}
-
-
-Scores = Tensor | dict[str, Tensor]
-
-
-@torch.no_grad()
-def score_tiles(similarity: Callable[[Features, Features], Scores], text_feats: Features, video_feats: Features,
-                text_chunk: int, video_chunk: int, text_order: Tensor | None = None) -> Scores:
-    """Evaluate ``similarity`` over (text chunk x video chunk) tiles into CPU float32 matrices.
-
-    Peak memory is that of one tile, so a query-dependent similarity whose intermediate grows with
-    texts x videos x frames x words stays bounded by the chunk sizes. A similarity that returns several
-    named views (a dict of tiles, e.g. NarVid's query-video and query-narration scores) gets one
-    full matrix per view. ``text_order`` (a permutation of the texts) groups texts into tiles in that order,
-    e.g. queries of similar length together; the rows of the result stay in the input order.
-    """
-    n_t = next(iter(text_feats.values())).shape[0]
-    n_v = next(iter(video_feats.values())).shape[0]
-    if text_order is not None:
-        if text_order.shape != (n_t,) or not torch.equal(torch.sort(text_order.cpu()).values, torch.arange(n_t)):
-            raise ValueError(f"score_tiles: text_order must be a permutation of the {n_t} texts")
-        text_feats = {k: v[text_order.to(v.device)] for k, v in text_feats.items()}
-    out: dict[str, Tensor] = {}
-    single = False
-    for ts in range(0, n_t, text_chunk):
-        t_chunk = _slice_features(text_feats, ts, ts + text_chunk)
-        for vs in range(0, n_v, video_chunk):
-            tile = similarity(t_chunk, _slice_features(video_feats, vs, vs + video_chunk))
-            if isinstance(tile, Tensor):
-                single, tile = True, {"": tile}
-            for name, value in tile.items():
-                if name not in out:
-                    out[name] = torch.empty(n_t, n_v, dtype=torch.float32)
-                out[name][ts:ts + text_chunk, vs:vs + video_chunk] = value.float().cpu()
-    if text_order is not None:  # back to the input order
-        inverse = torch.empty_like(text_order, device="cpu")
-        inverse[text_order.cpu()] = torch.arange(n_t)
-        out = {name: value[inverse] for name, value in out.items()}
-    return out[""] if single else out
-
-
-class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
+class BaseRetrievalModule(LineageMixin, EvaluationMixin, TestArtifactsMixin, SearchHooksMixin, DistributedGatherMixin,
+                          L.LightningModule, ABC):
     """Shared retrieval core. See the module docstring for the contract.
 
     Args:
@@ -161,6 +108,10 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
     """
 
     monitor: str = "val/t2v_R1"
+    # model arguments that only steer what a test reports: ``vtr test --ckpt_path ...`` takes them from its own
+    # command line, not from the checkpoint (vtr/lightning_cli.py); a method extends the tuple with its own
+    test_time_args: ClassVar[tuple[str, ...]] = ("postprocess", "dsl_temperature", "qbnorm_beta", "qbnorm_topk",
+                                                 "qbnorm_bank_size")
 
     def __init__(self, backbone: VideoTextBackbone, lr: float = 1e-4, coef_lr: float = 1e-3,
                  weight_decay: float = 0.2, warmup_ratio: float = 0.1, betas: tuple[float, float] = (0.9, 0.98),
@@ -181,16 +132,16 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
             raise ValueError(f"post-processing settings must be positive: dsl_temperature={dsl_temperature}, "
                              f"qbnorm_beta={qbnorm_beta}, qbnorm_topk={qbnorm_topk}, "
                              f"qbnorm_bank_size={qbnorm_bank_size} (null: every training text)")
-        # Under LightningCLI the given hyper-parameters are config dicts (backbone included), which lets
+        # Under LightningCLI the hyper-parameters are config dicts (backbone included), which lets
         # ``load_from_checkpoint`` rebuild everything; built by hand, the backbone is a module object and
-        # must not be pickled into the checkpoint's hyper-parameters.
-        self.save_hyperparameters(ignore=[] if _given_hyperparameters.get() else ["backbone"])
+        # must not be pickled into the checkpoint's hyper-parameters (lightning_modules/cli_hyperparameters.py).
+        self.save_hyperparameters(ignore=object_args_to_ignore("backbone"))
         self.backbone = backbone
         self.logit_scale = nn.Parameter(torch.tensor(self._initial_log_scale(logit_scale_init)),
                                         requires_grad=learnable_temperature)
-        self._eval_store: dict[str, list[tuple[Tensor, Features]]] = {"text": [], "video": []}
-        self._last_metrics: dict[str, Any] = {}
-        self._last_postprocess: dict[str, dict[str, Any]] = {}
+        self._reset_eval_store()
+        self.last_eval: dict[str, Any] = {}
+        self.last_metrics: dict[str, Any] = {}
 
     def _initial_log_scale(self, logit_scale_init: float | str) -> float:
         """``log(gamma)`` at initialisation; see ``logit_scale_init``."""
@@ -234,46 +185,6 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
     def fuse_views(self, views: dict[str, Tensor]) -> Tensor:
         """Combine full-matrix views into the final score (only needed when ``similarity`` returns views)."""
         raise TypeError(f"{type(self).__name__}.similarity returned views {sorted(views)}; override fuse_views")
-
-    # ================================================================== search over a video collection
-    # ``experiments/search`` puts one vector per video in a FAISS index and one per query beside it. A method whose
-    # score is a cosine of two such vectors is searched exactly; a query-dependent one (NarVid's query-aware
-    # pooling, conical's per-candidate supplements) gets a query-independent first stage from these two hooks and
-    # its full ``similarity`` on the first stage's top N (``rerank``).
-    search_keys: tuple[str, str] | None = None  # (text feature, video feature) whose cosine is the first stage
-
-    def query_embedding(self, text_feats: Features) -> Tensor:
-        """``[B, D]`` unit vectors of the queries for the index's inner-product search."""
-        return F.normalize(self._search_feature(text_feats, 0), dim=-1)
-
-    def index_embedding(self, video_feats: Features) -> Tensor:
-        """``[B, D]`` vectors of the videos, independent of any query (what the FAISS index holds); the first-stage
-        score is their inner product with ``query_embedding``."""
-        return F.normalize(self._search_feature(video_feats, 1), dim=-1)
-
-    def search_is_exact(self) -> bool:
-        """True when ``query_embedding · index_embedding`` ranks videos as the evaluated score does, so no
-        second stage is needed."""
-        return False
-
-    def _search_feature(self, feats: Features, side: int) -> Tensor:
-        if self.search_keys is None:
-            raise NotImplementedError(f"{type(self).__name__} defines no search embedding: set search_keys to the "
-                                      "(text, video) feature names whose cosine is its score, or override "
-                                      "query_embedding and index_embedding")
-        return feats[self.search_keys[side]]
-
-    @torch.no_grad()
-    def rerank(self, text_feats: Features, video_feats: Features) -> Tensor:
-        """The evaluated score of one query batch against a candidate set, ``[n_texts, n_candidates]`` float32.
-
-        Views are fused over this block, so a fusion with matrix-wide statistics (NarVid's Eq. 11 z-scores) uses
-        the candidates' statistics instead of the whole collection's; ``experiments/search`` measures the effect.
-        """
-        text_feats = as_float32(text_feats)
-        scores = score_tiles(self.similarity, text_feats, as_float32(video_feats), self.hparams.eval_text_chunk,
-                             self.hparams.eval_video_chunk, self.text_tile_order(text_feats))
-        return scores if isinstance(scores, Tensor) else self.fuse_views(scores)
 
     def training_loss(self, batch: PairBatch) -> tuple[Tensor, dict[str, Tensor]]:
         """Contrastive terms on every similarity view of the all-gathered batch, plus the method's extra terms.
@@ -366,38 +277,6 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
     def dtype_for_heads(self) -> torch.dtype:
         return next(self.backbone.parameters()).dtype
 
-    def gather_for_loss(self, feats: Features) -> Features:
-        """All-gather every feature tensor across ranks *with* gradients, batch axes concatenated.
-
-        Each rank then computes the loss of the global batch; the gathered copies route gradients back
-        to the rank that produced them, so DDP's gradient averaging reproduces the single-process
-        gradient of the global batch.
-
-        Ranks may hold different numbers of rows (``on_decode_error: skip`` drops the videos that failed
-        to decode), while ``all_gather`` needs equal shapes on every rank: the row counts are gathered
-        first, every rank pads to the largest, and the padding rows are cut out of the gathered tensors
-        (they never reach the loss, so they get no gradient).
-        """
-        if self._trainer is None or self.trainer.world_size == 1:
-            return feats
-        local_rows = next(iter(feats.values())).shape[0]
-        rows = self.all_gather(torch.tensor(local_rows, device=self.device)).flatten()
-        largest = int(rows.max())
-        real = (torch.arange(largest, device=self.device)[None, :] < rows[:, None]).flatten()
-        gathered = {}
-        for key, value in feats.items():
-            if local_rows < largest:
-                value = torch.cat([value, value.new_zeros((largest - local_rows, *value.shape[1:]))])
-            gathered[key] = self.all_gather(value, sync_grads=True).flatten(0, 1)[real]
-        return gathered
-
-    def _any_rank_without_rows(self, local_rows: int) -> bool:
-        """Whether this step's batch is empty on *any* rank (a collective under DDP: every rank asks)."""
-        if self._trainer is None or self.trainer.world_size == 1:
-            return local_rows == 0
-        rows = self.all_gather(torch.tensor(local_rows, device=self.device))
-        return bool((rows == 0).any())
-
     # ================================================================== training
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """uint8 frames -> normalised float on the device (workers ship 4x less data as uint8)."""
@@ -414,14 +293,12 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
         return batch
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dm = getattr(attached_trainer(self), "datamodule", None)
         if dm is None:
             return
         size = getattr(dm, "image_size", None)
         if size is not None and size != self.backbone.image_size and not getattr(dm, "feature_cache", False):
             log.warning("data image_size=%s differs from the backbone's image_size=%s", size, self.backbone.image_size)
-        if "qbnorm" in self.hparams.postprocess and stage in ("fit", "test"):
-            check_query_bank(self, dm)  # before training, not hours later at the end of the test
 
     # whether this method reads cached states of a frozen text trunk; a method that runs that trunk live anyway
     # (CaRe-DPO's role vectors enter at its input) says False, and the cache then builds no text states
@@ -429,10 +306,18 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
 
     def configure_callbacks(self) -> list[L.Callback]:
         """The frozen-feature cache callback (``callbacks/feature_cache.py``) when the data module asks for the cache
-        (``data.init_args.feature_cache: true``); it builds the cache before this module's ``setup``."""
-        from callbacks.feature_cache import feature_cache_callbacks
+        (``data.init_args.feature_cache: true``; it builds the cache before this module's ``setup``), and the test-time
+        post-processing (``callbacks/test_time_postprocessing.py``) when ``postprocess`` asks for any.
 
-        return feature_cache_callbacks(self)
+        Imported here, not at the top: callbacks build on the module's public interface, the module only names them.
+        """
+        from callbacks.feature_cache import feature_cache_callbacks
+        from callbacks.test_time_postprocessing import TestTimePostprocessing
+
+        callbacks = feature_cache_callbacks(self)
+        if self.hparams.postprocess:
+            callbacks.append(TestTimePostprocessing())
+        return callbacks
 
     def training_step(self, batch: PairBatch, batch_idx: int) -> Tensor | None:
         # videos that failed to decode (on_decode_error: skip) were dropped from the batch; the epoch's total
@@ -444,7 +329,7 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
         # all_gather / gradient all-reduce forever. So *every* rank skips such a step together: the surviving
         # items of the other ranks are lost for this one step, which is what a single process does with an
         # all-failed batch too. Uneven non-empty batches do train: gather_for_loss pads and trims.
-        if self._any_rank_without_rows(len(batch)):
+        if self.any_rank_without_rows(len(batch)):
             if self.trainer.world_size == 1:
                 return None
             # Lightning refuses None under DDP. A loss on a fresh leaf backpropagates into no parameter: no
@@ -492,177 +377,3 @@ class BaseRetrievalModule(LineageMixin, L.LightningModule, ABC):
         schedule = SCHEDULES[hp.lr_schedule]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s, total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    # ================================================================== evaluation
-    def _eval_step(self, batch: TextBatch | VideoBatch) -> None:
-        if len(batch) == 0:  # every video of the batch failed to decode (on_decode_error: skip)
-            return
-        feats = self.encode_text(batch) if isinstance(batch, TextBatch) else self.encode_video(batch)
-        self._eval_store["text" if isinstance(batch, TextBatch) else "video"].append((batch.index, as_float32(feats)))
-
-    def validation_step(self, batch: TextBatch | VideoBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch)
-
-    def test_step(self, batch: TextBatch | VideoBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch)
-
-    def on_validation_epoch_start(self) -> None:
-        self._eval_store = {"text": [], "video": []}
-
-    def on_test_epoch_start(self) -> None:
-        self._eval_store = {"text": [], "video": []}
-        self.reset_lineage_reads()  # the test's lineage lists the captions the test itself reads
-
-    def _gather_eval(self, kind: str) -> tuple[Tensor, Features]:
-        if not self._eval_store[kind]:
-            raise RuntimeError(f"no {kind} batches were evaluated")
-        return self.gather_eval_store(self._eval_store[kind])
-
-    def gather_eval_store(self, store: list[tuple[Tensor, Features]]) -> tuple[Tensor, Features]:
-        """Concatenate local (index, features) batches, all-gather, drop sampler padding by index, sort by index."""
-        index = torch.cat([i for i, _ in store]).to(self.device)
-        feats = {k: torch.cat([f[k] for _, f in store]) for k in store[0][1]}
-        if self.trainer.world_size > 1:
-            index = self.all_gather(index).flatten(0, 1)
-            feats = {k: self.all_gather(v).flatten(0, 1) for k, v in feats.items()}
-        order = torch.argsort(index, stable=True)
-        index = index[order]
-        keep = torch.ones_like(index, dtype=torch.bool)
-        keep[1:] = index[1:] != index[:-1]
-        rows = order[keep]
-        return index[keep], {k: v[rows] for k, v in feats.items()}
-
-    @torch.no_grad()
-    def score(self, text_feats: Features, video_feats: Features) -> tuple[Tensor, dict[str, Tensor]]:
-        """Full ``[n_texts, n_videos]`` float32 similarity on CPU, tile by tile, and its raw views (if any)."""
-        scores = score_tiles(self.similarity, text_feats, video_feats, self.hparams.eval_text_chunk,
-                             self.hparams.eval_video_chunk, self.text_tile_order(text_feats))
-        if isinstance(scores, Tensor):
-            return scores, {}
-        return self.fuse_views(scores), scores
-
-    def _evaluate(self, stage: str) -> dict[str, Any]:
-        started = time.perf_counter()
-        dm = self.trainer.datamodule
-        index = dm.eval_index(stage)
-        text_idx, text_feats = self._gather_eval("text")
-        video_idx, video_feats = self._gather_eval("video")
-        self._eval_store = {"text": [], "video": []}
-        text_idx, video_idx = text_idx.cpu(), video_idx.cpu()
-        complete = len(text_idx) == len(index.text_ids) and len(video_idx) == len(index.video_ids)
-        limited = self.trainer.sanity_checking or bool(self.trainer.fast_dev_run) or (
-            (self.trainer.limit_val_batches if stage == "val" else self.trainer.limit_test_batches) != 1.0)
-        # videos that failed to decode (data on_decode_error: skip) are reported by the data module; their
-        # texts cannot be scored, so they leave the evaluation and metrics.json says how many (never zeros)
-        failed = set(dm.eval_failures(stage)) if hasattr(dm, "eval_failures") else set()
-        failed -= set(video_idx.tolist())
-        covered_rest = len(text_idx) == len(index.text_ids) and len(video_idx) + len(failed) == len(index.video_ids)
-        if not complete and not limited and not covered_rest:
-            raise RuntimeError(f"{stage} evaluation covered {len(text_idx)}/{len(index.text_ids)} texts and "
-                               f"{len(video_idx)}/{len(index.video_ids)} videos after de-duplication")
-        # Map each text's ground-truth video (dataset index) to its column among the evaluated videos.
-        column = torch.full((len(index.video_ids),), -1, dtype=torch.long)
-        column[video_idx] = torch.arange(len(video_idx))
-        gt = column[torch.as_tensor(index.text_to_video)[text_idx]]
-        if not complete:  # a debugging run on a subset: keep texts whose video was encoded
-            has_video = gt >= 0
-            text_idx, gt = text_idx[has_video], gt[has_video]
-            text_feats = {k: v[has_video.to(v.device)] for k, v in text_feats.items()}
-            covered = torch.zeros(len(video_idx), dtype=torch.bool)
-            covered[gt] = True
-            video_idx, gt = video_idx[covered], torch.cumsum(covered.long(), 0)[gt] - 1
-            video_feats = {k: v[covered.to(v.device)] for k, v in video_feats.items()}
-        sim, views = self.score(text_feats, video_feats)
-        metrics: dict[str, Any] = retrieval_metrics(sim, gt)
-        metrics["num_videos_failed"] = len(failed)
-        metrics["num_texts_unscored"] = len(index.text_ids) - len(text_idx)
-        for name, view in views.items():  # each raw view on its own, for the ablation tables
-            metrics.update({f"{name}/{k}": v for k, v in retrieval_metrics(view, gt).items()
-                            if k in ("t2v_R1", "t2v_R5", "t2v_R10", "v2t_R1", "rsum")})
-        metrics["eval_seconds"] = round(time.perf_counter() - started, 3)
-        self._last_eval = {"sim": sim, "views": views, "text_idx": text_idx, "video_idx": video_idx, "gt": gt,
-                           "index": index, "complete": complete}
-        if stage == "test" and "qbnorm" in self.hparams.postprocess:
-            self._last_eval["video_feats"] = video_feats  # QB-Norm scores its query bank against these videos
-        return metrics
-
-    def on_validation_epoch_end(self) -> None:
-        if not self._eval_store["text"]:
-            return
-        metrics = self._evaluate("val")
-        for k, v in metrics.items():
-            self.log(f"val/{k}", float(v), prog_bar=k in ("t2v_R1", "rsum"), sync_dist=False)
-
-    def on_test_epoch_end(self) -> None:
-        metrics = self._evaluate("test")
-        for k, v in metrics.items():
-            self.log(f"test/{k}", float(v), sync_dist=False)
-        self._last_metrics = metrics
-        out = None
-        if self.hparams.write_artifacts:
-            out = self.artifact_dir()  # trainer.log_dir broadcasts: every rank must ask
-            if self.trainer.is_global_zero:
-                self.write_test_artifacts(metrics, out)
-        if self.hparams.postprocess:  # after the plain artifacts, which it never changes
-            self._last_postprocess = run_test_postprocessing(self, self._last_eval, metrics, out)
-            self._last_eval.pop("video_feats", None)
-
-    # ================================================================== artifacts
-    def artifact_dir(self) -> Path:
-        """``<run dir>/test``: the run dir is the first logger's ``log_dir`` (or ``default_root_dir``)."""
-        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "test"
-
-    def write_test_artifacts(self, metrics: dict[str, Any], out: Path) -> Path:
-        """Write what a test run leaves behind (README "What a run leaves behind").
-
-        The report and re-scoring read these files.
-        """
-        out.mkdir(parents=True, exist_ok=True)
-        ev = self._last_eval
-        index = ev["index"]
-        np.save(out / "sim_t2v.npy", ev["sim"].numpy().astype(np.float32))
-        for name, view in ev["views"].items():  # raw views, so fusion variants can be recomputed offline
-            np.save(out / f"sim_t2v_{name}.npy", view.numpy().astype(np.float32))
-        (out / "text_ids.json").write_text(json.dumps([index.text_ids[i] for i in ev["text_idx"].tolist()]))
-        (out / "video_ids.json").write_text(json.dumps([index.video_ids[i] for i in ev["video_idx"].tolist()]))
-        (out / "text_to_video.json").write_text(json.dumps(ev["gt"].tolist()))
-        (out / "metrics.json").write_text(json.dumps(self.test_record(metrics), indent=2, default=str))
-        (out / "config.yaml").write_text(self._resolved_config())
-        log.info("test artifacts written to %s", out)
-        return out
-
-    def test_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """metrics.json's content for ``metrics``, with ``postprocess: none`` (a post-processed record sets its own).
-
-        ``lineage`` is what fed the numbers (``lightning_modules/lineage.py``) and ``leakage`` the verdict computed
-        from it: every read of test data in a role where that is a leak (never typed by hand).
-        """
-        ev = self._last_eval
-        dm = self.trainer.datamodule
-        return {
-            "metrics": {k: float(v) for k, v in metrics.items()},
-            "num_texts": int(metrics["num_texts"]), "num_videos": int(metrics["num_videos"]),
-            "complete": ev["complete"], "method": type(self).__name__,
-            "postprocess": "none", "seed": _seed(), **run_provenance(self.trainer),
-            "ckpt_path": str(self.trainer.ckpt_path) if self.trainer.ckpt_path else None,
-            "data": dm.describe("test") if hasattr(dm, "describe") else {},
-            "world_size": self.trainer.world_size, "precision": str(self.trainer.precision),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **verdict_fields(test_lineage(self, dm)),
-        }
-
-    def _resolved_config(self) -> str:
-        from lightning.pytorch.cli import SaveConfigCallback
-
-        for cb in self.trainer.callbacks:
-            if isinstance(cb, SaveConfigCallback):
-                return cb.parser.dump(cb.config, skip_none=False)
-        import yaml
-
-        return yaml.safe_dump({"model": {"class_path": f"{type(self).__module__}.{type(self).__name__}",
-                                         "init_args": dict(self.hparams)}}, sort_keys=False, default_flow_style=False)
-
-
-def _seed() -> int | None:
-    value = os.environ.get("PL_GLOBAL_SEED")
-    return int(value) if value is not None else None

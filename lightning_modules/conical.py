@@ -45,7 +45,7 @@ so one trained model answers the question; validation (model selection) scores `
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from datamodules.annotations import eval_split
 from datamodules.batch import PairBatch, TextBatch, VideoBatch
 from datamodules.captions import CaptionKind
+from lightning_modules.attachment import attached_trainer
 from lightning_modules.base import BaseRetrievalModule, Features
 from lightning_modules.components import cosine_matrix, infonce, masked_mean_pool
 
@@ -104,6 +105,11 @@ class ConicalEmbedding(BaseRetrievalModule):
         **kwargs: ``BaseRetrievalModule`` arguments (backbone, lr, logit_scale_init, ...).
     """
 
+    # the test-time supplement modes and per-candidate batching only steer what a test reports and how fast:
+    # ``vtr test --ckpt_path`` takes them from its command line
+    test_time_args: ClassVar[tuple[str, ...]] = (*BaseRetrievalModule.test_time_args, "test_supplement",
+                                                 "report_supplements", "per_candidate_batch")
+
     def __init__(self, supplement_key: CaptionKind = "supplement", use_supplement: bool = True,
                  text_fusion: TextFusion = "concat", supplement_separator: str = " ",
                  test_supplement: TestSupplement = "none", val_supplement: TestSupplement | None = None,
@@ -141,7 +147,7 @@ class ConicalEmbedding(BaseRetrievalModule):
         hp = self.hparams
         if not hp.use_supplement:
             return ["none"]
-        testing = self._trainer is not None and self.trainer.testing
+        testing = bool(getattr(attached_trainer(self), "testing", False))
         main = hp.test_supplement if testing or hp.val_supplement is None else hp.val_supplement
         return list(dict.fromkeys([main, *(hp.report_supplements if testing else [])]))
 

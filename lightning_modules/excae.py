@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,7 @@ from torch import Tensor
 
 from datamodules.batch import PairBatch, TextBatch, VideoBatch
 from datamodules.captions import CaptionKind
+from lightning_modules.attachment import attached_trainer
 from lightning_modules.base import BaseRetrievalModule, Features
 from lightning_modules.components import cosine_matrix, masked_mean_pool
 from lightning_modules.components.experts import (
@@ -100,6 +101,9 @@ class ExCae(BaseRetrievalModule):
         balance_weight: weight of the Switch load-balancing term (0 = off, as released).
         **kwargs: ``BaseRetrievalModule`` arguments (backbone, lr, optimizer, ...).
     """
+
+    # the reported routing is a test-time choice: ``vtr test --ckpt_path`` takes it from its command line
+    test_time_args: ClassVar[tuple[str, ...]] = (*BaseRetrievalModule.test_time_args, "eval_routing")
 
     def __init__(self, caption_key: CaptionKind = "multi", video_inputs: VideoInputs = "both",
                  use_ecs: bool = True, num_experts: int = 16, experts_per_group: int | None = None,
@@ -169,7 +173,7 @@ class ExCae(BaseRetrievalModule):
         videos at once. Only inside the Lightning evaluation loops, which gather every batch before ``score``;
         ``encode_video`` called directly (search indexing, tests) keeps returning finished embeddings.
         """
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         return not self.training and trainer is not None and bool(
             trainer.validating or trainer.testing or trainer.sanity_checking)
 
@@ -178,8 +182,8 @@ class ExCae(BaseRetrievalModule):
         pass, under the trainer's precision (the loop's batches ran under it)."""
         rows = next(iter(feats.values())).shape[0]
         step = self.hparams.eval_video_chunk
-        context = (self.trainer.precision_plugin.forward_context() if self._trainer is not None
-                   else contextlib.nullcontext())
+        trainer = attached_trainer(self)
+        context = trainer.precision_plugin.forward_context() if trainer is not None else contextlib.nullcontext()
         parts = []
         with context:
             for start in range(0, rows, step):
@@ -192,7 +196,7 @@ class ExCae(BaseRetrievalModule):
     def wants_other_routing(self) -> bool:
         """Whether this evaluation scores the other routing as well (``other_routing_view``)."""
         when = self.hparams.other_routing_view
-        testing = self._trainer is not None and self.trainer.testing
+        testing = bool(getattr(attached_trainer(self), "testing", False))
         return when == "always" or (when == "test" and testing)
 
     def video_features(self, groups: dict[str, tuple[Tensor, Tensor]]) -> Features:

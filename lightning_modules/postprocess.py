@@ -1,8 +1,9 @@
 """Test-time post-processing of a text x video score matrix: dual softmax (DSL) and QB-Norm.
 
 Both re-score a finished similarity matrix ``sim[t, v]`` (rows: text queries, columns: videos) without touching
-the model. They are *not* part of any method here: ``BaseRetrievalModule`` applies them only when asked
-(``postprocess: [dsl, qbnorm]``), after the plain metrics are written, and writes each one's numbers to its own
+the model. They are *not* part of any method here: the test-time post-processing callback
+(``callbacks/test_time_postprocessing.py``) applies them only when the model asks (``postprocess: [dsl, qbnorm]``),
+after the plain metrics are written, and writes each one's numbers to its own
 ``test/metrics_<flag>.json`` (README "Metrics", "Post-processing (DSL, QB-Norm)").
 
 * **DSL** (dual softmax, CAMoE: Cheng et al. 2021, arXiv 2109.04290, the DSL section): every score is multiplied by a
@@ -20,14 +21,16 @@ and (floating) dtype.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DSL_TEMPERATURE", "QBNORM_BETA", "QBNORM_TOPK", "activation_set", "check_bank_disjoint",
-           "dual_softmax", "qb_norm"]
+from lightning_modules.metrics import RECALL_KS, ranks_t2v, ranks_v2t, summarize_ranks
+
+__all__ = ["DSL_TEMPERATURE", "QBNORM_BETA", "QBNORM_TOPK", "activation_set", "check_bank_disjoint", "dual_softmax",
+           "postprocessed_metrics", "qb_norm"]
 
 # CAMoE's DSL prior is a softmax over CLIP *logits*, i.e. the cosine times CLIP's logit scale 100; the temperature
 # of the released ``dual_softmax_loss`` (temp=1000, dividing those logits) smooths training gradients and is 1 at
@@ -171,3 +174,17 @@ def check_bank_disjoint(bank_text_ids: Sequence[str], test_text_ids: Sequence[st
                 f"model.init_args.postprocess: qbnorm: the query bank (training-split texts) shares {len(shared)} "
                 f"{what} with the test split (first: {shared[:5]}); the bank must not contain test queries or "
                 "describe test videos. Fix the splits, or drop qbnorm from model.init_args.postprocess")
+
+
+def postprocessed_metrics(t2v: Tensor, v2t: Tensor | None, gt: Tensor, plain: dict[str, Any]) -> dict[str, float]:
+    """metrics.json's keys for a post-processed matrix: t2v ranked on ``t2v``, v2t on ``v2t`` (or, when ``None``,
+    the plain numbers copied), rsum over both, and the plain run's counts."""
+    out = summarize_ranks(ranks_t2v(t2v, gt), "t2v")
+    if v2t is not None:
+        out.update(summarize_ranks(ranks_v2t(v2t, gt), "v2t"))
+    else:
+        out.update({k: float(v) for k, v in plain.items() if k.startswith("v2t_")})
+    out["rsum"] = float(sum(out[f"{d}_R{k}"] for d in ("t2v", "v2t") for k in RECALL_KS))
+    for key in ("num_texts", "num_videos", "num_videos_failed", "num_texts_unscored"):
+        out[key] = float(plain[key])
+    return out

@@ -127,16 +127,17 @@ def save_module_checkpoint(cls: type, init_args: dict[str, Any], path: Path, see
     import torch
     import yaml
     from jsonargparse import ArgumentParser
-    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(cls, "module", fail_untyped=False)
     config = parser.parse_object({"module": init_args})
     hparams = yaml.safe_load(parser.dump(config, skip_none=False))["module"]  # every argument, defaults included
     torch.manual_seed(seed)
-    with _given_hyperparameters_context(hparams=hparams, instantiator="lightning.pytorch.cli.instantiate_module"):
-        module = parser.instantiate_classes(config).module
+    module = parser.instantiate_classes(config).module
+    # the hyper-parameters LightningCLI records: the config (nested class_path specs) and the instantiator that
+    # load_from_checkpoint rebuilds it with
+    hparams["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": hparams,
                 "pytorch-lightning_version": L.__version__}, path)
     return path

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from lightning_modules.metrics import retrieval_metrics
-from lightning_modules.test_time import postprocessed_metrics
+from lightning_modules.postprocess import postprocessed_metrics
 from tests.run_helpers import REPO
 
 TEMPLATE = REPO / "results" / "demo" / "clip4clip_meanP"

@@ -53,7 +53,6 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor
 
 from callbacks.caption_writer import CaptionWriter, read_jsonl
@@ -138,14 +137,12 @@ def load_frozen(cls: type[L.LightningModule], path: str) -> Any:
     """``cls`` from ``path`` (opened as untrusted) on the CPU, frozen, in eval mode. Called while LightningCLI builds
     the stage module, it must not see that module's arguments as its own: LightningCLI hands them to
     ``save_hyperparameters`` through a context variable, which the loaded module would otherwise take for its hyper-
-    parameters."""
+    parameters (``outside_config_build`` loads it in a fresh context, where no such variable is set)."""
+    from lightning_modules.cli_hyperparameters import outside_config_build
     from lightning_modules.safe_load import load_lightning_module
 
-    token = _given_hyperparameters.set(None)
-    try:  # a work folder may be shared: weights only, class paths checked (lightning_modules/safe_load.py)
-        model, _ = load_lightning_module(path, cls, map_location="cpu")
-    finally:
-        _given_hyperparameters.reset(token)
+    # a work folder may be shared: weights only, class paths checked (lightning_modules/safe_load.py)
+    model, _ = outside_config_build(load_lightning_module, path, cls, map_location="cpu")
     model.requires_grad_(False)
     return model.eval()
 

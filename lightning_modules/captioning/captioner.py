@@ -25,6 +25,7 @@ import numpy as np
 
 from datamodules.batch import VideoBatch
 from datamodules.captions import KINDS, CaptionKind
+from lightning_modules.attachment import attached_trainer
 from lightning_modules.captioning.backends.base import CaptionBackend, CaptionOutput, CaptionRequest, tile_grid
 
 NARVID_PROMPT = "Please describe this image for image-captioning task."
@@ -259,5 +260,5 @@ class Captioner(L.LightningModule):
         return [f.permute(1, 2, 0).numpy() for f in frames]
 
     def _datamodule(self) -> Any | None:
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         return getattr(trainer, "datamodule", None) if trainer is not None else None

@@ -30,12 +30,13 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor
 
 from datamodules.batch import PairBatch, TextBatch, VideoBatch, normalize_frames
 from datamodules.preferences import PreferenceBatch
+from lightning_modules.attachment import attached_trainer
 from lightning_modules.captioning.trainable import PrefixCaptioner
+from lightning_modules.cli_hyperparameters import object_args_to_ignore
 from lightning_modules.components.losses import dpo_loss
 from lightning_modules.lineage import LineageMixin, checkpoint_lineage
 from lightning_modules.optim import warmup_cosine
@@ -75,7 +76,7 @@ class CaptionerTraining(LineageMixin, L.LightningModule):
             raise ValueError(f"objective must be sft or dgdpo, got {objective!r}")
         if beta <= 0:
             raise ValueError(f"beta must be > 0, got {beta}")
-        self.save_hyperparameters(ignore=[] if _given_hyperparameters.get() else ["captioner"])
+        self.save_hyperparameters(ignore=object_args_to_ignore("captioner"))
         self.captioner = captioner
         self.objective = objective
         self.prompt = prompt
@@ -254,7 +255,7 @@ class CaptionerTraining(LineageMixin, L.LightningModule):
         return out
 
     def _attribute_scores(self, captions: dict[str, str]) -> dict[str, float]:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dm = getattr(attached_trainer(self), "datamodule", None)
         dm = getattr(dm, "feature_source", dm)
         root = getattr(dm, "root", None)
         if root is None or not (Path(root) / "synthvtr" / "video_facts.jsonl").is_file():

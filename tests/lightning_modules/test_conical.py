@@ -51,7 +51,7 @@ def attach_eval(model: ConicalEmbedding, texts: list[str], testing: bool = True)
     """A stand-in trainer in its test stage: enough for the module's eval lookups."""
     trainer = SimpleNamespace(testing=testing, datamodule=FakeDataModule(texts),
                               state=SimpleNamespace(stage=SimpleNamespace(value="test" if testing else "validate")))
-    model._trainer = trainer  # the module reads trainer.testing, .state and .datamodule only
+    model.trainer = trainer  # the module reads trainer.testing, .state and .datamodule only
 
 
 # ------------------------------------------------------------------ the loss, by hand

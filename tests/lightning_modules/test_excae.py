@@ -137,7 +137,7 @@ def test_topk_evaluation_runs_only_the_routed_experts_and_equals_dense_then_mask
 
 def _in_loop(model: ExCae, testing: bool) -> ExCae:
     """``model`` as the validation (``testing`` False) or test loop's trainer has it."""
-    model._trainer = SimpleNamespace(testing=testing, validating=not testing, sanity_checking=False,
+    model.trainer = SimpleNamespace(testing=testing, validating=not testing, sanity_checking=False,
                                      precision_plugin=SimpleNamespace(forward_context=contextlib.nullcontext))
     return model
 

@@ -1,11 +1,15 @@
-"""Test-time post-processing of a finished test evaluation (``postprocess: [dsl, qbnorm]``).
+"""Test-time post-processing of a finished test evaluation (``model.init_args.postprocess: [dsl, qbnorm]``), as a
+callback.
 
-``BaseRetrievalModule.on_test_epoch_end`` hands its plain test evaluation to ``run_test_postprocessing`` after the
-plain artifacts are written; this module re-scores the matrix with each requested flag (the matrix math lives in
-``lightning_modules.postprocess``), encodes QB-Norm's query bank of training texts with the module's own
-``encode_text``/``score``, and (rank 0) writes ``metrics_<flag>.json`` and ``sim_t2v_<flag>.npy`` next to
-``metrics.json``, which it never changes. Kept out of the base so the base reads as the shared training and
-evaluation protocol.
+``BaseRetrievalModule.configure_callbacks`` adds :class:`TestTimePostprocessing` when the model's ``postprocess`` asks
+for any. Its ``setup`` checks QB-Norm's query bank against the test split before training (not hours later), and its
+``on_test_end`` (after the module's ``on_test_epoch_end`` wrote the plain artifacts, which it never changes)
+re-scores the test matrix with each requested flag (the matrix math lives in ``lightning_modules.postprocess``),
+encodes QB-Norm's query bank of training texts with the module's own ``encode_text``/``score``, and (rank 0) writes
+``metrics_<flag>.json`` and ``sim_t2v_<flag>.npy`` next to ``metrics.json``.
+
+The callback depends on the module only through :class:`PostprocessedModule` (what a ``BaseRetrievalModule`` is), so
+``lightning_modules`` never imports this file at module level and this file never imports the base.
 """
 
 from __future__ import annotations
@@ -13,25 +17,76 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_modules.metrics import RECALL_KS, ranks_t2v, ranks_v2t, summarize_ranks
-from lightning_modules.postprocess import activation_set, check_bank_disjoint, dual_softmax, qb_norm
+from lightning_modules.artifacts import save_npy_atomic, write_text_atomic
+from lightning_modules.postprocess import (
+    activation_set,
+    check_bank_disjoint,
+    dual_softmax,
+    postprocessed_metrics,
+    qb_norm,
+)
+from lightning_modules.scoring import Features, as_float32
 
-if TYPE_CHECKING:
-    from lightning_modules.base import BaseRetrievalModule, Features
-
-__all__ = ["QBNORM_BANK_SEED", "check_query_bank", "postprocessed_metrics", "run_test_postprocessing"]
+__all__ = ["QBNORM_BANK_SEED", "PostprocessedModule", "TestTimePostprocessing", "check_query_bank",
+           "run_test_postprocessing"]
 
 # QB-Norm's bank is a deterministic draw of training texts; recorded in metrics_qbnorm.json
 QBNORM_BANK_SEED = 0
 
 
-def check_query_bank(module: BaseRetrievalModule, dm: Any) -> None:
+class PostprocessedModule(Protocol):
+    """What the post-processing needs of a module: its flags (``hparams.postprocess``, ``dsl_temperature``,
+    ``qbnorm_beta``, ``qbnorm_topk``, ``qbnorm_bank_size``, ``write_artifacts``), the test evaluation it just ran
+    (``last_eval``, ``last_metrics``), and its encoders, scoring, gathering and metrics.json record."""
+
+    hparams: Any
+    trainer: L.Trainer
+    device: torch.device
+    training: bool
+    last_eval: dict[str, Any]
+    last_metrics: dict[str, Any]
+
+    def encode_text(self, batch: Any) -> Features: ...
+    def score(self, text_feats: Features, video_feats: Features) -> tuple[Tensor, dict[str, Tensor]]: ...
+    def gather_eval_store(self, store: list[tuple[Tensor, Features]]) -> tuple[Tensor, Features]: ...
+    def test_record(self, metrics: dict[str, Any]) -> dict[str, Any]: ...
+    def artifact_dir(self) -> Path: ...
+    def eval(self) -> Any: ...
+    def train(self, mode: bool = True) -> Any: ...
+
+
+class TestTimePostprocessing(L.Callback):
+    """Runs the module's requested post-processing after each test; ``results`` holds the last test's, by flag
+    (``t2v``/``v2t`` matrices, ``metrics``, the ``postprocess`` record)."""
+
+    __test__ = False  # a callback, not a pytest test class (its name starts with "Test")
+
+    def __init__(self) -> None:
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        dm = trainer.datamodule
+        if dm is not None and "qbnorm" in pl_module.hparams.postprocess and stage in ("fit", "test"):
+            check_query_bank(pl_module, dm)  # before training, not hours later at the end of the test
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not pl_module.hparams.postprocess:
+            return
+        out = pl_module.artifact_dir() if pl_module.hparams.write_artifacts else None  # every rank asks (broadcast)
+        try:
+            self.results = run_test_postprocessing(pl_module, pl_module.last_eval, pl_module.last_metrics, out)
+        finally:
+            pl_module.last_eval.pop("video_feats", None)  # only QB-Norm's bank needed the test videos' features
+
+
+def check_query_bank(module: PostprocessedModule, dm: Any) -> None:
     """Refuse a QB-Norm bank that shares a text id or a described video with the test split (annotations only)."""
     if not hasattr(dm, "query_bank"):
         raise TypeError(f"model.init_args.postprocess: qbnorm needs a data module with query_bank (training "
@@ -43,7 +98,7 @@ def check_query_bank(module: BaseRetrievalModule, dm: Any) -> None:
                         [v.video_id for v in test.videos])
 
 
-def run_test_postprocessing(module: BaseRetrievalModule, ev: dict[str, Any], metrics: dict[str, Any],
+def run_test_postprocessing(module: PostprocessedModule, ev: dict[str, Any], metrics: dict[str, Any],
                             out: Path | None) -> dict[str, dict[str, Any]]:
     """Each requested post-processing of the test matrix ``ev["sim"]``, its metrics and (rank 0) its artifacts.
 
@@ -63,7 +118,7 @@ def run_test_postprocessing(module: BaseRetrievalModule, ev: dict[str, Any], met
     return results
 
 
-def _dsl(module: BaseRetrievalModule, ev: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
+def _dsl(module: PostprocessedModule, ev: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
     """DSL in both directions: t2v with the prior over the test queries, v2t with the prior over videos."""
     tau = float(module.hparams.dsl_temperature)
     t2v, v2t = dual_softmax(ev["sim"], tau, "t2v"), dual_softmax(ev["sim"], tau, "v2t")
@@ -76,7 +131,7 @@ def _dsl(module: BaseRetrievalModule, ev: dict[str, Any], plain: dict[str, Any])
             "postprocess": record}
 
 
-def _qbnorm(module: BaseRetrievalModule, ev: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
+def _qbnorm(module: PostprocessedModule, ev: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
     """QB-Norm (dynamic inverted softmax) of the t2v scores with a bank of training-split texts.
 
     The bank (``datamodule.query_bank``) is checked to share no text id and no described video with the test
@@ -105,10 +160,8 @@ def _qbnorm(module: BaseRetrievalModule, ev: dict[str, Any], plain: dict[str, An
 
 
 @torch.no_grad()
-def _encode_bank(module: BaseRetrievalModule, bank: Any) -> Features:
+def _encode_bank(module: PostprocessedModule, bank: Any) -> Features:
     """Features of the bank's texts, in bank order, on every rank (each encodes its shard; all-gathered)."""
-    from lightning_modules.base import as_float32
-
     trainer = module.trainer
     loader = trainer.datamodule.query_bank_dataloader(bank, trainer.world_size, trainer.global_rank)
     was_training = module.training
@@ -125,7 +178,7 @@ def _encode_bank(module: BaseRetrievalModule, bank: Any) -> Features:
     return feats
 
 
-def _write_artifacts(module: BaseRetrievalModule, name: str, result: dict[str, Any], ev: dict[str, Any],
+def _write_artifacts(module: PostprocessedModule, name: str, result: dict[str, Any], ev: dict[str, Any],
                      out: Path) -> None:
     """``metrics_<name>.json`` (metrics.json's schema, ``postprocess`` describing what was done) and
     ``sim_t2v_<name>.npy`` (float32, the matrix the t2v numbers were computed from; DSL also writes its v2t
@@ -135,20 +188,20 @@ def _write_artifacts(module: BaseRetrievalModule, name: str, result: dict[str, A
         raise ValueError(f"{type(module).__name__} has a similarity view named {name!r}, whose raw matrix would be "
                          f"overwritten by the {name} post-processing (sim_t2v_{name}.npy); rename the view")
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / f"sim_t2v_{name}.npy", result["t2v"].numpy().astype(np.float32))
+    save_npy_atomic(out / f"sim_t2v_{name}.npy", result["t2v"].numpy().astype(np.float32))
     if result["v2t"] is not None:
-        np.save(out / f"sim_v2t_{name}.npy", result["v2t"].numpy().astype(np.float32))
+        save_npy_atomic(out / f"sim_v2t_{name}.npy", result["v2t"].numpy().astype(np.float32))
     if "bank_sim" in result:  # QB-Norm's bank x test videos scores: the result can be recomputed offline
-        np.save(out / f"sim_bank_{name}.npy", result["bank_sim"].numpy().astype(np.float32))
-        (out / f"bank_text_ids_{name}.json").write_text(json.dumps(result["bank_text_ids"]))
+        save_npy_atomic(out / f"sim_bank_{name}.npy", result["bank_sim"].numpy().astype(np.float32))
+        write_text_atomic(out / f"bank_text_ids_{name}.json", json.dumps(result["bank_text_ids"]))
     record = module.test_record(result["metrics"])
     record["postprocess"] = result["postprocess"]
     if "bank_text_ids" in result:  # the bank is one more read of this number's lineage (overlap with test counted)
         record.update(_bank_lineage(module, result["bank_text_ids"]))
-    (out / f"metrics_{name}.json").write_text(json.dumps(record, indent=2, default=str))
+    write_text_atomic(out / f"metrics_{name}.json", json.dumps(record, indent=2, default=str))
 
 
-def _bank_lineage(module: BaseRetrievalModule, bank_text_ids: list[str]) -> dict[str, Any]:
+def _bank_lineage(module: PostprocessedModule, bank_text_ids: list[str]) -> dict[str, Any]:
     """metrics.json's lineage and verdict with QB-Norm's query bank added as a read (``query bank`` role)."""
     from datamodules.lineage import QUERY_BANK, read_record
     from lightning_modules.lineage import test_lineage, test_set_of, verdict_fields
@@ -160,17 +213,3 @@ def _bank_lineage(module: BaseRetrievalModule, bank_text_ids: list[str]) -> dict
     read = read_record(QUERY_BANK, getattr(dm, "name", "?"), bank.name, videos, bank_text_ids, test,
                        texts=[], detail=f"{len(bank_text_ids)} training texts normalise the test scores")
     return verdict_fields(test_lineage(module, dm, extra_reads=[read]))
-
-
-def postprocessed_metrics(t2v: Tensor, v2t: Tensor | None, gt: Tensor, plain: dict[str, Any]) -> dict[str, float]:
-    """metrics.json's keys for a post-processed matrix: t2v ranked on ``t2v``, v2t on ``v2t`` (or, when ``None``,
-    the plain numbers copied), rsum over both, and the plain run's counts."""
-    out = summarize_ranks(ranks_t2v(t2v, gt), "t2v")
-    if v2t is not None:
-        out.update(summarize_ranks(ranks_v2t(v2t, gt), "v2t"))
-    else:
-        out.update({k: float(v) for k, v in plain.items() if k.startswith("v2t_")})
-    out["rsum"] = float(sum(out[f"{d}_R{k}"] for d in ("t2v", "v2t") for k in RECALL_KS))
-    for key in ("num_texts", "num_videos", "num_videos_failed", "num_texts_unscored"):
-        out[key] = float(plain[key])
-    return out
