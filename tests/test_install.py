@@ -204,15 +204,6 @@ def test_the_wheel_carries_every_package_and_the_shipped_files(wheel: Path) -> N
     assert "lightning_modules/backbones/model_configs/vtr-tiny-clip.json" in names
 
 
-def test_setup_py_and_vtr_resources_ship_the_same_kinds_of_config() -> None:
-    from vtr.resources import CONFIG_SUFFIXES
-
-    setup = ast.parse((REPO / "setup.py").read_text())
-    suffixes = next(ast.literal_eval(node.value) for node in ast.walk(setup) if isinstance(node, ast.Assign)
-                    and any(isinstance(t, ast.Name) and t.id == "SUFFIXES" for t in node.targets))
-    assert suffixes == CONFIG_SUFFIXES
-
-
 # ------------------------------------------------------------------------------------------ the install
 @pytest.fixture(scope="module")
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:

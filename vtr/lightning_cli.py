@@ -17,6 +17,8 @@ directory (and W&B run id), the rows ``metrics.csv`` had before the checkpoint a
 
 from __future__ import annotations
 
+import copy
+import importlib
 import logging
 import os
 import sys
@@ -35,6 +37,7 @@ import datamodules.registry  # noqa: F401  (registers the data modules for short
 import lightning_modules  # noqa: F401  (registers the methods for short class names)
 from callbacks import LoggerSaveConfigCallback
 from callbacks.exact_resume import ExactResume, keep_csv_rows_before, read_resume_info, resume_logger_overrides
+from lightning_modules.cli_hyperparameters import building_from_config
 from lightning_modules.provenance import source_state
 from lightning_modules.safe_load import check_checkpoint
 from vtr.resources import resolve_config_args
@@ -42,34 +45,41 @@ from vtr.resources import resolve_config_args
 log = logging.getLogger(__name__)
 
 
-# model arguments that only steer what a test reports (test-time post-processing): with ``--ckpt_path`` they come
-# from this command line, not from the checkpoint's hyper-parameters (which LightningCLI otherwise applies on top)
-TEST_TIME_MODEL_ARGS = ("postprocess", "dsl_temperature", "qbnorm_beta", "qbnorm_topk", "qbnorm_bank_size",
-                        # ExCae's reported routing; conical's test-time supplement modes and per-candidate batching
-                        "eval_routing", "test_supplement", "report_supplements", "per_candidate_batch")
-
-
 class VTRCLI(LightningCLI):
-    """LightningCLI with ``--test_after_fit`` and resuming into the checkpoint's own run directory."""
+    """LightningCLI with ``--test_after_fit``, resuming into the checkpoint's own run directory, checkpoints always
+    loaded weights-only and their class paths checked, and a method's test-time arguments taken from the command line.
 
-    def _parse_ckpt_path(self) -> None:
-        """Restore the checkpoint's model arguments (LightningCLI), except the test-time ones of this command line:
-        ``test --ckpt_path <ckpt> --model.init_args.postprocess '[dsl]'`` post-processes a run trained without it,
-        and a checkpoint trained with the flag is tested without it unless the flag is given again."""
+    Only LightningCLI's public hooks are overridden (``parse_arguments``, ``add_arguments_to_parser``,
+    ``before_instantiate_classes``, ``instantiate_classes``, ``before_fit``, ``after_fit``).
+    """
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse the command line; with ``--ckpt_path``, check the checkpoint before LightningCLI reads it.
+
+        Right after this method LightningCLI applies the checkpoint's hyper-parameters on top of the parsed model
+        arguments, which imports and later instantiates the classes the checkpoint names: a checkpoint may come from
+        someone else, so it is loaded weights-only and every class path checked (allow-list, base class) here first.
+        The command line's model arguments are kept, so that ``before_instantiate_classes`` can put the test-time
+        ones back over the checkpoint's.
+        """
+        super().parse_arguments(parser, args)
+        self._command_line_model_args: dict[str, Any] = {}
         subcommand = self.config.get("subcommand")
-        model = self.config[subcommand].get("model") if subcommand else None
-        args = model.get("init_args") if model is not None else None
-        given = {k: args[k] for k in TEST_TIME_MODEL_ARGS if args is not None and k in args}
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
         if ckpt_path and Path(ckpt_path).is_file():
-            # LightningCLI imports and instantiates the classes the checkpoint names: a checkpoint may come from
-            # someone else, so it is loaded weights-only and every class path checked (allow-list, base class) first
             check_checkpoint(ckpt_path, L.LightningModule)
-        super()._parse_ckpt_path()
-        if given:
-            restored = self.config[subcommand].model.init_args
-            for key, value in given.items():
-                restored[key] = value
+        model = self.config[subcommand].get("model")
+        init_args = model.get("init_args") if model is not None else None
+        if init_args is not None:
+            self._command_line_model_args = copy.deepcopy(dict(vars(init_args)))
+
+    def instantiate_classes(self) -> None:
+        """LightningCLI's instantiation, marked as building from a config: a module then keeps its object arguments'
+        configs (backbone, captioner) in its hyper-parameters (``lightning_modules/cli_hyperparameters.py``)."""
+        with building_from_config():
+            super().instantiate_classes()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
@@ -79,14 +89,19 @@ class VTRCLI(LightningCLI):
                                  "epoch can be resumed part-way (fit --ckpt_path .../last.ckpt)")
 
     def before_instantiate_classes(self) -> None:
-        """``fit``: add the step checkpoints, and on ``--ckpt_path`` point the loggers at the checkpoint's run
-        before they create a new one.
+        """Every subcommand: checkpoints load weights-only, and with ``--ckpt_path`` the model's test-time arguments
+        are this command line's. ``fit``: add the step checkpoints, and on ``--ckpt_path`` point the loggers at the
+        checkpoint's run before they create a new one.
 
         A new version directory would also move ``ModelCheckpoint``'s ``dirpath``, and Lightning then drops
         the restored ``best_model_score`` ("dirpath has changed"): the final test would use the best of the
         resumed part only.
         """
         self._resume_step: int | None = None
+        if self.subcommand is None:
+            return
+        _load_weights_only(self.config[self.subcommand])
+        self._restore_test_time_args(self.config[self.subcommand])
         config = self.config.get(self.subcommand) if self.subcommand == "fit" else None
         if config is None:
             return
@@ -117,18 +132,21 @@ class VTRCLI(LightningCLI):
                 log.info("resuming %s: kept %d metrics.csv rows logged before step %d", logger.log_dir, kept,
                          self._resume_step)
 
-    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
-        """Lightning 2.6 loads ``ckpt_path`` with ``weights_only=None``, i.e. torch's default, which the environment
-        variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns off: here it is always True (the suite's checkpoints need
-        nothing more), and ``--weights_only false`` is refused rather than honoured."""
-        kwargs = super()._prepare_subcommand_kwargs(subcommand)
-        if kwargs.get("weights_only") is False:
-            raise ValueError("--weights_only false: checkpoints are always loaded with weights_only=True here (a "
-                             "checkpoint may come from someone else and would run code); re-save a checkpoint that "
-                             "needs pickled objects with plain tensors instead")
-        if "weights_only" in kwargs or kwargs.get("ckpt_path"):
-            kwargs["weights_only"] = True
-        return kwargs
+    def _restore_test_time_args(self, config: Namespace) -> None:
+        """With ``--ckpt_path``: the model's test-time arguments (``test_time_args`` of the class being run, the
+        checkpoint's or else the config's) take this command line's values (given or default), not the checkpoint's.
+
+        ``test --ckpt_path <ckpt> --model.init_args.postprocess '[dsl]'`` post-processes a run trained without it, and
+        a checkpoint trained with the flag is tested without it unless the flag is given again.
+        """
+        ckpt_path = config.get("ckpt_path")
+        model = config.get("model")
+        if not ckpt_path or not Path(ckpt_path).is_file() or model is None or model.get("init_args") is None:
+            return
+        names = test_time_args_of(str(model.class_path))
+        for key in names:
+            if key in self._command_line_model_args:
+                model.init_args[key] = self._command_line_model_args[key]
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
@@ -136,6 +154,31 @@ class VTRCLI(LightningCLI):
         ckpt = self.trainer.checkpoint_callback
         best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True)
+
+
+def test_time_args_of(class_path: str) -> tuple[str, ...]:
+    """The model arguments the class at ``class_path`` declares test-time (``test_time_args``; none for a module that
+    declares none, e.g. the captioner). The class is already imported (the parsed config names it)."""
+    module_name, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), name)
+    return tuple(getattr(cls, "test_time_args", ()))
+
+
+def _load_weights_only(config: Namespace) -> None:
+    """Checkpoints are always loaded with ``weights_only=True`` and ``--weights_only false`` is refused.
+
+    Lightning loads ``ckpt_path`` with ``weights_only=None`` by default, i.e. torch's default, which the environment
+    variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns off; the suite's checkpoints need nothing but tensors.
+    """
+    if config.get("weights_only") is False:
+        raise ValueError("--weights_only false: checkpoints are always loaded with weights_only=True here (a "
+                         "checkpoint may come from someone else and would run code); re-save a checkpoint that "
+                         "needs pickled objects with plain tensors instead")
+    if "weights_only" in config:
+        config["weights_only"] = True
+    elif config.get("ckpt_path"):
+        raise RuntimeError("this Lightning's Trainer methods take no weights_only argument, so --ckpt_path could not "
+                           "be loaded weights-only; install the pinned lightning (requirements.txt)")
 
 
 def _add_step_checkpoints(trainer_config: Namespace, every_n_train_steps: int) -> None:
