@@ -143,7 +143,7 @@ class VTRCLI(LightningCLI):
         model = config.get("model")
         if not ckpt_path or not Path(ckpt_path).is_file() or model is None or model.get("init_args") is None:
             return
-        names = test_time_args_of(str(model.class_path))
+        names = model_test_time_args(str(model.class_path))
         for key in names:
             if key in self._command_line_model_args:
                 model.init_args[key] = self._command_line_model_args[key]
@@ -156,7 +156,7 @@ class VTRCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True)
 
 
-def test_time_args_of(class_path: str) -> tuple[str, ...]:
+def model_test_time_args(class_path: str) -> tuple[str, ...]:
     """The model arguments the class at ``class_path`` declares test-time (``test_time_args``; none for a module that
     declares none, e.g. the captioner). The class is already imported (the parsed config names it)."""
     module_name, _, name = class_path.rpartition(".")

@@ -20,7 +20,7 @@ from lightning_modules.base import BaseRetrievalModule
 from lightning_modules.captioning import Captioner
 from main import main
 from tests.run_helpers import TINY_CLIP4CLIP, csv_logger
-from vtr.lightning_cli import _load_weights_only, test_time_args_of
+from vtr.lightning_cli import _load_weights_only, model_test_time_args
 
 BASE_TEST_TIME = ("postprocess", "dsl_temperature", "qbnorm_beta", "qbnorm_topk", "qbnorm_bank_size")
 
@@ -44,12 +44,12 @@ def _path(cls: type) -> str:
 
 def test_each_method_declares_its_test_time_arguments() -> None:
     assert BaseRetrievalModule.test_time_args == BASE_TEST_TIME
-    assert test_time_args_of(_path(CLIP4Clip)) == BASE_TEST_TIME  # inherits the post-processing ones
-    assert test_time_args_of(_path(ExCae)) == (*BASE_TEST_TIME, "eval_routing")
-    assert test_time_args_of(_path(ConicalEmbedding)) == (*BASE_TEST_TIME, "test_supplement", "report_supplements",
+    assert model_test_time_args(_path(CLIP4Clip)) == BASE_TEST_TIME  # inherits the post-processing ones
+    assert model_test_time_args(_path(ExCae)) == (*BASE_TEST_TIME, "eval_routing")
+    assert model_test_time_args(_path(ConicalEmbedding)) == (*BASE_TEST_TIME, "test_supplement", "report_supplements",
                                                           "per_candidate_batch")
-    assert test_time_args_of(_path(NotedCLIP4Clip)) == (*BASE_TEST_TIME, "report_note")
-    assert test_time_args_of(_path(Captioner)) == ()  # a LightningModule that declares none
+    assert model_test_time_args(_path(NotedCLIP4Clip)) == (*BASE_TEST_TIME, "report_note")
+    assert model_test_time_args(_path(Captioner)) == ()  # a LightningModule that declares none
 
 
 def test_checkpoints_load_weights_only_and_false_is_refused() -> None:
