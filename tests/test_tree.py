@@ -135,7 +135,7 @@ def test_the_checks_find_a_missing_mirror_and_a_stale_one(tmp_path: Path) -> Non
     assert missing_tests(repo) == ["datamodules/b.py: write tests/datamodules/test_b.py",
                                    "datamodules/sub/y.py: write tests/datamodules/sub/test_y.py"]
     stale = stale_tests(repo)
-    assert len(stale) == 2 and stale[0].startswith("tests/datamodules/test_gone.py: no module")
-    assert stale[1].startswith("tests/callbacks/old/test_q.py: callbacks/old/ is not a package")
+    assert len(stale) == 2 and stale[0].startswith("tests/callbacks/old/test_q.py: callbacks/old/ is not a package")
+    assert stale[1].startswith("tests/datamodules/test_gone.py: no module")
     (repo / "tests/datamodules/test_sub.py").write_text("")  # a package-level test covers the whole subpackage
     assert missing_tests(repo) == ["datamodules/b.py: write tests/datamodules/test_b.py"]
