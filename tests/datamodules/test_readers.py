@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.readers import resize_center_crop, sample_frame_indices
+from datamodules import MSVD
+from datamodules.readers import VideoDecodeError, resize_center_crop, sample_frame_indices
+from tests.datamodule_helpers import SMALL, CopyOf
 
 
 @pytest.mark.parametrize("available,wanted", [(32, 8), (8, 8), (5, 8), (100, 12), (13, 12)])
@@ -32,3 +34,28 @@ def test_resize_center_crop() -> None:
     out = resize_center_crop(frames, 20)
     assert out.shape == (2, 3, 20, 20) and out.dtype == torch.uint8
     assert out[0, :, 10, 10].min() > 200 and out[0, :, 10, 0].max() < 60
+
+
+def test_undecodable_video_raises_naming_file_and_id(copy_of: CopyOf) -> None:
+    root = copy_of("msvd")
+    victim = (root / "test_list.txt").read_text().split()[0]
+    (root / "YouTubeClips" / f"{victim}.avi").write_bytes(b"\x00not a video" * 50)
+    dm = MSVD(root=str(root), **SMALL)
+    dm.setup("test")
+    with pytest.raises(VideoDecodeError, match=rf"could not decode .*{victim}\.avi.*\[video '{victim}' of split "
+                                               r"'test'; set data\.init_args\.on_decode_error=skip"):
+        next(iter(dm.test_dataloader()[1]))
+
+
+def test_wrong_frame_folder_layout(copy_of: CopyOf) -> None:
+    root = copy_of("msvd")
+    frames = root / "frames"
+    frames.mkdir()
+    for vid in (root / "test_list.txt").read_text().split():  # flat: <video>_<n>.jpg instead of <video>/<n>.jpg
+        for n in range(3):
+            (frames / f"{vid}_{n:04d}.jpg").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"Wrong frame-folder layout: reader 'frames' expects "
+                                                r"<video_dir>/<video_id>/<n>\.jpg, but .*frames holds 9 image files"):
+        MSVD(root=str(root), video_dir="frames", reader="frames", **SMALL).setup("test")
+    with pytest.raises(FileNotFoundError, match="holds video files: use reader 'decord' or 'pyav', not 'frames'"):
+        MSVD(root=str(root), reader="frames", **SMALL).setup("test")

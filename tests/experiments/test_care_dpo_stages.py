@@ -15,7 +15,6 @@ import torch
 
 from datamodules.collate import collate_videos
 from datamodules.preferences import TrainVideoChunks, meta_path, read_meta
-from datamodules.synthvtr.attributes import attribute_counts, mentioned_values, video_values
 from experiments.care_dpo.caption_quality import caption_quality
 from experiments.care_dpo.preferences import CaptionSampler, PreferenceScorer, family_of
 from lightning_modules.captioning import CaptionerTraining
@@ -274,15 +273,6 @@ def test_caption_measures_read_the_captions_back(setting, tmp_path: Path) -> Non
     blind = caption_quality(data, same)
     assert blind["distinct_captions"] == 0.0 and blind["caption_words"] == 2.0
     assert set(facts) >= set(ids)
-
-
-def test_attribute_reading_takes_the_longest_phrase_once() -> None:
-    said = mentioned_values("a snow white ball moves left in the snow next to a crimson box")
-    assert said == {("colour", "white"), ("shape", "circle"), ("motion", "left"), ("background", "snow"),
-                    ("colour", "red"), ("shape", "square")}
-    truth = video_values(["bg:snow", "obj:white:circle", "mots:circle:left", "mot:white:circle:left"])
-    assert attribute_counts("a snow white ball moves left in the snow next to a crimson box",
-                            ["bg:snow", "obj:white:circle", "mots:circle:left"]) == (4, 6, len(truth))
 
 
 def test_collect_writes_mean_and_std_over_seeds_times_per_seed_and_refuses_mixed_settings(tmp_path: Path) -> None:
