@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.run_helpers import REPO
+
 
 def test_collect_writes_mean_and_std_over_seeds_times_per_seed_and_refuses_mixed_settings(tmp_path: Path) -> None:
     from experiments.care_dpo.collect import collect
@@ -45,7 +47,7 @@ def test_collect_keeps_the_preference_stores_gzipped_and_counts_the_committed_on
 
     from experiments.care_dpo.collect import collect
 
-    committed = Path(__file__).resolve().parents[2] / "results" / "care_dpo_pipeline"
+    committed = REPO / "results" / "care_dpo_pipeline"
     table = {row["seed"]: row for row in json.loads((committed / "preferences.json").read_text())["rows"]}
     summary = json.loads((committed / "summary_s0.json").read_text())
     (tmp_path / "s0.json").write_text(json.dumps(summary))
