@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.sampling import ResumableSampler, SampleKey
 from lightning_modules.safe_load import EXTRA_PACKAGES_ENV
 from main import main
 from tests.run_helpers import REPO
@@ -121,41 +120,3 @@ def test_sigkill_at_epoch_end_and_mid_epoch_then_resume_equals_uninterrupted(fak
     expected = torch.load(tmp_path / "straight.pt", weights_only=True)
     assert final.keys() == expected.keys()
     assert all(torch.equal(final[k], expected[k]) for k in expected), "final weights differ"
-
-def test_sampler_shards_like_distributed_sampler_and_skips_on_resume():
-    from torch.utils.data import DistributedSampler
-
-    data = list(range(10))
-    for rank in range(3):
-        ours = ResumableSampler(data, num_replicas=3, rank=rank, seed=7)  # type: ignore[arg-type]
-        theirs = DistributedSampler(data, num_replicas=3, rank=rank, seed=7)  # type: ignore[arg-type]
-        for epoch in (0, 1):
-            ours.set_epoch(epoch)
-            theirs.set_epoch(epoch)
-            keys = list(ours)
-            assert [k.index for k in keys] == list(theirs)
-            assert all(isinstance(k, SampleKey) and k.epoch == epoch for k in keys)
-    sampler = ResumableSampler(data, seed=3)  # type: ignore[arg-type]
-    sampler.set_epoch(2)
-    full = list(sampler)
-    sampler.resume(2, skip_samples=4)
-    assert list(sampler) == full[4:] and len(sampler) == 10  # the length stays the epoch's
-    sampler.set_epoch(3)
-    assert len(list(sampler)) == 10
-    # the per-item RNG depends on (seed, epoch, position) only
-    assert full[5].rng().integers(1 << 30) == SampleKey(99, 3, 2, 5).rng().integers(1 << 30)
-
-
-def test_resume_points_loggers_at_the_checkpoint_run(tmp_path: Path):
-    from callbacks.exact_resume import resume_logger_overrides
-
-    ckpt = tmp_path / "runs" / "exp" / "version_3" / "checkpoints" / "last.ckpt"
-    csv_args = {"save_dir": str(tmp_path / "runs"), "name": "exp", "version": None}
-    loggers = [("CSVLogger", csv_args), ("WandbLogger", {"id": None, "version": None}),
-               ("MLFlowLogger", {"run_id": None}), ("TensorBoardLogger", {"save_dir": "tb", "version": 7})]
-    recorded = {"loggers": [{"class": "CSVLogger", "version": 3}, {"class": "WandbLogger", "version": "abc123"}]}
-    assert resume_logger_overrides(loggers, ckpt, recorded) == [{"version": 3}, {"id": "abc123"}, {}, {}]
-    # a checkpoint without recorded versions: the CSV run directory comes from the checkpoint's path
-    assert resume_logger_overrides(loggers, ckpt, {"loggers": []}) == [{"version": "version_3"}, {}, {}, {}]
-    elsewhere = tmp_path / "moved" / "last.ckpt"
-    assert resume_logger_overrides(loggers, elsewhere, {"loggers": []}) == [{}, {}, {}, {}]

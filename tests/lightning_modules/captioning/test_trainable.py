@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 import torch
-from peft.tuners.lora import LoraLayer
 from torch import Tensor, nn
 
 from lightning_modules.backbones.base import TextFeatures, VideoTextBackbone
-from lightning_modules.captioning import PrefixCaptioner, adapters_disabled, add_lora
+from lightning_modules.captioning import PrefixCaptioner
 from tests.caption_helpers import save_tiny_llama
 
 FEATURES = 6  # F of the fake frame features
@@ -177,27 +176,3 @@ def test_frames_go_through_the_frozen_video_tower(lm_dir: Path):
     assert not any(k.startswith("video_tower.") for k in model.state_dict())
     with pytest.raises(ValueError, match="no video_tower"):
         _captioner(lm_dir).sequence_logprob(frames, PROMPTS, TARGETS)
-
-
-def test_add_lora_starts_as_the_frozen_layer_and_can_be_switched_off():
-    torch.manual_seed(0)
-    net = nn.Sequential()
-    net.add_module("q_proj", nn.Linear(4, 5))
-    net.add_module("other", nn.Linear(5, 5))
-    x = torch.randn(3, 4)
-    before = net(x)
-    assert add_lora(net, ["q_proj"], rank=2) == ["q_proj"]
-    assert isinstance(net.q_proj, LoraLayer) and type(net.other) is nn.Linear
-    torch.testing.assert_close(net(x), before)  # B starts at zero
-    trainable = [n for n, p in net.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n for n in trainable)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if "lora_B" in name:
-                p.fill_(0.5)
-    assert not torch.allclose(net(x), before)
-    with adapters_disabled(net):  # DPO's reference policy: the same LM without its adapters
-        torch.testing.assert_close(net(x), before)
-    assert not torch.allclose(net(x), before)
-    with pytest.raises(ValueError, match=r"no nn\.Linear named"):
-        add_lora(nn.Sequential(nn.Linear(2, 2)), ["k_proj"])

@@ -1,7 +1,8 @@
-"""CaRe-DPO's data stages on the tiny SynthVTR, as the ``predict`` runs the pipeline makes of them: sampling resumes
-after a crash (and a torn last line) to the file an uninterrupted run writes, scoring builds both groups' fields and
-its sidecar, resumes from its finished chunks, and encodes live what a trainable video trunk leaves out of the feature
-cache; the caption measures read captions back."""
+"""experiments.care_dpo.preferences: CaRe-DPO's data stages on the tiny SynthVTR, as the ``predict`` runs the
+pipeline makes of them: sampling resumes after a crash (and a torn last line) to the file an uninterrupted run
+writes, scoring builds both groups' fields and its sidecar, resumes from its finished chunks, and encodes live what a
+trainable video trunk leaves out of the feature cache.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ import torch
 
 from datamodules.collate import collate_videos
 from datamodules.preferences import TrainVideoChunks, meta_path, read_meta
-from datamodules.synthvtr.attributes import attribute_counts, mentioned_values, video_values
-from experiments.care_dpo.caption_quality import caption_quality
 from experiments.care_dpo.preferences import CaptionSampler, PreferenceScorer, family_of
 from lightning_modules.captioning import CaptionerTraining
 from lightning_modules.care_dpo import CaReRetriever
-from tests.caption_helpers import TINY_SYNTH, save_module_checkpoint, save_tiny_llama, tiny_synth
+from tests.caption_helpers import save_module_checkpoint, save_tiny_llama, tiny_synth
+from tests.care_dpo_helpers import synthvtr_data
 
 # the offline two-tower backbone, small, with frozen trunks (the SynthVTR configs' setting)
 TOWER = {"class_path": "lightning_modules.backbones.PretrainedTwoTower",
@@ -50,13 +50,6 @@ class CountBatches(L.Callback):
     def on_predict_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int,
                                dataloader_idx: int = 0) -> None:
         self.videos.extend(batch.video_ids)
-
-
-def _data(root: Path, **overrides: Any):
-    from datamodules import SynthVTR
-
-    settings = {k: v for k, v in TINY_SYNTH.items() if not k.startswith("predict") and k != "video_dir"}
-    return SynthVTR(root=str(root), **{"feature_cache": True, **settings, **overrides})
 
 
 def _predict(module: L.LightningModule, data: L.LightningDataModule, *callbacks: L.Callback,
@@ -98,7 +91,7 @@ def test_sampling_resumes_after_a_crash_and_a_torn_line_to_the_uninterrupted_fil
         return CaptionSampler(str(sft), str(out), num_samples=3, seed=7, **settings)
 
     whole = tmp_path / "whole.jsonl"
-    _predict(sampler(whole), TrainVideoChunks(_data(base), chunk_size=1))
+    _predict(sampler(whole), TrainVideoChunks(synthvtr_data(base), chunk_size=1))
     expected = _records(whole)
     assert [r["video_id"] for r in expected] == sorted(r["video_id"] for r in expected) and len(expected) == 4
     assert all(len(r["captions"]) == 3 and len(r["ref_logprob"]) == 3 for r in expected)
@@ -108,19 +101,19 @@ def test_sampling_resumes_after_a_crash_and_a_torn_line_to_the_uninterrupted_fil
 
     partial = tmp_path / "partial.jsonl"
     with pytest.raises(Crash):
-        _predict(sampler(partial), TrainVideoChunks(_data(base), chunk_size=1), CrashAfter(2))
+        _predict(sampler(partial), TrainVideoChunks(synthvtr_data(base), chunk_size=1), CrashAfter(2))
     assert len(_records(partial)) == 2
     with partial.open("a") as fh:  # a kill in the middle of the third record's write
         fh.write('{"video_id": "synth0')
-    _predict(sampler(partial), TrainVideoChunks(_data(base), chunk_size=1))
+    _predict(sampler(partial), TrainVideoChunks(synthvtr_data(base), chunk_size=1))
     assert _records(partial) == expected
     # the same file continued under other settings would mix two kinds of samples: refused, naming the setting
     with pytest.raises(ValueError, match=r"started with other settings .*temperature: 1.0 -> 0.5"):
-        _predict(sampler(partial, temperature=0.5), TrainVideoChunks(_data(base), chunk_size=1))
+        _predict(sampler(partial, temperature=0.5), TrainVideoChunks(synthvtr_data(base), chunk_size=1))
     # the reference log-probabilities are those of the captioner itself (round 1: policy = reference), on the
     # cached features DG-DPO reads
     record = expected[0]
-    data = _data(base)
+    data = synthvtr_data(base)
     data.setup("fit")
     from datamodules.feature_cache import build_or_load_cache
 
@@ -136,12 +129,12 @@ def test_sampling_resumes_after_a_crash_and_a_torn_line_to_the_uninterrupted_fil
 def test_scoring_writes_both_groups_fields_with_family_neighbours_and_its_sidecar(setting, tmp_path: Path) -> None:
     base, sft, scorer = setting
     samples = tmp_path / "samples.jsonl"
-    _predict(CaptionSampler(str(sft), str(samples), num_samples=2), TrainVideoChunks(_data(base), chunk_size=2))
+    _predict(CaptionSampler(str(sft), str(samples), num_samples=2), TrainVideoChunks(synthvtr_data(base), chunk_size=2))
     reference = _reference_captions(samples, tmp_path / "reference.jsonl")
     store = tmp_path / "store.jsonl"
     _predict(PreferenceScorer(str(scorer), str(samples), str(reference), str(store), candidates=2, neighbour="family"),
-             TrainVideoChunks(_data(base), chunk_size=3))
-    data = _data(base)
+             TrainVideoChunks(synthvtr_data(base), chunk_size=3))
+    data = synthvtr_data(base)
     families = family_of(data)
     for record in _records(store):
         assert families[record["neighbour_id"]] == families[record["video_id"]]
@@ -160,32 +153,32 @@ def test_scoring_writes_both_groups_fields_with_family_neighbours_and_its_sideca
     assert selection["selected_by"] is None  # a checkpoint written by hand carries no ModelCheckpoint state
     ranked = tmp_path / "ranked.jsonl"
     _predict(PreferenceScorer(str(scorer), str(samples), str(reference), str(ranked), relevance="rank", candidates=2),
-             TrainVideoChunks(_data(base), chunk_size=3))
+             TrainVideoChunks(synthvtr_data(base), chunk_size=3))
     assert all(-3.0 <= r <= -1.0 for rec in _records(ranked) for r in rec["relevance"])
     short = tmp_path / "short.jsonl"
     short.write_text("".join(json.dumps(r) + "\n" for r in _records(samples)[:-1]))
     with pytest.raises(ValueError, match="lacks samples of 1 training videos"):
         _predict(PreferenceScorer(str(scorer), str(short), str(reference), str(tmp_path / "x.jsonl")),
-                 TrainVideoChunks(_data(base)))
+                 TrainVideoChunks(synthvtr_data(base)))
 
 
 def test_scoring_killed_after_two_chunks_resumes_to_the_store_of_an_uninterrupted_run(setting, tmp_path: Path) -> None:
     base, sft, scorer = setting
     samples = tmp_path / "samples.jsonl"
-    _predict(CaptionSampler(str(sft), str(samples), num_samples=2), TrainVideoChunks(_data(base), chunk_size=2))
+    _predict(CaptionSampler(str(sft), str(samples), num_samples=2), TrainVideoChunks(synthvtr_data(base), chunk_size=2))
     reference = _reference_captions(samples, tmp_path / "reference.jsonl")
 
     def scorer_of(out: Path) -> PreferenceScorer:
         return PreferenceScorer(str(scorer), str(samples), str(reference), str(out), candidates=2)
 
     whole = tmp_path / "whole.jsonl"
-    _predict(scorer_of(whole), TrainVideoChunks(_data(base), chunk_size=1))
+    _predict(scorer_of(whole), TrainVideoChunks(synthvtr_data(base), chunk_size=1))
     partial = tmp_path / "partial.jsonl"
     with pytest.raises(Crash):
-        _predict(scorer_of(partial), TrainVideoChunks(_data(base), chunk_size=1), CrashAfter(2))
+        _predict(scorer_of(partial), TrainVideoChunks(synthvtr_data(base), chunk_size=1), CrashAfter(2))
     assert not partial.exists() and len(list((tmp_path / "partial.jsonl.parts").glob("part-*.pt"))) == 2
     counted = CountBatches()
-    _predict(scorer_of(partial), TrainVideoChunks(_data(base), chunk_size=1), counted)
+    _predict(scorer_of(partial), TrainVideoChunks(synthvtr_data(base), chunk_size=1), counted)
     assert len(counted.videos) == 2  # only the chunks the killed run had not finished
     assert partial.read_text() == whole.read_text()
 
@@ -200,7 +193,7 @@ def test_scoring_encodes_live_what_the_cache_lacks_when_the_retriever_video_trun
             "init_args": {"model_name": "vtr-tiny-clip", "pretrained": None, "max_words": 16}}
     scorer = save_module_checkpoint(CaReRetriever, {"backbone": clip, "logit_scale_init": 10.0}, tmp_path / "clip.ckpt")
     size = {"image_size": 64}  # the tiny CLIP's input size
-    data = _data(base, **size)
+    data = synthvtr_data(base, **size)
     data.setup("fit")
     ids = [v.video_id for v in data.splits["train"].videos]
     captions = {v: [f"a red circle moves left {i}", f"a blue square spins {i}"] for i, v in enumerate(ids)}
@@ -210,14 +203,14 @@ def test_scoring_encodes_live_what_the_cache_lacks_when_the_retriever_video_trun
     reference = _reference_captions(samples, tmp_path / "reference.jsonl")
     store = tmp_path / "store.jsonl"
     _predict(PreferenceScorer(str(scorer), str(samples), str(reference), str(store), relevance="score", candidates=2),
-             TrainVideoChunks(_data(base, **size), chunk_size=3))
+             TrainVideoChunks(synthvtr_data(base, **size), chunk_size=3))
     records = {r["video_id"]: r for r in _records(store)}
     assert sorted(records) == sorted(ids) and read_meta(store)["trainer"]["feature_cache"] is None
     # by hand: the retriever's own video path on the uniformly sampled frames, each video carrying each sample
     from datamodules.batch import normalize_frames
 
     retriever = CaReRetriever.load_from_checkpoint(scorer).eval()
-    plain = _data(base, feature_cache=False, **size)
+    plain = synthvtr_data(base, feature_cache=False, **size)
     plain.setup("fit")
     dataset = plain.video_dataset("train")
     batch = collate_videos([dataset[i] for i in range(len(ids))])
@@ -252,109 +245,3 @@ def test_the_scorer_record_says_which_split_selected_it_and_how_many_test_videos
     else:
         assert facts["model_selection"] == "2 held-out training videos"
         assert facts["test_videos_shared"] == 0 and facts["n_videos"] == 2
-
-
-def test_caption_measures_read_the_captions_back(setting, tmp_path: Path) -> None:
-    base, _, _ = setting
-    data = _data(base)
-    facts = {json.loads(line)["video_id"]: json.loads(line)["facts"]
-             for line in (data.root / "synthvtr" / "video_facts.jsonl").read_text().splitlines()}
-    data.setup("test")
-    ids = [v.video_id for v in data.splits["test"].videos]
-    texts = {v: data.video_texts(v)[0] for v in ids}
-    oracle = tmp_path / "oracle.jsonl"   # each video captioned by its own first ground-truth text
-    oracle.write_text("".join(json.dumps({"video_id": v, "kind": "supplement", "prompt": "p",
-                                          "captions": [texts[v]]}) + "\n" for v in ids))
-    quality = caption_quality(data, oracle)
-    assert quality["num_videos"] == 2 and quality["family_size"] == 2.0
-    assert quality["attribute_precision"] == 1.0  # ground-truth texts say nothing false
-    same = tmp_path / "same.jsonl"               # one caption for every video: no video can be told apart
-    same.write_text("".join(json.dumps({"video_id": v, "kind": "supplement", "prompt": "p",
-                                        "captions": ["a circle"]}) + "\n" for v in ids))
-    blind = caption_quality(data, same)
-    assert blind["distinct_captions"] == 0.0 and blind["caption_words"] == 2.0
-    assert set(facts) >= set(ids)
-
-
-def test_attribute_reading_takes_the_longest_phrase_once() -> None:
-    said = mentioned_values("a snow white ball moves left in the snow next to a crimson box")
-    assert said == {("colour", "white"), ("shape", "circle"), ("motion", "left"), ("background", "snow"),
-                    ("colour", "red"), ("shape", "square")}
-    truth = video_values(["bg:snow", "obj:white:circle", "mots:circle:left", "mot:white:circle:left"])
-    assert attribute_counts("a snow white ball moves left in the snow next to a crimson box",
-                            ["bg:snow", "obj:white:circle", "mots:circle:left"]) == (4, 6, len(truth))
-
-
-def test_collect_writes_mean_and_std_over_seeds_times_per_seed_and_refuses_mixed_settings(tmp_path: Path) -> None:
-    from experiments.care_dpo.collect import collect
-
-    def summary(seed: int, r1: float, settings: dict) -> Path:
-        quality = {"caption_r1": r1, "family_r1": 30.0 + seed, "attribute_precision": 0.5, "attribute_recall": 0.25,
-                   "distinct_captions": 1.0, "caption_words": 10.0, "num_queries": 8, "num_videos": 2}
-        path = tmp_path / f"s{seed}.json"
-        path.write_text(json.dumps({"seed": seed, "settings": settings, "captions": {"sft": quality},
-                                    "timings_s": {"sft": 10.0 + seed, "sample": 5.0}, "preference_pairs": {"intra": 4},
-                                    "dgdpo_train": {"train/reward_accuracy_intra": 0.5, "train/loss_intra": 0.7}}))
-        return path
-
-    out = collect([summary(0, 2.0, {"a": 1}), summary(1, 4.0, {"a": 1})], tmp_path / "out")
-    assert out["captions"][0]["caption_r1"] == "3.00 ± 1.41"
-    assert out["captions"][0]["attribute_precision"] == "50.00 ± 0.00"
-    assert out["timings"][0] == {"stage": "sft", "seed_0": "10", "seed_1": "11"}  # per seed: solo or shared machine
-    assert out["timings"][-2] == {"stage": "total (stages)", "seed_0": "15", "seed_1": "16"}
-    assert out["timings"][-1] == {"stage": "pipeline wall time (this invocation)", "seed_0": "—", "seed_1": "—"}
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "captions.json", "preferences.json", "summary_s0.json", "summary_s1.json", "timings.json"]
-    from experiments.care_dpo.collect import comparable_settings
-
-    assert comparable_settings({"configs": {"sft": "a.yaml", "data": None}}) == comparable_settings(
-        {"configs": {"sft": ["a.yaml"], "data": []}})
-    with pytest.raises(ValueError, match="different pipeline settings"):
-        collect([summary(0, 2.0, {"a": 1}), summary(1, 4.0, {"a": 2})], tmp_path / "mixed")
-
-
-def test_collect_keeps_the_preference_stores_gzipped_and_counts_the_committed_ones_unchanged(tmp_path: Path) -> None:
-    """A store is copied as ``preferences_s<seed>.jsonl.gz`` (a plain one compressed, a gzipped one as is) and
-    recounted from it; the committed seed-0 store gives the pair counts the committed table shows."""
-    import gzip
-
-    from experiments.care_dpo.collect import collect
-
-    committed = Path(__file__).resolve().parents[2] / "results" / "care_dpo_pipeline"
-    table = {row["seed"]: row for row in json.loads((committed / "preferences.json").read_text())["rows"]}
-    summary = json.loads((committed / "summary_s0.json").read_text())
-    (tmp_path / "s0.json").write_text(json.dumps(summary))
-    plain = tmp_path / "store.jsonl"
-    plain.write_bytes(gzip.decompress((committed / "preferences_s0.jsonl.gz").read_bytes()))
-    out = tmp_path / "out"
-    first = collect([tmp_path / "s0.json"], out, [plain])
-    target = out / "preferences_s0.jsonl.gz"
-    assert gzip.decompress(target.read_bytes()) == plain.read_bytes()
-    counts = {k: table[0][k] for k in ("intra", "inter", "intra_ties", "inter_conflicts")}
-    assert {k: first["preferences"][0][k] for k in counts} == counts
-    again = collect([tmp_path / "s0.json"], out, [target])  # recollecting from the stores already in --out
-    assert again["preferences"] == first["preferences"]
-    packed = collect([tmp_path / "s0.json"], tmp_path / "out2", [committed / "preferences_s0.jsonl.gz"])
-    assert (tmp_path / "out2" / "preferences_s0.jsonl.gz").read_bytes() == (
-        committed / "preferences_s0.jsonl.gz").read_bytes() and packed["preferences"] == first["preferences"]
-
-
-def test_timed_runs_table_the_wall_time_of_whole_runs_and_refuse_a_run_that_reused_stages(tmp_path: Path) -> None:
-    from experiments.care_dpo.collect import timed_runs
-
-    def summary(name: str, wall: float, skipped: list[str]) -> Path:
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({"seed": 2, "retrieval": {"sft-role": {}, "dgdpo-role": {}},
-                                    "timings_s": {"sft": 100.4, "dgdpo": 50.0}, "wall_s": wall,
-                                    "skipped_stages": skipped}))
-        return path
-
-    rows = timed_runs([f"default command={summary('core', 1650.0, [])}"], tmp_path / "out")
-    assert rows == [{"run": "default command", "seed": 2, "retrievers": "sft-role, dgdpo-role", "stages_s": "150",
-                     "wall_s": "1650", "wall_min": "27.5"}]
-    assert json.loads((tmp_path / "out" / "timed_runs.json").read_text()) == {"seeds": "2", "rows": rows}
-    assert (tmp_path / "out" / "timed_0_s2.json").is_file()
-    with pytest.raises(ValueError, match="reused from an earlier run"):
-        timed_runs([f"again={summary('again', 20.0, ['sft'])}"], tmp_path / "out")
-    with pytest.raises(ValueError, match="LABEL=path"):
-        timed_runs([str(summary("nolabel", 20.0, []))], tmp_path / "out")

@@ -22,11 +22,3 @@ def test_generator_imports_neither_torch_nor_lightning():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
-
-
-def test_datamodules_still_exports_synthvtr():
-    import datamodules
-    from datamodules.base import VideoTextDataModule
-    from datamodules.synthvtr.datamodule import SynthVTR
-
-    assert datamodules.SynthVTR is SynthVTR and issubclass(SynthVTR, VideoTextDataModule)

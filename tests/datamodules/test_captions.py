@@ -11,10 +11,15 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given
 
-from datamodules import MSVD, CaptionStore
+from datamodules import MSVD, CaptionStore, DiDeMo
 from datamodules.captions import CAPTIONER_CONFIGS, KINDS, MissingCaptionsError
+from tests.datamodule_helpers import SMALL, CopyOf
 from tests.fake_datasets import make_fake_msvd
-from tests.malformed_inputs import caption_store_bytes, is_clear_error, mutated_jsonl
+from tests.malformed_inputs import (
+    caption_store_bytes,
+    is_clear_error,
+    mutated_jsonl,
+)
 from tests.run_helpers import REPO
 
 
@@ -195,3 +200,14 @@ def test_generated_malformed_stores_fail_clearly_or_load_typed_records(data: st.
                 assert all(isinstance(v, str) for v in (rec.prompt, rec.model, rec.created))
                 assert rec.frame_indices is None or all(type(i) is int for i in rec.frame_indices)
         assert path.read_bytes() == mutated
+
+
+def test_missing_aux_caption_id(copy_of: CopyOf) -> None:
+    root = copy_of("didemo")
+    first = (root / "test_list.txt").read_text().split()[0]
+    (root / "supp.jsonl").write_text(json.dumps({"video_id": first, "kind": "supplement", "prompt": "p",
+                                                 "captions": ["long"], "model": "m", "created": "t"}) + "\n")
+    with pytest.raises(MissingCaptionsError, match=r"supp\.jsonl: 2 of 3 videos have no 'supplement' captions "
+                                                   r"\(first: \[.*\]\)\. Generate them with: python main\.py predict "
+                                                   r"--config configs/captioners/supplement_a\.yaml"):
+        DiDeMo(root=str(root), aux_captions={"supplement": "supp.jsonl"}, **SMALL).setup("test")
