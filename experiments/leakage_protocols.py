@@ -413,7 +413,7 @@ def run(work: Path, only: list[str] | None = None) -> dict[str, Any]:
 
 
 def write_json(path: Path, value: Any) -> None:
-    from experiments.report.registry import write_atomic
+    from experiments.results.registry_format import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))

@@ -6,7 +6,7 @@
 Every run below the given folders is one run; runs are grouped by the first capture group of ``--group`` applied
 to the run's folder name (the folder holding ``test/`` or the registered run's folder, or the ``version_N``
 folder's parent). Prints a markdown table with the number of seeds and the seeds themselves, so a reader can
-check what was averaged.
+check what was averaged. ``results/clip_init_synthvtr/summary.md`` is this command's output (a test keeps it so).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from experiments.report.runs import is_run_record
+from experiments.results.runs import is_run_record
 
 METRICS = ("t2v_R1", "t2v_R5", "t2v_R10", "t2v_MdR", "v2t_R1", "rsum")
 
@@ -43,7 +43,10 @@ def collect(folders: list[Path], group: str) -> dict[str, list[dict[str, Any]]]:
             match = pattern.search(name)
             if match is None:
                 raise ValueError(f"{path}: run name {name!r} does not match --group {group!r}")
-            record = json.loads(path.read_text())
+            try:
+                record = json.loads(path.read_text())
+            except ValueError as err:
+                raise ValueError(f"{path}: not valid JSON ({err}); restore it from git or re-register the run") from err
             groups.setdefault(match.group(1) if match.groups() else name, []).append(record)
     return groups
 
@@ -53,7 +56,7 @@ def table(groups: dict[str, list[dict[str, Any]]]) -> str:
     for name, records in sorted(groups.items()):
         cells = []
         for key in METRICS:
-            values = [float(r["metrics"][key]) for r in records]
+            values = [float(r["metrics"][key]) for r in records]  # the runs' own numbers, nothing recomputed
             spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
             cells.append(f"{statistics.fmean(values):.2f}{spread}")
         seeds = ",".join(str(r.get("seed")) for r in records)
@@ -71,5 +74,15 @@ def main(argv: list[str] | None = None) -> str:
     return text
 
 
+def cli() -> int:
+    """``main`` with bad input (no runs, a name the regex misses, broken JSON) as one ``error:`` line, exit 2."""
+    try:
+        main()
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    sys.exit(cli())

@@ -235,8 +235,8 @@ def test_installed_vtr_runs_the_quickstart_from_another_directory(venv: Path,
 
     vtr = str(venv / "bin" / "vtr")
     listing = run([vtr, "--help"], cwd=work, env=env)
-    for subcommand in ("fit", "validate", "test", "predict", "prepare", "import-captions", "report", "sweep",
-                      "search", "csi", "care-dpo", "leaderboard", "demo", "configs"):
+    for subcommand in ("fit", "validate", "test", "predict", "prepare", "import-captions", "report", "register",
+                       "tables", "sweep", "search", "csi", "care-dpo", "leaderboard", "demo", "configs"):
         assert re.search(rf"^  {re.escape(subcommand)} ", listing, flags=re.M), subcommand
     assert Path(run([vtr, "configs", "path"], cwd=work, env=env).strip()) == purelib / "vtr" / "configs"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.report import registry
-from experiments.report.cli import recheck
-from experiments.report.runs import Run, discover
+from experiments.results import registry_format as registry
+from experiments.results.runs import Run, discover
+from experiments.results.sections import recheck
 from tests.run_helpers import REPO
 
 RESULTS = REPO / "results"
@@ -37,14 +37,14 @@ def test_results_fit_the_budget() -> None:
     used = disk_usage(RESULTS)
     assert used <= BUDGET, (
         f"results/ takes {used / 1024 ** 2:.1f} MiB on disk (budget {BUDGET / 1024 ** 2:.0f} MiB). Register runs "
-        "with `python -m experiments.report.register` (compact files; full matrices go to W&B with --wandb), "
+        "with `python -m experiments.registry.register` (compact files; full matrices go to W&B with --wandb), "
         "gzip large logs, or raise the budget here with a reason.")
 
 
 def test_no_full_matrix_old_layout_or_machine_path_in_results(registered: list[Run]) -> None:
     assert not list(RESULTS.rglob("*.npy")), "full similarity matrices belong in W&B artifacts (register --wandb)"
     old = sorted(str(p.parent.parent.relative_to(RESULTS)) for p in RESULTS.rglob("test/metrics.json"))
-    assert not old, f"runs in the old registry layout (run `python -m experiments.report.migrate`): {old[:5]}"
+    assert not old, f"runs in the old registry layout (run `python -m experiments.registry.migrate`): {old[:5]}"
     assert len(registered) >= 201 and all(run.registered for run in registered)
     for run in registered:
         for path in run.path.iterdir():

@@ -5,7 +5,7 @@ caption measures and stage times (mean ± sample std over seeds) that README ``j
         --out results/care_dpo_pipeline [--timed "default command=runs/.../summary.json" ...]
 
 ``--stores`` copies each seed's preference store as ``preferences_s<seed>.jsonl.gz`` (gzip-compressed) and
-recounts its pairs. The retrieval runs go into the registry with ``python -m experiments.report.register`` (its
+recounts its pairs. The retrieval runs go into the registry with ``python -m experiments.registry.register`` (its
 compact files: metrics, config, per-query results), like every other method's.
 """
 
@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from experiments.report import registry
+from experiments.results import registry_format as registry
 
 MEASURES = ("caption_r1", "family_r1", "attribute_precision", "attribute_recall", "distinct_captions", "caption_words")
 SOURCE_NAMES = {"zero_shot": "zero-shot (simulated VLM, \"Describe this video.\")", "sft": "SFT captioner",

@@ -16,14 +16,14 @@ hard SynthVTR (``configs/data/synthvtr.yaml``, ``synthvtr_hard.yaml`` composed a
 3. **cells** (``tasks.py``): each its shipped command (``main.py fit``, or the CaRe-DPO pipeline) with the seed, the
    configuration, and the ``RunCosts`` callback (``callbacks/run_costs.py``); then the run's ``metrics.json`` must
    name the recorded copy, the run is registered into ``<work>/registry/<configuration>/<cell>``
-   (``experiments.report.register``, compact format, refusing uncommitted code) and ``costs.json`` written beside it
+   (``experiments.registry.register``, compact format, refusing uncommitted code) and ``costs.json`` written beside it
    (``costs.py``), last: a cell is finished exactly when that file exists.
 
 ``--resume`` skips finished steps and cells and reruns the others from scratch (processes of an attempt a killed
 run left behind are killed first); ``--jobs N`` runs N steps or cells at once (the sweep runner's scheduler,
 ``experiments/sweep.py``, one GPU each when there are GPUs); ``--only`` selects cells; ``--dry-run`` lists every copy,
 step and cell with its command. ``collect`` copies the finished cells into ``results/leaderboard/<configuration>/`` with
-``leaderboard.json`` (every cell's state and, when missing, why), from which ``python -m experiments.report.readme``
-generates the README's leaderboard table (``experiments/report/leaderboard_block.py``). The registry lives in the
+``leaderboard.json`` (every cell's state and, when missing, why), from which ``python -m experiments.tables``
+generates the README's leaderboard table (``experiments/tables/leaderboard_block.py``). The registry lives in the
 work folder while cells run because a registered cell in the checkout would make every later cell's code "dirty".
 """

@@ -47,7 +47,7 @@ from experiments.leaderboard.tasks import (
     step_done,
     step_task,
 )
-from experiments.report.errors import ReportError
+from experiments.results.errors import ReportError
 
 DEFAULT_WORK = "runs/leaderboard"
 DEFAULT_OUT = "results/leaderboard"
@@ -448,7 +448,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     for cell in record["cells"]:
         states[cell["status"]] = states.get(cell["status"], 0) + 1
     print(f"wrote {out / SUMMARY}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + "; regenerate the "
-          "README table with `python -m experiments.report.readme`")
+          "README table with `python -m experiments.tables`")
     return 0
 
 

@@ -4,7 +4,7 @@ started by ``run``; by hand only to redo one).
 A step runs its commands in order and then writes ``<work>/<configuration>/steps/<step>.done.json`` (its time, its
 commands, the store's sha256 and captions per video). A cell checks the configuration's data copy, runs its command,
 checks that the run tested on that copy, registers the run into ``<work>/registry/<configuration>/<cell>``
-(``experiments.report.register``: compact format, refusing a run made with uncommitted changes unless
+(``experiments.registry.register``: compact format, refusing a run made with uncommitted changes unless
 ``--allow-dirty``) and writes ``costs.json`` into that folder last: the cell is finished exactly when that file exists.
 
 Either one first kills any process left by an earlier attempt (``state.kill_task``) and deletes what that attempt
@@ -155,7 +155,7 @@ def _care_run(run_dir: Path, headline: str) -> tuple[Path, dict[str, Any]]:
 
 def run_cell(settings: Settings, cell: Cell, allow_dirty: bool = False) -> dict[str, Any]:
     """Run, check and register one cell from scratch unless it is finished; returns its cost record."""
-    from experiments.report.register import Plan, register
+    from experiments.registry.register import Plan, register
     from experiments.sweep import finished_metrics
 
     done = cell_done(settings, cell)

@@ -3,14 +3,13 @@
     python -m experiments.report runs/sweeps/narvid-vs-clip4clip --out reports/narvid_vs_clip4clip
     python -m experiments.report 'runs/*/version_*' --out reports/all --compare G1 G2
 
-Modules: ``runs`` (finding, loading and grouping runs), ``stats`` (mean ± std, paired bootstrap), ``papers``
-(``configs/paper_results.csv``), ``plots`` (matplotlib, Agg), ``render`` (markdown + self-contained HTML),
-``browser`` (the query browser: texts, thumbnails, filters), ``robustness`` (the same comparisons on several SynthVTR
-configurations), ``wandb_log`` (``--wandb``), ``cli`` (the sections and the command line); ``registry`` (the
-results registry's compact format), ``register`` and ``migrate`` (putting runs into it), ``readme`` (README blocks).
+Modules: ``cli`` (the report's own sections and the command line), ``plots`` (matplotlib, Agg), ``browser`` (the
+query browser: texts, thumbnails, filters), ``wandb_log`` (``--wandb``). What it shares with the README/docs tables
+and the results registry (reading runs, stats, the papers' CSV, rendering, robustness, provenance) is in
+``experiments/results/``.
 """
 
 from experiments.report.cli import main
-from experiments.report.runs import ReportError
+from experiments.results.errors import ReportError
 
 __all__ = ["ReportError", "main"]

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.report.render import Raw, Section, Table, inline
-from experiments.report.runs import Group, TestSet
+from experiments.results.render import Raw, Section, Table, inline
+from experiments.results.runs import Group, TestSet
 
 TOP_K = 5
 THUMB_FRAMES = 4

@@ -14,8 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.report.runs import Group, Run, fmt_value, short_key
-from experiments.report.stats import mean_std
+from experiments.results.runs import Group, Run, fmt_value, short_key
+from experiments.results.stats import mean_std
 
 
 def _legend_label(group: Group) -> str:

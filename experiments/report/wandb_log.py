@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from experiments.report import browser
-from experiments.report.render import Section, Table
-from experiments.report.runs import Group
+from experiments.results.render import Section, Table
+from experiments.results.runs import Group
 
 TABLE_KEYS = {"Main table": "main_table", "Paired comparison (bootstrap over queries)": "paired_comparison",
               "Robustness": "robustness", "Post-processed (test time)": "postprocessed"}

@@ -25,7 +25,7 @@ from experiments.leaderboard.plan import (
     Settings,
 )
 from experiments.leaderboard.state import TASK_ENV, LeaderboardError, new_attempt, task_id
-from experiments.report.readme import main as readme
+from experiments.tables.cli import main as readme
 
 TINY = [f"--data={k}={v}" for k, v in {"num_families": 4, "family_size": 2, "test_families": 1, "val_families": 1,
                                         "video_size": 32, "video_frames": 16, "num_frames": 4, "image_size": 32,
@@ -148,7 +148,7 @@ def test_two_tiny_cells_register_resume_and_the_table(tmp_path: Path, capsys: py
     assert str(work) not in (results / "leaderboard.json").read_text()  # no machine path in the committed summary
     readme_path = tmp_path / "README.md"
     readme_path.write_text("# x\n\n<!-- leaderboard-table: results/leaderboard -->\n<!-- /leaderboard-table -->\n")
-    assert readme([str(readme_path)]) == 0
+    assert readme([str(readme_path), "--root", str(tmp_path)]) == 0
     rows = _rows(readme_path)
     assert set(rows) == {"CLIP4Clip meanP", "CLIP4Clip seqTransf"}
     delta = rows["CLIP4Clip meanP"]["ΔR@1 vs CLIP4Clip seqTransf [95 % CI]"]
@@ -159,7 +159,7 @@ def test_two_tiny_cells_register_resume_and_the_table(tmp_path: Path, capsys: py
     assert float(rows["CLIP4Clip meanP"]["eval / query, 1k videos (ms)"]) > 0
     text = " ".join(readme_path.read_text().split())
     assert "Missing 46 of 48 cells: 46 not run (default: clip4clip_meanP seed 1,2" in text
-    assert readme([str(readme_path), "--check"]) == 0
+    assert readme([str(readme_path), "--check", "--root", str(tmp_path)]) == 0
 
     # the copy is checked before every cell: an edited video, or a manifest other than the recorded one, is refused
     settings = Settings(work, [t[len("--data="):] for t in TINY])
