@@ -22,6 +22,10 @@ class IndexMismatchError(ValueError):
     """An index folder was built with another checkpoint or other settings than the ones given."""
 
 
+class NoSearchEmbeddingError(TypeError):
+    """The checkpoint's method declares no query-independent search embedding, so it cannot be indexed."""
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as fh:
@@ -43,6 +47,31 @@ class RetrieverCheckpoint:
     @property
     def method(self) -> str:
         return type(self.module).__name__
+
+
+def require_search_embedding(module: BaseRetrievalModule, ckpt: str | Path) -> None:
+    """Raise ``NoSearchEmbeddingError`` unless the method declares both search vectors: ``search_keys`` (the feature
+    names whose cosine is its first stage) or its own ``query_embedding`` and ``index_embedding``.
+
+    Checked on the class, before any video is decoded: the base's hooks only fail when first called, which in
+    ``index`` is after the first batch of the folder has been read and encoded.
+    """
+    cls = type(module)
+    declared = {hook: getattr(cls, hook) is not getattr(BaseRetrievalModule, hook)
+                for hook in ("query_embedding", "index_embedding")}
+    if cls.search_keys is not None or all(declared.values()):
+        return
+    half = [hook for hook, own in declared.items() if own]
+    why = (f"it overrides only {half[0]}" if half else "it has neither search_keys nor its own query_embedding and "
+           "index_embedding")
+    raise NoSearchEmbeddingError(
+        f"{cls.__name__} ({cls.__module__}, checkpoint {ckpt}) defines no search embedding ({why}), so its videos "
+        "cannot be put in a vector index; nothing was decoded. If its score is the cosine of one text vector and one "
+        "video vector, subclass lightning_modules.embedding.EmbeddingRetrievalModule and implement embed_text and "
+        "embed_video (the search hooks come with it), or set search_keys = (<text feature>, <video feature>) to the "
+        "two features of encode_text / encode_video whose cosine is its score; otherwise override both "
+        "query_embedding and index_embedding with a query-independent first stage (the method's own similarity then "
+        "re-scores its top candidates)")
 
 
 def load_retriever(path: str | Path, device: str | torch.device = "cpu",

@@ -46,13 +46,20 @@ from torch.utils.data import DataLoader
 from datamodules.annotations import VideoEntry
 from datamodules.captions import CaptionStore
 from datamodules.folder import list_videos
-from experiments.search.checkpoint import IndexMismatchError, RetrieverCheckpoint, load_retriever
+from experiments.search.checkpoint import (
+    IndexMismatchError,
+    NoSearchEmbeddingError,
+    RetrieverCheckpoint,
+    load_retriever,
+    require_search_embedding,
+)
 from experiments.search.collection import CollectionDataset, collate_collection
 from experiments.search.vector_index import EXACT_BELOW, IndexType, build_vector_index, write_index
 from lightning_modules.base import BaseRetrievalModule, as_float32
 from lightning_modules.safe_load import load_tensors
 
-__all__ = ["BUILD", "FORMAT_VERSION", "MANIFEST", "IndexMismatchError", "build_index", "read_shards"]
+__all__ = ["BUILD", "FORMAT_VERSION", "MANIFEST", "IndexMismatchError", "NoSearchEmbeddingError", "build_index",
+           "read_shards"]
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +307,7 @@ def build_index(ckpt: str | Path, videos: str | Path, out: str | Path, captions:
     started = time.perf_counter()
     out = Path(out).expanduser()
     checkpoint = load_retriever(ckpt)
+    require_search_embedding(checkpoint.module, checkpoint.path)  # before the folder is listed or anything decoded
     entries = list_videos(videos)
     settings = collection_settings(checkpoint, captions or {}, num_frames, image_size, reader)
     build = {"format_version": FORMAT_VERSION, "videos_dir": str(Path(videos).expanduser().resolve()),

@@ -20,10 +20,14 @@ import numpy as np
 import pytest
 import torch
 
+from experiments.search import indexer
+from experiments.search.checkpoint import NoSearchEmbeddingError, RetrieverCheckpoint
 from experiments.search.cli import main as search_main
 from experiments.search.indexer import IndexMismatchError, build_index, generation_dir, read_manifest, read_shards
 from experiments.search.page import serve
 from experiments.search.searcher import VideoSearchIndex
+from lightning_modules.backbones import OpenCLIPBackbone
+from lightning_modules.clip4clip import CLIP4Clip
 from main import main
 from tests.browser_helpers import chromium, find_chromium
 from tests.conftest import COLOURS, make_fake_msrvtt
@@ -340,3 +344,31 @@ def test_query_serve_command_answers_on_loopback(trained: dict[str, Any]) -> Non
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+class _NoSearchEmbedding(CLIP4Clip):
+    """A method that declares no search embedding (CLIP4Clip's search_keys taken away)."""
+
+    search_keys = None
+
+
+def test_index_fails_before_decoding_when_the_method_has_no_search_embedding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    module = _NoSearchEmbedding(sim_header="meanP", backbone=OpenCLIPBackbone("vtr-tiny-clip", pretrained=None,
+                                                                              max_words=16))
+    ckpt = tmp_path / "mine.ckpt"
+    loaded = RetrieverCheckpoint(ckpt, "0" * 64, module, {"num_frames": 4, "image_size": 64})
+    monkeypatch.setattr(indexer, "load_retriever", lambda path: loaded)
+
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the folder was listed or decoded before the method was checked")
+
+    monkeypatch.setattr(indexer, "list_videos", never)
+    monkeypatch.setattr(indexer, "CollectionDataset", never)
+    out = tmp_path / "index"
+    with pytest.raises(NoSearchEmbeddingError, match=r"_NoSearchEmbedding \(tests\.experiments\.test_search, "
+                                                      rf"checkpoint {ckpt}\) defines no search embedding.*nothing "
+                                                      "was decoded.*EmbeddingRetrievalModule"):
+        search_main(["index", "--ckpt", str(ckpt), "--videos", str(tmp_path / "videos"), "--out", str(out),
+                     "--num-workers", "0", "--no-progress"])
+    assert not out.exists()  # no build.json, no shard folder: nothing to clean up
