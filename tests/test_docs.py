@@ -72,6 +72,8 @@ def broken_links(path: Path) -> list[str]:
                 problems.append(f"{where} (no file {resolved})")
             elif anchor and resolved.suffix == ".md" and anchor not in heading_slugs(resolved):
                 problems.append(f"{where} (no heading #{anchor} in {resolved.relative_to(REPO)})")
+    # snippets are included inside code fences too (a file shown verbatim)
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         snippet = SNIPPET.match(line)
         if snippet and not (REPO / snippet.group(1).split(":")[0]).is_file():
             problems.append(f"{path.relative_to(REPO)}:{number}: snippet {snippet.group(1)} names no file")
@@ -96,7 +98,7 @@ def test_the_link_check_finds_a_broken_link_and_anchor(tmp_path: Path, monkeypat
     (tmp_path / "docs" / "b.md").write_text("# B\n\n## What `make demo` does\n")
     page = tmp_path / "docs" / "a.md"
     page.write_text("# A\n[ok](b.md#what-make-demo-does) [gone](c.md) [bad](b.md#nowhere) `[code](x.md)`\n"
-                    "```\n[fenced](y.md)\n```\n--8<-- \"results/none/README.md\"\n[web](https://example.org/x)\n")
+                    "```\n[fenced](y.md)\n--8<-- \"results/none/README.md\"\n```\n[web](https://example.org/x)\n")
     problems = broken_links(page)
     assert len(problems) == 3, problems
     assert "c.md" in problems[0] and "#nowhere" in problems[1] and "snippet" in problems[2]
