@@ -50,7 +50,7 @@ test: $(STAMP) $(CHROMIUM_STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-# the dress rehearsal: every real-data pipeline whole, on two processes (tests/test_rehearsal.py, README "Tests and CI")
+# the dress rehearsal: every real-data pipeline whole, on two processes (tests/test_rehearsal.py, docs/getting-started.md)
 rehearse: $(STAMP)
 	$(PY) -m pytest -q -m rehearsal tests/test_rehearsal.py --durations=0
 

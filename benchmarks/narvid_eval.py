@@ -16,8 +16,8 @@ only (the floor of the packed one).
 
 The model is NarVid on a randomly initialised OpenCLIP ViT-B/32 (D = 512, 8 heads, 4 temporal layers initialised
 from the text blocks, as the MSR-VTT config); the inputs are random backbone outputs with every frame real (MSR-VTT
-clips fill 12 frames) and query lengths drawn around ``--query-tokens`` tokens (start and end tokens included; the
-issue's ~10 of 32 for MSR-VTT queries), not real captions. Random weights make the timing, not the ranking,
+clips fill 12 frames) and query lengths drawn around ``--query-tokens`` tokens (start and end tokens included;
+MSR-VTT queries use ~10 of 32), not real captions. Random weights make the timing, not the ranking,
 meaningful; the equality check holds for any weights.
 
     python -m benchmarks.narvid_eval [--texts 1000 --videos 1000 --frames 12 --words 32 --query-tokens 10]

@@ -1,4 +1,4 @@
-"""DiDeMo paragraph retrieval in the CLIP4Clip layout (README "Data preparation", DiDeMo).
+"""DiDeMo paragraph retrieval in the CLIP4Clip layout (docs/data/index.md, DiDeMo).
 
 Files under ``root``: ``train_data.json`` / ``val_data.json`` / ``test_data.json`` (lists of
 ``{"video": id, "description": str, "times": [[s, e], ...], ...}``) and ``train_list.txt`` /

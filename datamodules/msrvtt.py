@@ -1,4 +1,4 @@
-"""MSR-VTT in the CLIP4Clip file layout (README "Data preparation", MSR-VTT).
+"""MSR-VTT in the CLIP4Clip file layout (docs/data/index.md, MSR-VTT).
 
 Files under ``root``: ``MSRVTT_data.json`` (``sentences`` and ``videos``), ``MSRVTT_train.9k.csv`` (or
 ``MSRVTT_train.7k.csv``; column ``video_id``) and ``MSRVTT_JSFUSION_test.csv`` (1k-A: columns
@@ -13,7 +13,7 @@ Protocols:
   so clips of one parent video never straddle train and val, and selects the model on them; ``test`` evaluates
   validation on the test split (what CLIP4Clip's and NarVid's released code do, to reproduce their numbers): the
   checkpoint is then chosen on the test split, and the computed leakage verdict of every number says so
-  (``metrics.json`` ``leakage``; README "Leakage").
+  (``metrics.json`` ``leakage``; docs/reference/leakage.md).
 """
 
 from __future__ import annotations

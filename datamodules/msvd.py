@@ -1,4 +1,4 @@
-"""MSVD in the CLIP4Clip file layout (README "Data preparation", MSVD).
+"""MSVD in the CLIP4Clip file layout (docs/data/index.md, MSVD).
 
 Files under ``root``: ``raw-captions.pkl`` (a dict ``video_id -> [caption, ...]``, each caption a list of
 tokens joined with a space; read with a restricted unpickler that admits only builtin containers and

@@ -1,4 +1,4 @@
-"""VATEX in the HGR split used by Cap4Video/NarVid/TS2-Net (README "Data preparation", VATEX).
+"""VATEX in the HGR split used by Cap4Video/NarVid/TS2-Net (docs/data/index.md, VATEX).
 
 Two annotation layouts under ``root``:
 

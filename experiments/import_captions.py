@@ -36,7 +36,8 @@ the keys must run from ``caption_1`` to ``caption_N`` without gaps. Records are 
   from ``vtr_manifest.json`` (the original's, recorded under ``source``) or from probing the video. The
   loader's uniformly sampled frames are rarely exactly the narrated ones: use ``narration_match: nearest``.
 
-**Cap4Video captions** (README "Reproduce NarVid with the authors' narration files"; the shape is detected): MSR-VTT
+**Cap4Video captions** (docs/how-to/captions.md, "Reproduce NarVid with the authors' narration files"; the shape is
+detected): MSR-VTT
 train ``msrvtt_train_with_vitb32_max1_title_titles.json`` (``"titles"``: vid -> captions, ``"title"``: vid -> the
 selected caption, a str or a list), MSR-VTT test ``MSRVTT_JSFUSION_test_titles.json`` (vid -> ``{"gt",
 "titles"}``; ``gt`` is the query, not imported), VATEX train ``vatex_train_vitb32_max1_nopro_final.json``

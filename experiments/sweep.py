@@ -568,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
             parallel = min(parallel, len(found))
     from lightning_modules.provenance import run_provenance
 
-    # the launcher's code and machine, as every run's metrics.json records its own (README "Provenance")
+    # the launcher's code and machine, as every run's metrics.json records its own (docs/reference/artifacts.md)
     _write_json(out / "sweep_provenance.json", {"sweep": str(args.sweep), **run_provenance()})
     print(f"{len(jobs)} of {total} runs to do, {parallel} at a time"
           + (f" on CUDA devices {','.join(devices)}" if devices else "") + f"; output in {out}", flush=True)

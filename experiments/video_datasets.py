@@ -27,7 +27,7 @@ SPLITS = {"msrvtt": ("train", "test"), "msvd": ("train", "val", "test"), "vatex"
 # out training videos (val_protocol: heldout), which would leave them out of the train list prepare and import-captions
 # enumerate; they are MSR-VTT training videos all the same, so listing train whole covers them
 LISTING_OPTIONS: dict[str, dict[str, Any]] = {"msrvtt": {"val_protocol": "test"}}
-# public counts (videos per split); README "Data preparation"
+# public counts (videos per split); docs/data/index.md
 EXPECTED = {"msrvtt": {"train": 9000, "test": 1000}, "msvd": {"train": 1200, "val": 100, "test": 670},
             "vatex": {"train": 25991, "val": 1500, "test": 1500},
             "didemo": {"train": 8392, "val": 1065, "test": 1004}}

@@ -61,7 +61,7 @@ class TestArtifactsMixin:
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "test"
 
     def write_test_artifacts(self, metrics: dict[str, Any], out: Path) -> Path:
-        """Write what a test run leaves behind (README "What a run leaves behind") into ``out``."""
+        """Write what a test run leaves behind (docs/reference/artifacts.md) into ``out``."""
         out.mkdir(parents=True, exist_ok=True)
         ev = self.last_eval
         index = ev["index"]

@@ -1,6 +1,6 @@
 """Conical embedding optimisation (CEO; Yang, Chen & Yao, ECAI 2025) on the shared core — a RECONSTRUCTION.
 
-Only the slides are public (``../shared/papers/conical-embedding-optimization_slides.md``); no paper text or code.
+Only the slides are public, no paper text or code; docs/methods/conical.md lists what is reconstructed.
 What they give, and what this module does with it:
 
 * **mLLM-supplemental captions, text side.** A video LLM writes a caption from each video-text pair (prompts A/B/C,

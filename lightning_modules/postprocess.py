@@ -4,7 +4,7 @@ Both re-score a finished similarity matrix ``sim[t, v]`` (rows: text queries, co
 the model. They are *not* part of any method here: the test-time post-processing callback
 (``callbacks/test_time_postprocessing.py``) applies them only when the model asks (``postprocess: [dsl, qbnorm]``),
 after the plain metrics are written, and writes each one's numbers to its own
-``test/metrics_<flag>.json`` (README "Metrics", "Post-processing (DSL, QB-Norm)").
+``test/metrics_<flag>.json`` (docs/reference/metrics.md, "Post-processing (DSL, QB-Norm)").
 
 * **DSL** (dual softmax, CAMoE: Cheng et al. 2021, arXiv 2109.04290, the DSL section): every score is multiplied by a
   prior, the softmax of the scores over the *other queries* of the same video. It needs the whole test query set

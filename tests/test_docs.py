@@ -104,33 +104,6 @@ def test_the_link_check_finds_a_broken_link_and_anchor(tmp_path: Path, monkeypat
     assert "c.md" in problems[0] and "#nowhere" in problems[1] and "snippet" in problems[2]
 
 
-def test_generated_blocks_of_the_docs_are_current() -> None:
-    """Every generated block of docs/**/*.md and results/**/README.md equals what the generator makes from
-    results/, with its paths read from the repository root (as in README.md, where the blocks came from). A bridge
-    until `python -m experiments.report.readme --check` covers these files itself."""
-    from experiments.report.readme import (
-        comparison_block,
-        find_blocks,
-        json_table,
-        leaderboard_block,
-        render,
-        reproduction,
-    )
-
-    stale, blocks = [], 0
-    for path in markdown_sources()[1:]:
-        text, name = path.read_text(encoding="utf-8"), str(path.relative_to(REPO))
-        new = render(text, name, REPO).text
-        for renderer in (reproduction, json_table, comparison_block, leaderboard_block):
-            new = renderer.render(new, name, REPO)[0]
-        blocks += len(find_blocks(text, name)) + sum(len(r.START.findall(text)) for r in (
-            reproduction, json_table, comparison_block, leaderboard_block))
-        if new != text:
-            stale.append(name)
-    assert not stale, f"stale generated blocks in {stale}: regenerate them from results/"
-    assert blocks >= 44, f"only {blocks} generated blocks under docs/ and results/: were tables typed over?"
-
-
 def nav_pages(nav: Any) -> Iterator[str]:
     if isinstance(nav, str):
         yield nav

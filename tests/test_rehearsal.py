@@ -10,9 +10,9 @@ whole pipeline ``python -m experiments.care_dpo --config ...`` (SFT, captions, s
 captions, retrievers), then search on its headline retriever. Every ``main.py`` command runs in a subprocess on two
 processes (``--trainer.accelerator cpu --trainer.devices 2``: Lightning's DDP with gloo, its second rank started by
 Lightning as for a user), and one training config also runs as two simulated nodes (two ``torchrun`` launches with
-node ranks 0 and 1 on 127.0.0.1, one process each: README "Running on real data", "2 nodes"). An overlay that only
+node ranks 0 and 1 on 127.0.0.1, one process each: docs/how-to/train.md, "2 nodes"). An overlay that only
 swaps the backbone (``*_b16.yaml``) is its base experiment again under the tiny twin: that is checked, not rerun.
-CaRe-DPO's pipelines first failed here with issue 21's finding 1 (``KeyError: 'video0'`` at preference scoring: the
+CaRe-DPO's pipelines first failed here (``KeyError: 'video0'`` at preference scoring: the
 shipped scorer's trainable trunk leaves the feature cache without video rows); they run whole since its fix.
 
 Overrides are those of ``tests/test_shipped_configs.py`` (whose runner this file reuses: data root, the tiny twin of
@@ -113,7 +113,7 @@ CARE_CAPTION_BATCH = 4
 # of theirs (check_val_every_n_epoch equals their max_epochs); the shipped 5 and 2 would skip validation in one epoch
 CAPTIONER_VALIDATE_AT_END = {"trainer.check_val_every_n_epoch": 1}
 # search: conical optimisation's per-candidate second stage needs the evaluation split's data module, so its search
-# is the first stage only (README "Search your own videos": the command refuses anything else and says so)
+# is the first stage only (docs/how-to/search.md: the command refuses anything else and says so)
 SEARCH_RERANK = {"ConicalEmbedding": 0}
 SEARCH_QUERY = "a red square moves right"  # what the fake clips show (tests/conftest.py, tests/fake_datasets.py)
 # the two simulated nodes: the README's multi-node command names the ddp strategy and the node count
@@ -260,7 +260,7 @@ class RehearsalRunner(ShippedRunner):
     # -------------------------------------------------------------- search
     def search(self, checkpoint: Path, captions: dict[str, Path], data_root: Path, video_dir: str, method: str,
                query: str, out: Path) -> list[dict[str, Any]]:
-        """``python -m experiments.search index`` then ``query`` (README "Search your own videos") on ``checkpoint``
+        """``python -m experiments.search index`` then ``query`` (docs/how-to/search.md) on ``checkpoint``
         over the dataset's video folder; returns the query's hits, checked against the folder."""
         from experiments.search.cli import main as search_main
         from experiments.search.indexer import generation_dir

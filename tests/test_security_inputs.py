@@ -1,5 +1,5 @@
-"""Issue 22 ("safe to share"), part B: hostile inputs, torn files and the test set-up. One test per finding, named
-after it; each failed on the code before the fix (the issue's closing note records how). The property-based suites
+"""Safe to share (docs/reference/security.md), part B: hostile inputs, torn files and the test set-up. One test per
+finding, named after it; each failed on the code before the fix (the project's history records how). The property-based suites
 live next to the modules they test (tests/datamodules/test_annotations.py, test_captions.py, test_jsonl.py,
 tests/callbacks/test_caption_writer.py, tests/experiments/test_import_captions.py, test_csi.py)."""
 
@@ -143,7 +143,7 @@ def test_finding_7_lone_surrogate_caption_is_written_marked_and_the_importer_lea
 
 # --------------------------------------------------------------------------------------------- finding 12
 def test_finding_12_malformed_annotation_files_give_one_clear_error_naming_the_file(tmp_path: Path) -> None:
-    """The issue's 68-file finding, reproduced with our own 74 malformed annotation sets (tests/malformed_inputs.py:
+    """A report of 68 malformed files, reproduced with our own 74 malformed annotation sets (tests/malformed_inputs.py:
     non-UTF-8 and UTF-16 files, wrong JSON types, csv fields over the csv module's limit, deeply nested JSON,
     null/number/list captions, duplicate keys, sen_ids and video entries, video ids that lead outside the video folder
     by '..', an absolute path or a symlink, VATEX enCap as an object or a string, ...). Before the fix 21 gave a clear

@@ -5,7 +5,7 @@ before a single number comes out. SynthVTR writes a small benchmark in well unde
 cores, with a *known* difficulty: every caption records the facts it asserts, so the ambiguity of the
 captions sets a computable retrieval ceiling (the oracle), and every test video has near-duplicate hard
 negatives. It is written in the MSR-VTT (CLIP4Clip) layout so the real MSR-VTT reading path is exercised.
-README, "SynthVTR, the embedded benchmark", describes it; the modules, by concern:
+docs/data/synthvtr.md, describes it; the modules, by concern:
 
 * ``lexicon``: backgrounds, shapes, colours, motions, events and the synonyms captions use for them.
 * ``config``: :class:`SynthVTRConfig` (every knob) and its fingerprint, the identity of a dataset.

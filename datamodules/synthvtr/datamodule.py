@@ -26,7 +26,7 @@ from datamodules.synthvtr import GENERATOR_VERSION, ContentCheck, SynthVTRConfig
 
 
 class SynthVTR(MSRVTT):
-    """Procedurally generated text-video retrieval benchmark (see README, "SynthVTR").
+    """Procedurally generated text-video retrieval benchmark (see docs/data/synthvtr.md).
 
     Args:
         root: parent folder; the dataset lives in ``<root>/synthvtr-<fingerprint>``.

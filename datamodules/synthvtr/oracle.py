@@ -3,7 +3,7 @@
 Every caption records the facts it asserts, so the ambiguity of the captions sets a computable ceiling:
 a perfect model ranks the test videos consistent with a query caption first, in random order
 (:func:`oracle_recall`). The oracle is saved beside the videos (``synthvtr/oracle.json``) and reported
-next to model numbers (README, "SynthVTR, the embedded benchmark").
+next to model numbers (docs/data/synthvtr.md).
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
 #   instruction sets, and the choices encode differently (same yuv frames of 200 demo videos: AVX2 or SSE4.2 instead
 #   of the detected AVX-512 changed 57 files, no SIMD all 200); with the AVX-512 code a video's bytes also depended on
 #   what the process had encoded before it (reverse order changed 2 of 60). With cpu-independent=1 every instruction
-#   set and every order gave the same bytes (README, "SynthVTR is the same bytes on every machine").
+#   set and every order gave the same bytes (docs/data/synthvtr.md).
 # * one thread, no lookahead or slice threads: x264 threads change its decisions (2 or 4 threads: 22 and 30 of 200
 #   files); the generator runs one encoder per worker process instead.
 X264_PARAMS = "cpu-independent=1:threads=1:lookahead-threads=1:sliced-threads=0"

@@ -1,5 +1,5 @@
 """One leaderboard: every method's SynthVTR pipeline from its shipped config, on one checksummed data copy per
-configuration, three seeds, with its costs measured by the same harness (README "Leaderboard").
+configuration, three seeds, with its costs measured by the same harness (docs/leaderboard.md).
 
 The grid (``plan.py``): CLIP4Clip meanP and seqTransf, NarVid (simulated narration), ExCae (CSI-prompt captions and
 the initial prompt's), conical embedding optimisation (bare queries; its paired view only in a flagged column) and

@@ -1,4 +1,4 @@
-"""Comparison report from run artifacts only (README "Comparison report").
+"""Comparison report from run artifacts only (docs/how-to/comparison-report.md).
 
     python -m experiments.report runs/sweeps/narvid-vs-clip4clip --out reports/narvid_vs_clip4clip
     python -m experiments.report 'runs/*/version_*' --out reports/all --compare G1 G2

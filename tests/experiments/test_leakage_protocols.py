@@ -1,4 +1,5 @@
-"""The committed leakage table (``results/leakage/protocols.json``, README "Leakage") against the code that makes it.
+"""The committed leakage table (``results/leakage/protocols.json``, docs/reference/leakage.md) against the code
+that makes it.
 
 Fast: every method with a shipped experiment config has rows (or a stated reason in ``PENDING``), the rows are the
 script's protocols, and every verdict is the text of the lists the run computed, each leak in the form the verdict

@@ -317,7 +317,7 @@ def test_two_stage_evaluation_reproduces_the_checkpoints_test(narvid_index: dict
     result = evaluate(narvid_index["ckpt"], tmp_path / "work", [2, 100], num_workers=0)
     rows = {r["search"].split(" (")[0]: r for r in result["rows"]}
     assert result["videos"] == 6 and result["queries"] == 6
-    assert rows["full scoring"]["t2v_R1"] == result["checkpoint_test_t2v_R1"]  # both rounded alike (issue 22, #15)
+    assert rows["full scoring"]["t2v_R1"] == result["checkpoint_test_t2v_R1"]  # both rounded alike
     assert rows["two stages, N = 6"]["first_stage_recall_of_truth"] == 1.0
     assert rows["two stages, N = 6"]["first_stage_recall_of_full_top1"] == 1.0
     # N = 2: the truth is recalled exactly when the first stage alone ranks it in its top 2

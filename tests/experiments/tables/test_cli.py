@@ -31,7 +31,8 @@ def test_the_repository_blocks_match_the_committed_results(capsys: pytest.Captur
     assert code == 0, ("generated tables differ from results/; run `python -m experiments.tables` and commit the "
                        "files it names\n" + out.out + out.err)
     assert "up to date" in out.out
-    blocks = find_blocks((ROOT / "README.md").read_text(), "README.md")
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "results").rglob("README.md"))]
+    blocks = [b for f in files for b in find_blocks(f.read_text(), str(f.relative_to(ROOT)))]
     assert {b.spec.inputs[0] for b in blocks} >= {"results/demo", "results/clip_init_synthvtr",
                                                   "results/precision_synthvtr"}
 

@@ -44,7 +44,7 @@ def _batch(frames: bool = False) -> VideoBatch:
 def _attached(captioner: Captioner, entries: dict[str, list[tuple[str, str, str]]]) -> Captioner:
     """The captioner as a Trainer holds it: its data module answers ``video_text_entries``."""
     dm = SimpleNamespace(video_text_entries=lambda vid: entries.get(vid, []))
-    captioner._trainer = SimpleNamespace(datamodule=dm)  # type: ignore[assignment]
+    captioner.trainer = SimpleNamespace(datamodule=dm)  # type: ignore[assignment]  (the public setter)
     return captioner
 
 

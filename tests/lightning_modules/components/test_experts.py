@@ -124,7 +124,7 @@ def test_both_routings_share_one_pass_of_each_expert() -> None:
 
 @pytest.mark.parametrize("optimizer", ["adamax", "adamw"])
 def test_routed_compute_gives_the_optimiser_the_updates_of_all_compute(optimizer: str) -> None:
-    """Issue 21 finding 6: an expert no sample is routed to gets zero gradients under ``all`` (the released module),
+    """An expert no sample is routed to gets zero gradients under ``all`` (the released module),
     so Adamax / AdamW still move its state and decay its weights; ``routed`` must give the same updates."""
     torch.manual_seed(0)
     groups = assign_expert_groups(("captions", "frames", "both"), 9, 3)
