@@ -1,5 +1,5 @@
-"""Hostile and careless annotation files for the dataset loaders (docs/reference/security.md), and the rule they
-are judged by: every malformed file gives one clear error that names it, never a traceback from deep inside, never a wrong
+"""Hostile and careless annotation files for the dataset loaders (docs/reference/security.md), and the rule they are
+judged by: every malformed file gives one clear error that names it, never a traceback from deep inside, never a wrong
 dataset.
 
 ``write_annotations(dataset, root)`` writes a small valid annotation set (no videos: parsing needs none) in the public

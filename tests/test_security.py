@@ -1,6 +1,6 @@
-"""Safe to share (docs/reference/security.md): the findings about untrusted checkpoints and indexes, API keys and
-the search server: one test per finding, each named after it. Planted pickles and planted modules only create a marker folder in
-``tmp_path``; servers listen on loopback only."""
+"""Safe to share (docs/reference/security.md): the findings about untrusted checkpoints and indexes, API keys and the
+search server: one test per finding, each named after it. Planted pickles and planted modules only create a marker
+folder in ``tmp_path``; servers listen on loopback only."""
 
 from __future__ import annotations
 

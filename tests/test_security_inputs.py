@@ -1,6 +1,6 @@
 """Safe to share (docs/reference/security.md), part B: hostile inputs, torn files and the test set-up. One test per
-finding, named after it; each failed on the code before the fix (the project's history records how). The property-based suites
-live next to the modules they test (tests/datamodules/test_annotations.py, test_captions.py, test_jsonl.py,
+finding, named after it; each failed on the code before the fix (the project's history records how). The property-based
+suites live next to the modules they test (tests/datamodules/test_annotations.py, test_captions.py, test_jsonl.py,
 tests/callbacks/test_caption_writer.py, tests/experiments/test_import_captions.py, test_csi.py)."""
 
 from __future__ import annotations
