@@ -247,6 +247,9 @@ def test_installed_vtr_runs_the_quickstart_from_another_directory(venv: Path,
     record = json.loads((work / "runs" / "quickstart" / "version_0" / "test" / "metrics.json").read_text())
     assert record["num_videos"] == TINY_SYNTHVTR["family_size"] * TINY_SYNTHVTR["test_families"]
     assert record["metrics"]["t2v_R1"] >= 0
+    # an installed copy is no git checkout: it says so, names its version, and claims no commit or clean tree
+    assert record["source"] == "not a git checkout" and record["git_sha"] == "unknown" and record["git_dirty"] is None
+    assert record["installed_version"] == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     videos = TINY_SYNTHVTR["num_families"] * TINY_SYNTHVTR["family_size"]
     assert len(list((work / "data").glob("synthvtr-*/videos/*.mp4"))) == videos
     assert (work / "runs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt").is_file()
