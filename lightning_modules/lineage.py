@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+
 from datamodules.lineage import (
     SELECTION,
     TEST,
@@ -30,6 +32,7 @@ from datamodules.lineage import (
     read_sidecar,
     split_read,
 )
+from lightning_modules.attachment import attached_trainer
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +230,7 @@ def test_lineage(module: Any, dm: Any, extra_reads: Sequence[dict[str, Any]] = (
     reads += list(extra_reads)
     upstream = list(upstream) + list(extra_upstream)
     fit = module.fit_lineage_node()
-    trainer = getattr(module, "_trainer", None)
+    trainer = attached_trainer(module) if isinstance(module, L.LightningModule) else None
     ckpt_path = getattr(trainer, "ckpt_path", None) if trainer is not None else None
     if fit is not None:
         upstream.insert(0, fit)
