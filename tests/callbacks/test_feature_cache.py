@@ -10,9 +10,16 @@ from typing import Any
 from callbacks.feature_cache import FeatureCacheCallback, feature_cache_callbacks
 
 
+class _Unattached:
+    """A module used on its own: Lightning's ``trainer`` property raises outside a Trainer."""
+
+    @property
+    def trainer(self) -> Any:
+        raise RuntimeError("is not attached to a `Trainer`")
+
+
 def _module(datamodule: Any, attached: bool = True) -> Any:
-    trainer = SimpleNamespace(datamodule=datamodule)
-    return SimpleNamespace(trainer=trainer, _trainer=trainer if attached else None)
+    return SimpleNamespace(trainer=SimpleNamespace(datamodule=datamodule)) if attached else _Unattached()
 
 
 def test_added_only_when_the_data_module_asks_for_the_cache() -> None:
