@@ -23,7 +23,6 @@ This module is torch-free; ``lightning_modules/lineage.py`` attaches the nodes t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from datamodules.annotations import Split
+from datamodules.checksums import ids_sha256
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,6 @@ TEST = "test"
 PROMPT_TEXTS_WRITTEN = "prompt texts (whole store)"
 LEAKING_ROLES = frozenset({TRAINING, SELECTION, PROMPT_TEXTS, PROBE_SET, PREFERENCE_LABELS, QUERY_BANK,
                            GROUND_TRUTH})
-
-
-def ids_sha256(ids: Iterable[str]) -> str:
-    """sha256 of the sorted, newline-joined ids (the same set in any order gives the same digest)."""
-    return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()
 
 
 class TestSet:

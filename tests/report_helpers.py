@@ -13,6 +13,16 @@ METRIC_COLUMNS = {"T2V R@1": "t2v_R1", "T2V R@5": "t2v_R5", "T2V R@10": "t2v_R10
                   "rsum": "rsum"}
 
 
+def offline_wandb(tmp_path: Path, monkeypatch: Any) -> None:
+    """W&B offline, with every folder it writes (runs, artifacts, cache, settings) under ``tmp_path``."""
+    for var, sub in (("WANDB_DIR", "wandb_dir"), ("WANDB_DATA_DIR", "wandb_data"), ("WANDB_CACHE_DIR", "cache"),
+                     ("WANDB_CONFIG_DIR", "config")):
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
 def table(markdown: str, section: str) -> list[dict[str, str]]:
     """Rows of the first table under ``## section`` as dicts keyed by the header."""
     lines = markdown.split(f"## {section}", 1)[1].split("\n## ", 1)[0].splitlines()  # up to the next section

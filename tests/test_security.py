@@ -124,7 +124,7 @@ def test_finding_1_opening_an_index_folder_or_a_checkpoint_runs_no_code(entry: s
         call = lambda: index_folder(planted, small_index["folder"], tmp_path / "new_index")  # noqa: E731
     elif entry == "query (manifest's checkpoint)":
         # the manifest names the planted file and its sha256: integrity holds, trust does not follow from it
-        from experiments.search.checkpoint import file_sha256
+        from datamodules.checksums import file_sha256
 
         manifest = json.loads((index / "manifest.json").read_text())
         manifest["checkpoint"].update(path=str(planted), sha256=file_sha256(planted))

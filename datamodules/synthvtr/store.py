@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datamodules.checksums import file_sha256
 from datamodules.jsonl import read_jsonl_lines
 from datamodules.synthvtr.captions import frame_metadata
 from datamodules.synthvtr.config import GENERATOR_VERSION, SynthVTRConfig
@@ -81,14 +82,6 @@ def is_complete(out_dir: str | Path, config: SynthVTRConfig) -> bool:
     return all((video_dir / f"synth{i:05d}.mp4").is_file() for i in range(config.num_videos))
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def content_files(config: SynthVTRConfig) -> list[str]:
     """The files a generation of ``config`` consists of (relative to the root): what the manifest lists."""
     return sorted([*ANNOTATION_FILES, *(f"videos/synth{i:05d}.mp4" for i in range(config.num_videos))])
@@ -101,7 +94,7 @@ def write_manifest(out_dir: str | Path, config: SynthVTRConfig) -> str:
     copy a run used (``generation.json`` and the data fingerprint in ``metrics.json`` record it).
     """
     out = Path(out_dir)
-    text = "".join(f"{_file_sha256(out / rel)}  {rel}\n" for rel in content_files(config))
+    text = "".join(f"{file_sha256(out / rel)}  {rel}\n" for rel in content_files(config))
     _atomic_write(out / MANIFEST, text)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -168,7 +161,7 @@ def verify_content(root: str | Path, warn: bool = True) -> ContentCheck:
             path = root / rel
             if not path.is_file():
                 check.missing.append(rel)
-            elif _file_sha256(path) != expected:
+            elif file_sha256(path) != expected:
                 check.differ.append(rel)
         check.files = len(listed)
         videos = root / "videos"

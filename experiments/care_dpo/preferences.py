@@ -46,7 +46,6 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,6 +57,7 @@ from torch import Tensor
 from callbacks.caption_writer import CaptionWriter, read_jsonl
 from datamodules.batch import VideoBatch
 from datamodules.captions import CaptionStore
+from datamodules.checksums import file_sha256, ids_sha256
 from datamodules.lineage import PREFERENCE_LABELS, node, read_record, write_sidecar
 from datamodules.preferences import TrainVideoChunks, meta_path, read_meta
 
@@ -69,20 +69,6 @@ NeighbourRule = Literal["embedding", "family"]
 
 def _chunk_seed(seed: int, first_video: str) -> int:
     return int(hashlib.sha256(f"care-dpo-sample:{seed}:{first_video}".encode()).hexdigest()[:8], 16)
-
-
-def ids_sha256(ids: Sequence[str]) -> str:
-    """sha256 (hex) of the sorted ids joined by newlines: the identity of a set of video or text ids."""
-    return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_json_atomic(path: Path, value: Any) -> None:

@@ -14,7 +14,6 @@ from scratch. On SIGTERM it kills its own processes before it exits.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -23,6 +22,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from datamodules.checksums import file_sha256
 from experiments.leaderboard import data as data_copy
 from experiments.leaderboard.costs import COSTS, captions_per_video, cell_costs, step_marker
 from experiments.leaderboard.machine import LoadSampler
@@ -87,14 +87,6 @@ def _run(cmd: list[str], attempt: str) -> int:
             kill_task(task)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _start(settings: Settings, key: str) -> str:
     """This attempt's task variable, after killing every process of an earlier attempt of the same task."""
     task = task_id(settings.work, key)
@@ -129,7 +121,7 @@ def run_step(settings: Settings, conf: Configuration, step: Step) -> dict[str, A
             raise LeaderboardError(f"step {conf.name}/{step.name}: `{' '.join(cmd[1:4])} ...` exited with {code}")
     seconds = time.perf_counter() - started
     marker = {"step": step.name, "configuration": conf.name, "seconds": round(seconds, 1), "store": step.store,
-              "store_sha256": _sha256(store), **captions_per_video(store, step.kind), "simulated": step.simulated,
+              "store_sha256": file_sha256(store), **captions_per_video(store, step.kind), "simulated": step.simulated,
               "what": step.what, "commands": [" ".join(c[1:]) for c in commands], "machine": sampler.stop(),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     write_json(done, marker)

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from datamodules.checksums import file_sha256
 from experiments.results import registry_format as registry
 from experiments.results.runs import (
     POSTPROCESSED_NAME,
@@ -222,7 +223,7 @@ def compact(test: Path, record: dict[str, Any], ids: registry.SplitIds) -> Compa
             out.expected[file] = {k: again[k] for k in keys}
         used.add(path.name)
     for path in sorted(test.glob("*.npy")):
-        entry: dict[str, Any] = {"file": path.name, "sha256": registry.sha256_file(path)}
+        entry: dict[str, Any] = {"file": path.name, "sha256": file_sha256(path)}
         try:
             header = np.load(path, mmap_mode="r", allow_pickle=False)
             entry.update({"shape": list(header.shape), "dtype": str(header.dtype)})
@@ -370,7 +371,7 @@ def upload(plans: list[Plan], project: str) -> dict[Path, dict[str, Any]]:
             artifact = wandb.Artifact(name, type="similarity-matrices",
                                       description=f"full test matrices of {study.name}/{plan.name} (results registry)",
                                       metadata={"study": study.name, "run": plan.name,
-                                                "sha256": {p.name: registry.sha256_file(p) for p in files
+                                                "sha256": {p.name: file_sha256(p) for p in files
                                                            if p.suffix == ".npy"}})
             for path in files:
                 if path.is_file():

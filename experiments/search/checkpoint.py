@@ -6,7 +6,6 @@ Checkpoints and indexes travel between people, so a checkpoint is opened as untr
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,6 @@ class IndexMismatchError(ValueError):
 
 class NoSearchEmbeddingError(TypeError):
     """The checkpoint's method declares no query-independent search embedding, so it cannot be indexed."""
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

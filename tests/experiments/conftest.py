@@ -60,3 +60,15 @@ def synthvtr_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
             main(["fit", "--config", str(TINY_CLIP4CLIP), "--config", str(config), "--model.init_args.sim_header",
                   header, "--trainer.max_epochs", "1", "--trainer.logger", csv_logger(out, f"{name}_{header}")])
     return out
+
+
+# the names most tests of the report and the shared results modules use: the CLIP4Clip runs and their report (a test
+# module that needs other runs defines its own ``runs`` / ``built``, which take precedence)
+@pytest.fixture
+def runs(clip4clip_runs: Path) -> Path:
+    return clip4clip_runs
+
+
+@pytest.fixture
+def built(clip4clip_report: dict) -> dict:
+    return clip4clip_report

@@ -21,7 +21,7 @@ from experiments.results.runs import ReportError, discover, load_test_set, split
 from experiments.results.sections import recheck
 from lightning_modules.metrics import ranks_v2t
 from tests.registry_helpers import full_run, scores
-from tests.report_helpers import wandb_records
+from tests.report_helpers import offline_wandb, wandb_records
 
 SWEEP_NAME = 'aux_captions={"narration": "n.jsonl"},seed_everything=0'
 
@@ -203,12 +203,7 @@ def test_runs_registered_together_share_the_test_set_and_a_retest_finds_its_orig
 
 def test_register_wandb_uploads_the_full_matrices_as_an_offline_artifact(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    for var, sub in (("WANDB_DIR", "wandb_dir"), ("WANDB_DATA_DIR", "wandb_data"), ("WANDB_CACHE_DIR", "cache"),
-                     ("WANDB_CONFIG_DIR", "config")):
-        (tmp_path / sub).mkdir()
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+    offline_wandb(tmp_path, monkeypatch)
     source = _sweep_like_run(tmp_path) / "version_0"
     study = tmp_path / "results" / "study"
     (dest,) = main([f"{source}=run_s0", "--study", str(study), "--wandb", "--wandb-project", "vtr-test"])

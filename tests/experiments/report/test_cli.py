@@ -21,16 +21,6 @@ from tests.report_helpers import METRIC_COLUMNS, table
 from tests.run_helpers import TINY_CLIP4CLIP, csv_logger
 
 
-@pytest.fixture
-def runs(clip4clip_runs: Path) -> Path:
-    return clip4clip_runs
-
-
-@pytest.fixture
-def built(clip4clip_report: dict) -> dict:
-    return clip4clip_report
-
-
 def test_report_files_are_written_and_html_is_self_contained(built: dict) -> None:
     assert (built["out"] / "report.md").is_file() and (built["out"] / "index.html").is_file()
     html = built["html"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments.report import main as report
-from tests.report_helpers import table, wandb_records
+from tests.report_helpers import offline_wandb, table, wandb_records
 
 
 @pytest.fixture
@@ -21,12 +21,7 @@ def runs(synthvtr_runs: Path) -> Path:
 
 def test_wandb_logs_tables_per_query_results_and_the_report_artifact(runs: Path, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    for var, sub in (("WANDB_DIR", "wandb_dir"), ("WANDB_DATA_DIR", "wandb_data"), ("WANDB_CACHE_DIR", "cache"),
-                     ("WANDB_CONFIG_DIR", "config")):
-        (tmp_path / sub).mkdir()
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+    offline_wandb(tmp_path, monkeypatch)
     out = tmp_path / "rep"
     report([str(runs), "--out", str(out), "--resamples", "300", "--queries", "2", "--wandb"])
     (run_dir,) = (tmp_path / "wandb_dir" / "wandb").glob("offline-run-*")

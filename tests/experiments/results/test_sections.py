@@ -6,8 +6,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from experiments.report import main as report
 from experiments.results.render import Table
 from experiments.results.runs import Group, discover, group_runs
@@ -15,16 +13,6 @@ from experiments.results.sections import PROVENANCE, comparison_section, provena
 from experiments.results.stats import compare
 from tests.report_helpers import _copy_run, table
 from tests.run_helpers import REPO
-
-
-@pytest.fixture
-def runs(clip4clip_runs: Path) -> Path:
-    return clip4clip_runs
-
-
-@pytest.fixture
-def built(clip4clip_report: dict) -> dict:
-    return clip4clip_report
 
 
 def test_provenance_columns_are_filled_from_the_artifacts(built: dict) -> None:
