@@ -107,6 +107,9 @@ def parser() -> argparse.ArgumentParser:
     collect = sub.add_parser("collect", help=f"copy the finished cells and their status into {DEFAULT_OUT}")
     _common(collect)
     collect.add_argument("--out", default=DEFAULT_OUT, help=f"the committed results folder (default {DEFAULT_OUT})")
+    collect.add_argument("--not-run-reason", default=None, metavar="TEXT",
+                         help="why the cells that have not run did not (e.g. the compute they need): recorded for "
+                              "each in leaderboard.json and printed in the table's missing-cells line")
     return p
 
 
@@ -384,17 +387,19 @@ def _public_data(record: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**{k: v for k, v in record.items() if k not in ("root", "generator")}, "generator": generator}
 
 
-def summary(settings: Settings) -> dict[str, Any]:
+def summary(settings: Settings, not_run_reason: str | None = None) -> dict[str, Any]:
     """``leaderboard.json``: the whole grid (every cell's state and, when not done, why), the methods, the data copies
-    and the caption steps, for the README table."""
+    and the caption steps, for the README table. A failed cell's reason is its task's last error; a cell that has not
+    run has ``not_run_reason`` (``collect --not-run-reason``), or none."""
     status = Status(settings.work).data
     cells = []
     for cell in plan.cells():
         finished = is_finished(cell_done(settings, cell))
         entry = status["cells"].get(cell.key) or {}
         state = "done" if finished else "failed" if entry.get("status") == "failed" else "not run"
+        reason = None if finished else entry.get("reason") if state == "failed" else not_run_reason
         cells.append({"configuration": cell.configuration.name, "method": cell.method.name, "seed": cell.seed,
-                      "cell": cell.name, "status": state, "reason": None if finished else entry.get("reason")})
+                      "cell": cell.name, "status": state, "reason": reason})
     configurations = []
     for conf in CONFIGURATIONS:
         record = read_json(data_copy.record_path(settings, conf), "the data record")
@@ -418,7 +423,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     settings = _settings(args)
     out = Path(args.out)
     with work_lock(settings.work):
-        record = summary(settings)
+        record = summary(settings, args.not_run_reason)
         out.mkdir(parents=True, exist_ok=True)
         for conf in CONFIGURATIONS:
             src = settings.registry(conf)

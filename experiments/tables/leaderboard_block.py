@@ -182,23 +182,23 @@ def _verdict(method: str, reference: str, by_conf: dict[str, Comparison | None],
 def _missing_line(summary: dict[str, Any], present: set[tuple[str, str]]) -> str:
     """Every cell of the grid without a registered run, grouped by reason, then by configuration and method."""
     grid: dict[tuple[str, str], list[int]] = {}
-    by_reason: dict[str, dict[str, dict[str, list[int]]]] = {}
+    by_reason: dict[tuple[str, str], dict[str, dict[str, list[int]]]] = {}
     for cell in summary["cells"]:
         conf, method, seed = str(cell.get("configuration")), str(cell.get("method")), int(cell.get("seed", -1))
         grid.setdefault((conf, method), []).append(seed)
         if (conf, str(cell.get("cell"))) in present:
             continue
         if cell.get("status") == "failed":
-            reason = f"failed ({cell.get('reason') or 'no reason recorded'})"
+            reason = (f"failed ({cell.get('reason') or 'no reason recorded'})", "")
         elif cell.get("status") == "done":
-            reason = "collected as done but its folder is missing"
-        else:
-            reason = "not run"
+            reason = ("collected as done but its folder is missing", "")
+        else:  # why it has not run, when the collect command was told (--not-run-reason)
+            reason = ("not run", str(cell.get("reason") or ""))
         by_reason.setdefault(reason, {}).setdefault(conf, {}).setdefault(method, []).append(seed)
     if not by_reason:
         return f"Every cell of the grid ({len(summary['cells'])}) is registered."
     parts = []
-    for reason, confs in by_reason.items():
+    for (label, why), confs in by_reason.items():
         count = sum(len(seeds) for methods in confs.values() for seeds in methods.values())
         where = []
         for conf, methods in confs.items():
@@ -208,7 +208,7 @@ def _missing_line(summary: dict[str, Any], present: set[tuple[str, str]]) -> str
             listed = [m + ("" if sorted(seeds) == sorted(grid[(conf, m)]) else
                            " seed " + ",".join(str(s) for s in sorted(seeds))) for m, seeds in methods.items()]
             where.append(f"{conf}: " + ", ".join(listed))
-        parts.append(f"{count} {reason} ({'; '.join(where)})")
+        parts.append(f"{count} {label} ({'; '.join(where)})" + (f": {why}" if why else ""))
     total = sum(int(p.split(" ", 1)[0]) for p in parts)
     return f"Missing {total} of {len(summary['cells'])} cells: " + "; ".join(parts) + "."
 

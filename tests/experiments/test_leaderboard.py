@@ -139,11 +139,13 @@ def test_two_tiny_cells_register_resume_and_the_table(tmp_path: Path, capsys: py
 
     # collect, then the README table from it
     results = tmp_path / "results" / "leaderboard"
-    assert main(["collect", f"--work={work}", f"--out={results}"]) == 0
+    assert main(["collect", f"--work={work}", f"--out={results}", "--not-run-reason=only two cells in a test"]) == 0
     summary = json.loads((results / "leaderboard.json").read_text())
     states = [(c["configuration"], c["cell"], c["status"]) for c in summary["cells"]]
     assert ("default", "clip4clip_meanP_s0", "done") in states and len(states) == 48
     assert sum(s == "done" for _, _, s in states) == 2
+    assert {c["reason"] for c in summary["cells"] if c["status"] == "done"} == {None}
+    assert {c["reason"] for c in summary["cells"] if c["status"] == "not run"} == {"only two cells in a test"}
     assert summary["settings"]["data"] == [t[len("--data="):] for t in TINY]
     assert str(work) not in (results / "leaderboard.json").read_text()  # no machine path in the committed summary
     readme_path = tmp_path / "README.md"
@@ -159,6 +161,7 @@ def test_two_tiny_cells_register_resume_and_the_table(tmp_path: Path, capsys: py
     assert float(rows["CLIP4Clip meanP"]["eval / query, 1k videos (ms)"]) > 0
     text = " ".join(readme_path.read_text().split())
     assert "Missing 46 of 48 cells: 46 not run (default: clip4clip_meanP seed 1,2" in text
+    assert text.split("Missing 46 of 48 cells: ")[1].split(".")[0].endswith("): only two cells in a test")
     assert readme([str(readme_path), "--check", "--root", str(tmp_path)]) == 0
 
     # the copy is checked before every cell: an edited video, or a manifest other than the recorded one, is refused
