@@ -1,4 +1,5 @@
-"""What a benchmark's JSON records about the machine it ran on, and the atomic write of that JSON.
+"""What a benchmark's JSON records about the machine it ran on (the JSON is written with
+``datamodules.atomic.write_json_atomic``).
 
 A time measured while other jobs share the CPU is not comparable with one measured on an idle machine, so every
 record says which it was: ``--machine-state idle|shared`` when the person running it knows, else ``auto``, which
@@ -7,12 +8,9 @@ calls the machine idle when the 1-minute load average before the run was below h
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,16 +38,3 @@ def machine_record(state: str, load_before: float, device: str) -> dict[str, Any
         record["gpu"] = torch.cuda.get_device_name(0)
     record["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return record
-
-
-def write_json(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` to ``path`` atomically (a temporary file in the same folder, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(record, indent=2) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -33,7 +33,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.machine import MACHINE_STATES, load_average, machine_record, write_json
+from benchmarks.machine import MACHINE_STATES, load_average, machine_record
+from datamodules.atomic import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: results/benchmarks/ by default
 
@@ -181,7 +182,7 @@ def main() -> None:
               "metrics_identical": same_metrics, "speedup": round(speedup, 2),
               **machine_record(args.machine_state, load_before, args.device),
               **({"note": args.note} if args.note else {}), "rows": rows}
-    write_json(args.json, record)
+    write_json_atomic(args.json, record)
     print(f"wrote {args.json}")
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.machine import MACHINE_STATES, load_average, machine_record, write_json
+from benchmarks.machine import MACHINE_STATES, load_average, machine_record
 from benchmarks.narvid_eval import query_lengths
+from datamodules.atomic import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: results/benchmarks/ by default
 
@@ -122,7 +123,7 @@ def main() -> None:
     if baseline:
         print("median step over CLIP4Clip seqTransf's: " + ", ".join(f"{r['method']} {r['x_seqtransf']}x"
                                                                     for r in rows), flush=True)
-    write_json(args.json, {
+    write_json_atomic(args.json, {
         "benchmark": "benchmarks/train_step.py", "batch": b, "frames": t, "words": words,
         "query_tokens_mean": args.query_tokens, "captions": args.captions, "steps": args.steps,
         **machine_record(args.machine_state, load_before, args.device),

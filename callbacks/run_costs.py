@@ -23,8 +23,6 @@ one file).
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -32,6 +30,8 @@ from typing import Any
 
 import lightning as L
 import torch
+
+from datamodules.atomic import write_json_atomic
 
 OUTPUT = "run_costs.json"
 
@@ -41,16 +41,6 @@ def _sync(trainer: L.Trainer) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    """``value`` as JSON at ``path`` through a temporary file in the same folder (no partial file on failure)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(value, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def tile_rows(feats: dict[str, torch.Tensor], rows: int) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_modules.artifacts import save_npy_atomic, write_text_atomic
+from datamodules.atomic import save_npy_atomic, write_text_atomic
 from lightning_modules.postprocess import (
     activation_set,
     check_bank_disjoint,

@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from datamodules.atomic import save_npy_atomic
 from datamodules.augment import apply_clip_transform, draw_transforms, view_generator
 from datamodules.batch import normalize_frames
 from datamodules.random_state import preserved_random_state
@@ -39,11 +38,6 @@ CACHE_VERSION = 1
 def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
 
 
 class CachedFeatures:
@@ -211,9 +205,9 @@ def _build_or_load_cache(dm: VideoTextDataModule, backbone: Any, device: torch.d
                     raise FileNotFoundError(f"feature cache {path} (or its augmented views) was not built by rank 0")
                 feats, mask, augmented = _encode_videos(dm, name, backbone, device, views)
                 if aug_path is not None:
-                    _save_atomic(aug_path, augmented)
-                _save_atomic(mask_path, mask)
-                _save_atomic(path, feats)
+                    save_npy_atomic(aug_path, augmented)
+                save_npy_atomic(mask_path, mask)
+                save_npy_atomic(path, feats)
             cache.add_videos(ids, np.load(path, mmap_mode="r"), np.load(mask_path))
             if aug_path is not None:
                 cache.add_augmented(ids, np.load(aug_path, mmap_mode="r"), [views[v] for v in ids])
@@ -226,8 +220,8 @@ def _build_or_load_cache(dm: VideoTextDataModule, backbone: Any, device: torch.d
                 if not build:
                     raise FileNotFoundError(f"feature cache {path} was not built by rank 0")
                 feats, mask = _encode_texts(texts, backbone, device)
-                _save_atomic(mask_path, mask)
-                _save_atomic(path, feats)
+                save_npy_atomic(mask_path, mask)
+                save_npy_atomic(path, feats)
             cache.add_texts(texts, np.load(path, mmap_mode="r"), np.load(mask_path))
     backbone.train(was_training)
     info["built_s"] = round(time.perf_counter() - started, 2)

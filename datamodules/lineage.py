@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from datamodules.annotations import Split
+from datamodules.atomic import write_json_atomic
 from datamodules.checksums import ids_sha256
 
 log = logging.getLogger(__name__)
@@ -160,16 +159,7 @@ def sidecar_path(path: str | Path) -> Path:
 def write_sidecar(path: str | Path, lineage: Mapping[str, Any]) -> Path:
     """Write ``lineage`` next to ``path`` atomically (a temporary file in the same folder, then one rename)."""
     target = sidecar_path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(lineage, fh, indent=1, default=str)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(target, dict(lineage), indent=1, default=str)
     return target
 
 

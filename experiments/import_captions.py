@@ -56,16 +56,16 @@ import argparse
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 
-from callbacks.caption_writer import append_records
+from callbacks.caption_writer import encode_record
 from datamodules.annotations import read_json
+from datamodules.atomic import atomic_write
 from datamodules.base import MANIFEST_NAME, VideoTextDataModule, read_manifest
 from datamodules.captions import CaptionStore
 from datamodules.jsonl import repaired_bytes
@@ -374,28 +374,13 @@ def existing_records(out: Path) -> tuple[bytes, set[tuple[str, str]]]:
 
 
 def write_store(out: Path, records: list[dict[str, Any]], keep: bytes) -> None:
-    """``keep`` then one line per record, into a temporary file renamed over ``out`` (all or nothing).
+    """``keep`` then one line per record, into a temporary file renamed over ``out`` (all or nothing:
+    ``datamodules.atomic``): a failed import leaves ``out`` as it was and nothing beside it."""
+    def fill(fh: IO[bytes]) -> None:
+        fh.write(keep)
+        fh.writelines(encode_record(rec) for rec in records)
 
-    The temporary file is in ``out``'s folder (so the rename is atomic) and is removed on any failure, an interrupt
-    included: a failed import leaves ``out`` as it was and nothing beside it.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    tmp = Path(name)
-    try:
-        try:
-            view = memoryview(keep)
-            while view:
-                view = view[os.write(fd, view):]
-            append_records(fd, records)
-            os.fchmod(fd, 0o644)  # mkstemp makes it private; a store is as readable as any file written with open()
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(out, fill)
     try:  # the rename itself survives a power cut once the folder is synced
         dir_fd = os.open(out.parent, os.O_RDONLY)
     except OSError:

@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from datamodules.atomic import write_json_atomic
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 COMMAND = "python -m experiments.leakage_protocols --out results/leakage/protocols.json"
@@ -412,12 +414,6 @@ def run(work: Path, only: list[str] | None = None) -> dict[str, Any]:
             "rows": rows}
 
 
-def write_json(path: Path, value: Any) -> None:
-    from experiments.results.registry_format import write_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
-
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -441,7 +437,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         with tempfile.TemporaryDirectory(prefix="vtr-leakage-") as tmp:
             table = run(Path(tmp).resolve(), args.only)
-    write_json(Path(args.out), table)
+    write_json_atomic(Path(args.out), table, indent=1, ensure_ascii=False)
     print(f"[leakage_protocols] {len(table['rows'])} protocols in {table['wall_s']} s -> {args.out}", flush=True)
     return table
 

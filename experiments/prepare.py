@@ -38,6 +38,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
+from datamodules.atomic import write_text_atomic
 from datamodules.base import MANIFEST_NAME, VideoTextDataModule
 from datamodules.readers import VIDEO_EXTENSIONS
 from experiments.import_captions import CaptionImportError
@@ -340,9 +341,7 @@ def prepare(argv: list[str]) -> dict[str, Any]:
                 "videos": videos, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "seconds": round(time.perf_counter() - started, 2)}
     path = args.manifest or args.annotations / MANIFEST_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(manifest, indent=1))
     print(f"manifest: {path}")
     print("| split | listed | present | missing | unreadable | public count |")
     print("|---|---|---|---|---|---|")

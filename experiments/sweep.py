@@ -48,6 +48,7 @@ from typing import IO, Any
 
 import yaml
 
+from datamodules.atomic import write_json_atomic
 from vtr.resources import resolve
 
 MAX_NAME = 150           # run folder names stay well below the 255-byte file name limit
@@ -477,17 +478,8 @@ def summary_table(records: list[dict[str, Any]], out: Path, metric: str, goal: s
 
 
 def write_summary(out: Path, records: list[dict[str, Any]]) -> None:
-    _write_json(out / "sweep_summary.json", records)
+    write_json_atomic(out / "sweep_summary.json", records)
 
-
-def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(value, indent=2))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only there when the write or the rename failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -569,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     from lightning_modules.provenance import run_provenance
 
     # the launcher's code and machine, as every run's metrics.json records its own (docs/reference/artifacts.md)
-    _write_json(out / "sweep_provenance.json", {"sweep": str(args.sweep), **run_provenance()})
+    write_json_atomic(out / "sweep_provenance.json", {"sweep": str(args.sweep), **run_provenance()})
     print(f"{len(jobs)} of {total} runs to do, {parallel} at a time"
           + (f" on CUDA devices {','.join(devices)}" if devices else "") + f"; output in {out}", flush=True)
 

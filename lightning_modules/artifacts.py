@@ -11,41 +11,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from datamodules.atomic import save_npy_atomic, write_text_atomic
 from lightning_modules.lineage import test_lineage, verdict_fields
 from lightning_modules.provenance import run_provenance
 
-__all__ = ["TestArtifactsMixin", "save_npy_atomic", "write_text_atomic"]
+__all__ = ["TestArtifactsMixin"]
 
 log = logging.getLogger(__name__)
 
 
-def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """``path`` holds ``text`` (UTF-8), written to a temporary file beside it and moved into place."""
-    _write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """``np.save`` of ``array`` to ``path`` (which must end in ``.npy``), atomically."""
-    _write_atomic(path, lambda fh: np.save(fh, array))
 
 
 class TestArtifactsMixin:

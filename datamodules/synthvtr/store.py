@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datamodules.atomic import write_text_atomic
 from datamodules.checksums import file_sha256
 from datamodules.jsonl import read_jsonl_lines
 from datamodules.synthvtr.captions import frame_metadata
@@ -44,14 +45,6 @@ ANNOTATION_FILES: tuple[str, ...] = (
 MANIFEST = "synthvtr/manifest.sha256"
 _MANIFEST_LINE = re.compile(r"^([0-9a-f]{64})  (\S+)$")
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only there when the write or the rename failed
 
 
 def _jsonl(rows: Iterable[dict[str, Any]]) -> str:
@@ -95,7 +88,7 @@ def write_manifest(out_dir: str | Path, config: SynthVTRConfig) -> str:
     """
     out = Path(out_dir)
     text = "".join(f"{file_sha256(out / rel)}  {rel}\n" for rel in content_files(config))
-    _atomic_write(out / MANIFEST, text)
+    write_text_atomic(out / MANIFEST, text)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -235,13 +228,13 @@ def generate_synthvtr(out_dir: str | Path, config: SynthVTRConfig, workers: int 
     for p in video_dir.iterdir():
         if _VIDEO_NAME.match(p.name) and (not resume or p.name.endswith(".tmp")):
             p.unlink()
-    _atomic_write(marker, json.dumps({"fingerprint": fp, "config": asdict(config)}))
+    write_text_atomic(marker, json.dumps({"fingerprint": fp, "config": asdict(config)}))
 
     t0 = time.perf_counter()
     data = build_synthvtr(config)
     oracle = data.oracle()
     for rel, text in _annotation_files(data, oracle).items():
-        _atomic_write(out / rel, text)
+        write_text_atomic(out / rel, text)
     t_annot = time.perf_counter() - t0
 
     todo = [s for s in data.specs if not (video_dir / f"{s.video_id}.mp4").is_file()]
@@ -280,7 +273,7 @@ def generate_synthvtr(out_dir: str | Path, config: SynthVTRConfig, workers: int 
         },
         "python": sys.version.split()[0],
     }
-    _atomic_write(meta_dir / "generation.json", json.dumps(info, indent=2))
+    write_text_atomic(meta_dir / "generation.json", json.dumps(info, indent=2))
     marker.unlink(missing_ok=True)
     return out
 
@@ -292,7 +285,7 @@ def _meta_dir(root: str | Path) -> Path:
 
 
 def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    # written whole (``_atomic_write``): no torn line to tolerate
+    # written whole (``write_text_atomic``): no torn line to tolerate
     for _, record in read_jsonl_lines(path, tolerate_torn_tail=False):
         yield record
 

@@ -17,6 +17,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from datamodules.atomic import write_bytes_atomic
 from experiments.results import registry_format as registry
 
 MEASURES = ("caption_r1", "family_r1", "attribute_precision", "attribute_recall", "distinct_captions", "caption_words")
@@ -57,7 +58,7 @@ def collect(summaries: list[Path], out: Path, stores: list[Path] | None = None) 
             target = out / f"preferences_s{record['seed']}.jsonl.gz"
             if Path(store).resolve() != target.resolve():  # recollecting with the stores already in ``out``
                 data = Path(store).read_bytes()
-                registry.write_atomic(target, data if Path(store).name.endswith(".gz") else registry.gzip_bytes(data))
+                write_bytes_atomic(target, data if Path(store).name.endswith(".gz") else registry.gzip_bytes(data))
             record["preference_pairs"] = preference_pairs(read_preference_store(store), ("intra", "inter"),
                                                           str(store))[1]
     seeds = sorted(r["seed"] for r in records)

@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 import yaml
 
+from datamodules.atomic import write_text_atomic
 from vtr.resources import resolve
 
 log = logging.getLogger(__name__)
@@ -112,16 +113,7 @@ def _locked(path: Path) -> Iterator[None]:
 def _write_marker(done: Path, payload: dict[str, Any]) -> None:
     """A stage's ``done`` marker, written atomically (a temporary file in its folder, fsynced, renamed over it): a kill
     leaves no marker or the whole one, never an empty file that would fail every restart."""
-    tmp = done.with_name(f".{done.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(json.dumps(payload))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, done)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text_atomic(done, json.dumps(payload))
 
 
 def _read_marker(done: Path) -> dict[str, Any] | None:

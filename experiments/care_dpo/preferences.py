@@ -44,7 +44,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from callbacks.caption_writer import CaptionWriter, read_jsonl
+from datamodules.atomic import atomic_write, write_json_atomic, write_text_atomic
 from datamodules.batch import VideoBatch
 from datamodules.captions import CaptionStore
 from datamodules.checksums import file_sha256, ids_sha256
@@ -70,15 +70,6 @@ NeighbourRule = Literal["embedding", "family"]
 def _chunk_seed(seed: int, first_video: str) -> int:
     return int(hashlib.sha256(f"care-dpo-sample:{seed}:{first_video}".encode()).hexdigest()[:8], 16)
 
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    """``value`` as JSON at ``path`` through a temporary file in the same folder (never a half-written file)."""
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_or_write(path: Path, settings: dict[str, Any], what: str, write: bool) -> None:
@@ -96,7 +87,7 @@ def _check_or_write(path: Path, settings: dict[str, Any], what: str, write: bool
         return
     if write:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, settings)
+        write_json_atomic(path, settings, ensure_ascii=False)
 
 
 def _stage_data(trainer: L.Trainer, stage: str) -> TrainVideoChunks:
@@ -441,12 +432,7 @@ class PreferenceScorer(L.LightningModule):
                 "carried": carried.view(len(ids), k, -1).float().cpu(),
                 "queries": torch.cat(queries).float().cpu(), "num_queries": [len(q) for q in queries]}
         path = self.parts / f"part-{ids_sha256(ids)[:16]}.pt"
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        try:
-            torch.save(part, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda fh: torch.save(part, fh))
 
     def on_predict_end(self) -> None:
         if self.trainer.world_size > 1:
@@ -484,14 +470,10 @@ class PreferenceScorer(L.LightningModule):
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         out = self._output
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(meta_path(out), self._meta(dm, hashlib.sha256(text.encode("utf-8")).hexdigest()))
+        write_json_atomic(meta_path(out), self._meta(dm, hashlib.sha256(text.encode("utf-8")).hexdigest()),
+                          ensure_ascii=False)
         write_sidecar(out, self._lineage(dm))
-        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_text_atomic(out, text)
         shutil.rmtree(self.parts)
         log.info("scoring: %d records -> %s", len(records), out)
         return out

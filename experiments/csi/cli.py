@@ -37,6 +37,7 @@ from jsonargparse import CLI
 
 import datamodules.registry  # noqa: F401  (short class names for data modules)
 import lightning_modules.captioning  # noqa: F401  (short class names for caption backends and text generators)
+from datamodules.atomic import write_text_atomic
 from datamodules.base import VideoTextDataModule
 from datamodules.batch import VideoBatch
 from datamodules.jsonl import (
@@ -177,19 +178,6 @@ def _append(path: Path, record: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """``text`` into ``path`` through a temporary file renamed over it: a kill leaves the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
 
 def _plot(rounds: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
@@ -284,7 +272,7 @@ def run_csi(captioner: CaptionBackend, engineer: PromptEngineer, data: VideoText
             raise CSIError(f"{out_dir} holds a CSI run with other settings ({', '.join(changed)}); pass another "
                            "--out, or delete the folder to start over")
     else:
-        _write_atomically(settings_path, json.dumps(settings, indent=2, ensure_ascii=False))
+        write_text_atomic(settings_path, json.dumps(settings, indent=2, ensure_ascii=False))
     log_path = out_dir / "rounds.jsonl"
     rounds = _resume_log(log_path)
     if rounds:

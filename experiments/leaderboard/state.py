@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from datamodules.atomic import write_json_atomic
+
 TASK_ENV = "VTR_LEADERBOARD_TASK"
 
 
@@ -27,17 +29,8 @@ class LeaderboardError(RuntimeError):
 
 
 def write_json(path: Path, value: Any) -> None:
-    """``value`` as JSON through a temporary file in the same folder, fsynced, renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(json.dumps(value, indent=2, default=str) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``value`` as JSON (indented; a Path or another non-JSON value as its ``str``), written atomically."""
+    write_json_atomic(path, value, default=str)
 
 
 def read_json(path: Path, what: str) -> Any:

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from datamodules.atomic import write_bytes_atomic
 from experiments.registry.register import Plan, register
 from experiments.results import registry_format as registry
 from experiments.results.runs import ReportError
@@ -94,7 +95,7 @@ def gzip_large_jsonl(root: Path, over: int, runs: list[Path]) -> list[tuple[Path
             continue
         data = path.read_bytes()
         packed = registry.gzip_bytes(data)
-        registry.write_atomic(path.with_name(path.name + ".gz"), packed)
+        write_bytes_atomic(path.with_name(path.name + ".gz"), packed)
         path.unlink()
         done.append((path, len(data), len(packed)))
     return done

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from datamodules.atomic import atomic_write
 from experiments.results.render import Raw, Section, Table, inline
 from experiments.results.runs import Group, TestSet
 
@@ -158,9 +158,8 @@ class Thumbnails:
         t, _, s, _ = frames.shape
         strip = frames.permute(2, 0, 3, 1).reshape(s, t * s, 3).numpy()
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        Image.fromarray(np.ascontiguousarray(strip)).save(tmp, format="JPEG", quality=80)
-        os.replace(tmp, target)
+        image = Image.fromarray(np.ascontiguousarray(strip))
+        atomic_write(target, lambda fh: image.save(fh, format="JPEG", quality=80))
 
     def get(self, video_id: str, path: Path, reader: str) -> str | None:
         """Relative ``src`` of the video's strip (``thumbs/...``), or None when it cannot be decoded."""

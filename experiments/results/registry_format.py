@@ -33,7 +33,6 @@ import hashlib
 import io
 import json
 import lzma
-import os
 import posixpath
 import re
 import zipfile
@@ -44,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from datamodules.atomic import write_bytes_atomic
 from experiments.results.errors import ReportError
 
 FORMAT = 1
@@ -64,17 +64,7 @@ def queries_file(name: str = "") -> str:
     return f"queries_{name}.npz" if name else QUERIES
 
 
-# ---------------------------------------------------------------- atomic, reproducible writes
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder (no partial file on failure)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
+# ---------------------------------------------------------------- reproducible bytes
 def gzip_bytes(data: bytes) -> bytes:
     """gzip without a timestamp or file name in the header: equal input, equal bytes."""
     buf = io.BytesIO()
@@ -183,7 +173,7 @@ def query_results(sim: np.ndarray, gt: np.ndarray, v2t_sim: np.ndarray | None = 
 
 
 def write_queries(path: Path, results: QueryResults, num_videos: int) -> None:
-    write_atomic(path, npz_bytes(results.arrays(num_videos)))
+    write_bytes_atomic(path, npz_bytes(results.arrays(num_videos)))
 
 
 def read_queries(path: Path, test_set: SplitIds) -> QueryResults:
@@ -291,7 +281,7 @@ def write_split(study: Path, ids: SplitIds) -> Path:
                               "re-register the study's runs")
         return path
     study.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, data)
+    write_bytes_atomic(path, data)
     return path
 
 

@@ -44,6 +44,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
 from datamodules.annotations import VideoEntry
+from datamodules.atomic import write_bytes_atomic, write_json_atomic
 from datamodules.captions import CaptionStore
 from datamodules.folder import list_videos
 from experiments.search.checkpoint import (
@@ -90,17 +91,6 @@ def ids_sha256(ids: list[str]) -> str:
     return hashlib.sha256(json.dumps(ids).encode()).hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
 
 def _write_synced(path: Path, data: bytes) -> None:
     with path.open("wb") as fh:
@@ -108,9 +98,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
 
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    _write_atomic(path, (json.dumps(value, indent=1) + "\n").encode())
 
 
 class CollectionEncoder(L.LightningModule):
@@ -149,7 +136,8 @@ class ShardWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         for video_id, meta in prediction["meta"].items():
-            _write_atomic(self.out / "thumbs" / thumbnail_name(video_id, self.sources[video_id]), meta["thumbnail"])
+            thumbnail = self.out / "thumbs" / thumbnail_name(video_id, self.sources[video_id])
+            write_bytes_atomic(thumbnail, meta["thumbnail"])
         failed = [{"id": video_id, "error": error} for _, video_id, error in prediction["failed"]]
         shard = {"ids": prediction["ids"], "embedding": prediction.get("embedding"),
                  "features": prediction.get("features", {}), "failed": failed,
@@ -158,7 +146,7 @@ class ShardWriter(BasePredictionWriter):
         buffer = io.BytesIO()
         torch.save(shard, buffer)
         name = f"{trainer.global_rank:03d}-{self.run}-{batch_idx:07d}.pt"
-        _write_atomic(self.out / "shards" / name, buffer.getvalue())
+        write_bytes_atomic(self.out / "shards" / name, buffer.getvalue())
 
 
 def _shard_error(path: Path, what: str) -> ValueError:
@@ -321,7 +309,7 @@ def build_index(ckpt: str | Path, videos: str | Path, out: str | Path, captions:
     for sub in ("shards", "thumbs", GENERATIONS):
         (out / sub).mkdir(parents=True, exist_ok=True)
     if not (out / BUILD).is_file():
-        write_json_atomic(out / BUILD, build)
+        write_json_atomic(out / BUILD, build, indent=1)
     # the version of each file as listed now: what its shard records, and what a later rerun compares with
     sources = {e.video_id: source_stat(e.path) for e in entries}
     encoded, failed = current_records(read_shards(out), sources)
@@ -423,7 +411,7 @@ def finalize_index(out: Path, entries: list[Any], sources: dict[str, dict[str, i
                 "search": {"exact": search_exact, "second_stage": second_stage},
                 "encode_seconds": round(time.perf_counter() - started, 3)}
     try:
-        write_json_atomic(out / MANIFEST, manifest)  # the switch
+        write_json_atomic(out / MANIFEST, manifest, indent=1)  # the switch
     except BaseException:
         current = read_manifest(out)
         if not current or current.get("generation") != name:  # interrupted before the rename took effect

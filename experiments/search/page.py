@@ -15,13 +15,12 @@ import hashlib
 import html
 import json
 import logging
-import os
-import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+from datamodules.atomic import write_text_atomic
 from experiments.search.searcher import SearchResult, VideoSearchIndex
 
 log = logging.getLogger(__name__)
@@ -90,12 +89,7 @@ def write_results_page(results: list[SearchResult], index_dir: Path, out: Path) 
 
     body = "".join(f"<h2>{html.escape(r.query)}</h2>{results_table(r, inline)}" for r in results)
     text = page(body, f"Search: {index_dir.name}", csp=FILE_CSP)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(out, text)
 
 
 def make_handler(searcher: VideoSearchIndex, default_k: int = 10, rerank: int | None = None,

@@ -1,14 +1,11 @@
-"""benchmarks.machine: the machine facts a timing JSON records, and its atomic write."""
+"""benchmarks.machine: the machine facts a timing JSON records."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 
 from benchmarks import machine
-from benchmarks.machine import machine_record, write_json
+from benchmarks.machine import machine_record
 
 
 def test_auto_state_is_idle_only_below_half_a_core_before_and_after(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,13 +26,3 @@ def test_a_stated_state_is_kept_and_the_record_names_the_machine() -> None:
 def test_an_unknown_state_is_refused_naming_the_flag() -> None:
     with pytest.raises(ValueError, match="--machine-state 'busy'"):
         machine_record("busy", 0.0, "cpu")
-
-
-def test_write_json_replaces_atomically_and_leaves_no_temporary_file(tmp_path: Path) -> None:
-    path = tmp_path / "out" / "bench.json"
-    write_json(path, {"a": 1})
-    write_json(path, {"a": 2})
-    assert json.loads(path.read_text()) == {"a": 2} and [p.name for p in path.parent.iterdir()] == ["bench.json"]
-    with pytest.raises(TypeError):
-        write_json(path, {"a": object()})  # not serialisable: the old file stays, no temporary file is left
-    assert json.loads(path.read_text()) == {"a": 2} and [p.name for p in path.parent.iterdir()] == ["bench.json"]

@@ -1,5 +1,5 @@
-"""``lightning_modules.artifacts``: what a test leaves in ``<run dir>/test``, each file written atomically, and the
-resolved config of a module run without the CLI."""
+"""``lightning_modules.artifacts``: what a test leaves in ``<run dir>/test`` (each file written atomically:
+tests/datamodules/test_atomic.py), and the resolved config of a module run without the CLI."""
 
 from __future__ import annotations
 
@@ -8,25 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 import yaml
 
-from lightning_modules.artifacts import save_npy_atomic, write_text_atomic
 from tests.lightning_modules.mixin_hosts import FakeEvalData, Host, one_hot
-
-
-def test_atomic_writes_replace_whole_files_and_leave_nothing_behind_on_failure(tmp_path: Path) -> None:
-    target = tmp_path / "metrics.json"
-    write_text_atomic(target, "{}")
-    write_text_atomic(target, '{"a": 1}')
-    assert json.loads(target.read_text()) == {"a": 1}
-    save_npy_atomic(tmp_path / "sim.npy", np.eye(2, dtype=np.float32))
-    assert np.load(tmp_path / "sim.npy").tolist() == [[1.0, 0.0], [0.0, 1.0]]
-    with pytest.raises(AttributeError):  # the write fails after the temporary file was opened
-        write_text_atomic(target, 5)  # type: ignore[arg-type]
-    assert json.loads(target.read_text()) == {"a": 1}  # the previous file, whole
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "sim.npy"]  # no temporary file
 
 
 class RecordedHost(Host):
