@@ -4,6 +4,8 @@ tests/datamodules/test_atomic.py), and the resolved config of a module run witho
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +41,8 @@ def test_a_test_leaves_its_matrix_ids_ground_truth_record_and_config(tmp_path: P
     assert config["model"]["class_path"].endswith("RecordedHost") and config["model"]["init_args"]["eval_text_chunk"]
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.json", "sim_t2v.npy", "text_ids.json",
                                                      "text_to_video.json", "video_ids.json"]
+    # as readable as any file the user creates (they were 0600 through mkstemp: a shared run folder's results were
+    # unreadable to everyone else)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o666 & ~umask}
