@@ -1,8 +1,8 @@
 """Atomic file writes: the one way the suite replaces a file it may be killed while writing.
 
-Each writer fills a temporary file beside the target (same folder, so the same file system), flushes it to disk and
-renames it over the target with ``os.replace``. A crash or a SIGKILL at any point leaves the previous file or the new
-one, never half of one; a failed write removes its temporary file and re-raises.
+Each writer fills a temporary file beside the target (same folder, so the same file system), flushes it to disk,
+renames it over the target with ``os.replace`` and syncs the folder. A crash or a SIGKILL at any point leaves the
+previous file or the new one, never half of one; a failed write removes its temporary file and re-raises.
 
 The temporary file is created with ``open(..., "xb")`` under a name unique to the process and the call, so its mode
 follows the umask like any file the user creates (``tempfile.mkstemp`` would make every result ``0600``, unreadable
@@ -37,6 +37,21 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync the folder, so that the rename itself survives a power cut (where the file system allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder; the rename is still atomic there
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -381,14 +380,6 @@ def write_store(out: Path, records: list[dict[str, Any]], keep: bytes) -> None:
         fh.writelines(encode_record(rec) for rec in records)
 
     atomic_write(out, fill)
-    try:  # the rename itself survives a power cut once the folder is synced
-        dir_fd = os.open(out.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 # --------------------------------------------------------------------------------------------- driver

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from datamodules.atomic import write_bytes_atomic
+from datamodules.atomic import write_text_atomic
 from experiments.results.errors import ReportError
 from experiments.tables import comparison_block, json_table, leaderboard_block, reproduction, results_table
 from experiments.tables.blocks import COMMAND, Stale
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for outcome in outcomes:
         if outcome.stale:
-            write_bytes_atomic(outcome.path, outcome.new_text.encode("utf-8"))
+            write_text_atomic(outcome.path, outcome.new_text)
     for _, where, _, _ in stale:
         print(f"regenerated: {where}")
     print(f"{len(stale)} of {blocks} generated block(s) in {len(outcomes)} file(s) regenerated")
